@@ -1,0 +1,3 @@
+from prunepilot.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""The pruning core: dependency groups, policies, and structural pruning via Torch-Pruning.
+
+Public API::
+
+    space = PruningSpace.build(model, torch.randn(1, 3, 32, 32))
+    policy = PruningPolicy.uniform(space, 0.5)          # keep half of every group
+    space.macs(policy.channels), space.params(policy.channels)   # analytic, no pruning
+    small = apply_policy(model, policy, torch.randn(1, 3, 32, 32), space=space)
+    recalibrate_bn(small, calib_loader)
+"""
+
+from __future__ import annotations
+
+from prunepilot.pruning.adapter import IMPORTANCE_CRITERIA, TORCH_PRUNING_VERSION, canonical_importance
+from prunepilot.pruning.apply import apply_policy
+from prunepilot.pruning.bn import recalibrate_bn
+from prunepilot.pruning.cost import count_macs_params
+from prunepilot.pruning.guard import Limits
+from prunepilot.pruning.layers import LayerShape
+from prunepilot.pruning.policy import POLICY_FORMAT, PruningPolicy, round_width
+from prunepilot.pruning.space import GroupInfo, PruningSpace
+
+__all__ = [
+    "IMPORTANCE_CRITERIA",
+    "POLICY_FORMAT",
+    "TORCH_PRUNING_VERSION",
+    "GroupInfo",
+    "LayerShape",
+    "Limits",
+    "PruningPolicy",
+    "PruningSpace",
+    "apply_policy",
+    "canonical_importance",
+    "count_macs_params",
+    "recalibrate_bn",
+    "round_width",
+]

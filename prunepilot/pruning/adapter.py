@@ -1,0 +1,403 @@
+"""The one adapter around Torch-Pruning. No other prunepilot module imports ``torch_pruning``.
+
+Torch-Pruning (Fang et al., DepGraph, CVPR 2023) finds the coupled layers of any model and
+removes channels from all of them at once. It also has sharp edges that fail silently; this
+module covers each of them:
+
+* **Ratios at or above 1 - 1/C prune nothing** (``MetaPruner`` refuses to empty a layer):
+  we never pass ratios. Widths are integers computed by the policy, clamped to at least one
+  channel block, and the channels to remove are chosen here.
+* **Coupled layers given different ratios silently get one ratio**: policies are defined
+  over dependency *groups*, never single layers, and
+  :meth:`~prunepilot.pruning.policy.PruningPolicy.from_layer_ratios` rejects disagreeing
+  ratios inside a group.
+* **Frozen parameters are skipped**: ``requires_grad`` is switched on for the duration of
+  tracing and restored per parameter afterwards.
+* **Shared mutable default arguments leak modules between calls**: every call passes fresh
+  dicts and lists (``ignored_layers``, ``unwrapped_parameters``, ``target_types``).
+* **Tracing needs autograd and leaves the model in eval mode**: tracing runs under
+  ``torch.enable_grad()`` and the train/eval mode of every submodule is restored.
+* **Hessian importance accumulates only the last sample** (its ``accumulate_grad`` keys by
+  name but stores by parameter): we accumulate squared per-sample gradients ourselves.
+* Finally, every group's width after pruning is **asserted** against the policy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prunepilot.errors import GraphAnalysisError, PruningError, one_of
+from prunepilot.pruning.guard import Limits, bounded
+
+TORCH_PRUNING_VERSION: str = str(getattr(tp, "__version__", "unknown"))
+
+#: Channel-selection criteria by name, with what they measure.
+IMPORTANCE_CRITERIA: dict[str, str] = {
+    "l1": "L1 norm of each channel's weights across the group (Li et al. 2017)",
+    "l2": "L2 norm of each channel's weights across the group",
+    "bn-scale": "|gamma| of the BatchNorm layers in the group (Network Slimming, Liu et al. 2017)",
+    "taylor": "first-order Taylor |w * dL/dw| on calibration batches (Molchanov et al. 2019)",
+    "hessian": "diagonal Fisher/second-order w^2 * E[g^2] on calibration samples (OBD, LeCun 1989)",
+    "random": "uniformly random channels (a control)",
+}
+_ALIASES = {"fisher": "hessian", "obd": "hessian", "slimming": "bn-scale", "magnitude": "l1"}
+DATA_DEPENDENT = frozenset({"taylor", "hessian"})
+
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+_STOP_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention, nn.Embedding, nn.LSTM)
+
+
+def canonical_importance(name: str) -> str:
+    """Return the canonical criterion name, or raise listing the valid ones."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in IMPORTANCE_CRITERIA:
+        raise ValueError(
+            f"unknown importance criterion {name!r}; expected {one_of(IMPORTANCE_CRITERIA)} "
+            f"(aliases: {', '.join(sorted(_ALIASES))})"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class DepRecord:
+    """One coupled layer of a dependency group: which module, which side, how many indices."""
+
+    module: str
+    side: str  # "out" or "in"
+    count: int
+    full: int  # the module's full size on that side
+
+
+@dataclass(frozen=True)
+class RawGroup:
+    """A dependency group as Torch-Pruning reports it, reduced to plain data."""
+
+    name: str
+    channels: int
+    blocks: int
+    deps: tuple[DepRecord, ...]
+
+
+def example_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    """Normalise example inputs to a tuple of positional arguments."""
+    if isinstance(example_inputs, tuple | list):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+@contextmanager
+def _tracing_state(model: nn.Module) -> Iterator[None]:
+    """Enable autograd and all ``requires_grad`` flags; restore flags and modes afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    for p in flags:
+        p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def _module_names(model: nn.Module) -> dict[Any, str]:
+    names: dict[Any, str] = {m: n for n, m in model.named_modules()}
+    names.update({p: n for n, p in model.named_parameters()})
+    return names
+
+
+def output_layers(model: nn.Module, graph: Any) -> list[nn.Module]:
+    """Conv/Linear layers whose output channels reach the model output unchanged.
+
+    Walks Torch-Pruning's traced graph forward from each layer through channel-preserving
+    operations (norms, activations, adds, reshapes, depthwise convs); reaching the model
+    output before any channel-mixing layer makes it an output layer (a classifier head).
+    """
+    found = []
+    for module, node in graph.module2node.items():
+        if not isinstance(module, _ROOT_TYPES):
+            continue
+        if not node.outputs:
+            found.append(module)
+            continue
+        stack, seen = list(node.outputs), set()
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            mod = n.module
+            if isinstance(mod, _STOP_TYPES) and tp.ops.module2type(mod) != tp.ops.OPTYPE.DEPTHWISE_CONV:
+                continue
+            if n.type == tp.ops.OPTYPE.OUTPUT or not n.outputs:
+                found.append(module)
+                break
+            stack.extend(n.outputs)
+    return found
+
+
+def build_graph(
+    model: nn.Module, example_inputs: Any, *, what: str = "model", limits: Limits | None = None
+) -> Any:
+    """Trace ``model`` into a Torch-Pruning DependencyGraph, bounded in time and memory.
+
+    Raises:
+        GraphAnalysisError: tracing failed or exceeded its limits; names the model and reason.
+    """
+    with _tracing_state(model), bounded(f"graph analysis of {what}", limits):
+        try:
+            return tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_tuple(example_inputs),
+                unwrapped_parameters=None,
+                customized_pruners={},
+                ignored_layers=[],
+                ignored_params=[],
+                verbose=False,
+            )
+        except GraphAnalysisError:
+            raise
+        except Exception as exc:  # torch-pruning raises bare errors (ZeroDivisionError, ...)
+            raise GraphAnalysisError(
+                f"Torch-Pruning could not analyse {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _blocks_of(module: nn.Module) -> int:
+    """Channel blocks a module needs its channels kept in (grouped conv groups, heads)."""
+    if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.out_channels:
+        return int(module.groups)
+    if isinstance(module, nn.MultiheadAttention):
+        return int(module.num_heads)
+    return 1
+
+
+def list_groups(
+    model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ()
+) -> list[tuple[RawGroup, nn.Module]]:
+    """All prunable dependency groups, in model order, with their root module.
+
+    A group is named by its first output-pruned conv/linear in ``model.named_modules()``
+    order, which is stable across processes and checkpoints of the same architecture.
+    """
+    names = _module_names(model)
+    order = {m: i for i, (_, m) in enumerate(model.named_modules())}
+    skip = list(ignored) + output_layers(model, graph)
+    found: list[tuple[RawGroup, nn.Module]] = []
+    with _tracing_state(model):
+        groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=list(_ROOT_TYPES)))
+    for group in groups:
+        deps: dict[tuple[str, str], tuple[int, int]] = {}
+        roots: list[nn.Module] = []
+        blocks = 1
+        for dep, idxs in group:
+            target = dep.target.module
+            if target not in names:  # Torch-Pruning's own op nodes (adds, reshapes)
+                continue
+            side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+            key = (names[target], side)
+            full = _size_of(graph, dep.target, side, len(idxs))
+            deps[key] = (max(deps.get(key, (0, 0))[0], len(idxs)), full)
+            if isinstance(target, nn.Module):
+                blocks = math.lcm(blocks, _blocks_of(target))
+                if side == "out" and isinstance(target, _ROOT_TYPES):
+                    roots.append(target)
+        if not roots:
+            continue
+        root = min(roots, key=lambda m: order.get(m, 1 << 30))
+        channels = int(graph.get_out_channels(root))
+        if channels % blocks:
+            blocks = 1
+        records = tuple(DepRecord(m, s, c, f) for (m, s), (c, f) in sorted(deps.items()))
+        found.append((RawGroup(names[root], channels, blocks, records), root))
+    found.sort(key=lambda item: order.get(item[1], 1 << 30))
+    return found
+
+
+def _size_of(graph: Any, node: Any, side: str, default: int) -> int:
+    """A node's full size on one side; Torch-Pruning crashes on modules without a pruner."""
+    try:
+        size = graph.get_out_channels(node) if side == "out" else graph.get_in_channels(node)
+    except AttributeError:
+        size = None
+    return int(size) if size is not None else default
+
+
+def _make_importance(name: str) -> Any:
+    types = [nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm]
+    if name == "l1":
+        return tp.importance.MagnitudeImportance(p=1, target_types=list(types))
+    if name == "l2":
+        return tp.importance.MagnitudeImportance(p=2, target_types=list(types))
+    if name == "bn-scale":
+        return tp.importance.BNScaleImportance()
+    if name == "taylor":
+        return tp.importance.TaylorImportance(target_types=list(types))
+    if name == "hessian":
+        return tp.importance.HessianImportance(target_types=list(types))
+    return tp.importance.RandomImportance()
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _prepare_data_dependent(
+    name: str, imp: Any, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    """Populate gradients (taylor) or accumulated squared gradients (hessian)."""
+    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    model.eval()  # gradients only: BatchNorm statistics must not move
+    model.zero_grad(set_to_none=True)
+    if name == "hessian":
+        accu: dict[nn.Parameter, torch.Tensor] = {}
+        count: dict[nn.Parameter, int] = {}
+        for x, y in batches:
+            losses = loss_fn(model(x), y)
+            for loss in losses:
+                model.zero_grad(set_to_none=True)
+                loss.backward(retain_graph=True)
+                for p in model.parameters():
+                    if p.grad is not None:
+                        accu[p] = accu.get(p, torch.zeros_like(p)) + p.grad.detach() ** 2
+                        count[p] = count.get(p, 0) + 1
+        imp._accu_grad, imp._counter = accu, count
+        model.zero_grad(set_to_none=True)
+        return
+    n = 0
+    for x, y in batches:
+        loss_fn(model(x), y).mean().backward()
+        n += 1
+    if n == 0:
+        raise PruningError("importance 'taylor' needs calibration batches; none were given")
+
+
+def select_keep(scores: torch.Tensor, keep: int, blocks: int) -> list[int]:
+    """Indices of the ``keep`` most important channels, keeping equal offsets in every block.
+
+    With ``blocks > 1`` (grouped convolutions, attention heads) the same within-block offsets
+    are kept in every block, so each conv group / head keeps the same, aligned channels.
+    """
+    total = scores.numel()
+    if blocks > 1:
+        per = total // blocks
+        offsets = torch.topk(scores.view(blocks, per).sum(0), keep // blocks).indices.sort().values
+        return sorted(b * per + int(o) for b in range(blocks) for o in offsets)
+    return sorted(int(i) for i in torch.topk(scores, keep).indices)
+
+
+def prune_to_widths(
+    model: nn.Module,
+    example_inputs: Any,
+    widths: Mapping[str, int],
+    *,
+    importance: str = "l1",
+    calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ignored: Sequence[str] = (),
+    limits: Limits | None = None,
+) -> nn.Module:
+    """Prune ``model`` **in place** so that each named group keeps exactly ``widths[name]``.
+
+    Args:
+        model: The model to modify (callers pass a copy).
+        example_inputs: Inputs for tracing.
+        widths: Target channel count per group name; groups not named keep full width.
+        importance: Channel-selection criterion (see :data:`IMPORTANCE_CRITERIA`).
+        calib_batches: ``(inputs, targets)`` batches for the data-dependent criteria.
+        ignored: Module names never to prune.
+        limits: Time/memory limits for graph analysis.
+
+    Raises:
+        PruningError: a width cannot be honoured or the result differs from what was asked.
+    """
+    crit = canonical_importance(importance)
+    by_name = dict(model.named_modules())
+    ignored_modules = [by_name[n] for n in ignored if n in by_name]
+    graph = build_graph(model, example_inputs, limits=limits)
+    groups = list_groups(model, graph, ignored_modules)
+    known = {g.name for g, _ in groups}
+    unknown = sorted(set(widths) - known)
+    if unknown:
+        raise PruningError(f"groups {unknown} are not prunable groups of this model; groups: {sorted(known)}")
+    imp = _make_importance(crit)
+    plan: list[tuple[RawGroup, nn.Module, list[int]]] = []
+    with _tracing_state(model):
+        if crit in DATA_DEPENDENT:
+            _prepare_data_dependent(crit, imp, model, calib_batches or [])
+        for raw, root in groups:
+            want = int(widths.get(raw.name, raw.channels))
+            if not 1 <= want <= raw.channels or want % raw.blocks:
+                raise PruningError(
+                    f"group {raw.name!r}: width {want} is not allowed; it must be in "
+                    f"[{raw.blocks}, {raw.channels}] and a multiple of {raw.blocks}"
+                )
+            if want == raw.channels:
+                continue
+            full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
+            scores = imp(full)
+            if scores is None:
+                scores = torch.arange(raw.channels, 0, -1, dtype=torch.float32)
+            keep = select_keep(scores.detach().float().cpu(), want, raw.blocks)
+            drop = sorted(set(range(raw.channels)) - set(keep))
+            plan.append((raw, root, drop))
+        for _raw, root, drop in plan:
+            group = graph.get_pruning_group(root, _out_fn(graph, root), drop)
+            group.prune()
+        model.zero_grad(set_to_none=True)
+    for raw, root in groups:
+        want = int(widths.get(raw.name, raw.channels))
+        got = int(graph.get_out_channels(root))
+        if got != want:
+            raise PruningError(
+                f"Torch-Pruning left group {raw.name!r} with {got} channels; the policy asked for {want}"
+            )
+    _run_fixups(model, example_inputs)
+    return model
+
+
+#: Post-pruning fix-ups for modules that keep channel counts in plain attributes, by class name.
+FIXUPS: dict[str, Callable[[nn.Module], None]] = {
+    # torchvision's VisionTransformer reshapes with self.hidden_dim in forward().
+    "VisionTransformer": lambda m: setattr(m, "hidden_dim", int(m.conv_proj.out_channels)),
+}
+
+
+def register_fixup(class_name: str, fn: Callable[[nn.Module], None]) -> None:
+    """Register ``fn(module)`` to run on every module of class ``class_name`` after pruning.
+
+    Use it for models that store channel counts in attributes their ``forward`` reads.
+    """
+    FIXUPS[class_name] = fn
+
+
+def _run_fixups(model: nn.Module, example_inputs: Any) -> None:
+    for module in model.modules():
+        fix = FIXUPS.get(type(module).__name__)
+        if fix is not None:
+            fix(module)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*example_tuple(example_inputs))
+    except Exception as exc:
+        raise PruningError(
+            f"the pruned {type(model).__name__} no longer runs: {type(exc).__name__}: {exc}. If the model "
+            "keeps channel counts in attributes, register a fix-up with "
+            "prunepilot.pruning.adapter.register_fixup(class_name, fn)."
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
+def _out_fn(graph: Any, module: nn.Module) -> Any:
+    return graph.get_pruner_of_module(module).prune_out_channels
