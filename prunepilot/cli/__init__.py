@@ -29,6 +29,21 @@ def _root(
     """prunepilot: search, compare and apply pruning policies under a latency budget."""
 
 
+def _register_commands() -> None:
+    from prunepilot.cli import prune, search
+
+    prune.register(app)
+    search.register(app)
+    try:
+        from prunepilot.cli import hw  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - hardware commands are optional while developing
+        return
+    hw.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

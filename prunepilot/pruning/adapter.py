@@ -96,18 +96,19 @@ def example_tuple(example_inputs: Any) -> tuple[Any, ...]:
 @contextmanager
 def _tracing_state(model: nn.Module) -> Iterator[None]:
     """Enable autograd and all ``requires_grad`` flags; restore flags and modes afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    for p in flags:
+    modes = {name: m.training for name, m in model.named_modules()}
+    # By name: pruning replaces Parameter objects (new ones default to requires_grad=True).
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
         p.requires_grad_(True)
     try:
         with torch.enable_grad():
             yield
     finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        for m, mode in modes.items():
-            m.train(mode)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, True))
+        for name, m in model.named_modules():
+            m.train(modes.get(name, m.training))
 
 
 def _module_names(model: nn.Module) -> dict[Any, str]:
@@ -123,7 +124,7 @@ def output_layers(model: nn.Module, graph: Any) -> list[nn.Module]:
     operations (norms, activations, adds, reshapes, depthwise convs); reaching the model
     output before any channel-mixing layer makes it an output layer (a classifier head).
     """
-    found = []
+    found: list[nn.Module] = []
     for module, node in graph.module2node.items():
         if not isinstance(module, _ROOT_TYPES):
             continue
@@ -271,7 +272,7 @@ def _prepare_data_dependent(
                         accu[p] = accu.get(p, torch.zeros_like(p)) + p.grad.detach() ** 2
                         count[p] = count.get(p, 0) + 1
         imp._accu_grad, imp._counter = accu, count
-        model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=False)  # the criterion writes into existing .grad tensors
         return
     n = 0
     for x, y in batches:
@@ -367,7 +368,7 @@ def prune_to_widths(
 #: Post-pruning fix-ups for modules that keep channel counts in plain attributes, by class name.
 FIXUPS: dict[str, Callable[[nn.Module], None]] = {
     # torchvision's VisionTransformer reshapes with self.hidden_dim in forward().
-    "VisionTransformer": lambda m: setattr(m, "hidden_dim", int(m.conv_proj.out_channels)),
+    "VisionTransformer": lambda m: setattr(m, "hidden_dim", int(m.conv_proj.out_channels)),  # type: ignore[union-attr,arg-type]
 }
 
 

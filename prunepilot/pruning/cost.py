@@ -171,20 +171,49 @@ def module_record(
     kind = _kind(module)
     if kind in ("conv", "convT", "depthwise"):
         return ModuleRecord(
-            name, kind, int(module.in_channels), int(module.out_channels), int(module.groups),
-            _pair(module.kernel_size), _pair(module.stride), tuple(calls), _own_params(module),
-            tuple(out_terms), tuple(in_terms), module.bias is not None,
+            name,
+            kind,
+            int(module.in_channels),
+            int(module.out_channels),
+            int(module.groups),
+            _pair(module.kernel_size),
+            _pair(module.stride),
+            tuple(calls),
+            _own_params(module),
+            tuple(out_terms),
+            tuple(in_terms),
+            module.bias is not None,
         )
     if kind == "linear":
         return ModuleRecord(
-            name, kind, int(module.in_features), int(module.out_features), 1, (1, 1), (1, 1),
-            tuple(calls), _own_params(module), tuple(out_terms), tuple(in_terms), module.bias is not None,
+            name,
+            kind,
+            int(module.in_features),
+            int(module.out_features),
+            1,
+            (1, 1),
+            (1, 1),
+            tuple(calls),
+            _own_params(module),
+            tuple(out_terms),
+            tuple(in_terms),
+            module.bias is not None,
         )
     if kind == "attention":
         e = int(module.embed_dim)
         return ModuleRecord(
-            name, kind, e, e, 1, (1, 1), (1, 1), tuple(calls), _own_params(module),
-            tuple(out_terms), tuple(in_terms), module.in_proj_bias is not None,
+            name,
+            kind,
+            e,
+            e,
+            1,
+            (1, 1),
+            (1, 1),
+            tuple(calls),
+            _own_params(module),
+            tuple(out_terms),
+            tuple(in_terms),
+            module.in_proj_bias is not None,
             (module.bias_k is not None, module.in_proj_bias is not None),
         )
     size = pruned_dim_size or 1

@@ -51,7 +51,7 @@ class PruningPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["prunepilot.policy/v1"] = Field(POLICY_FORMAT, description="File format and version.")
+    format: Literal["prunepilot.policy/v1"] = Field(default="prunepilot.policy/v1", description="File format and version.")
     signature: str = Field(description="Hash of the model's group structure the policy was made for.")
     keep_ratios: dict[str, float] = Field(description="Requested keep ratio per group, in (0, 1].")
     channels: dict[str, int] = Field(description="Channels kept per group after rounding.")

@@ -172,8 +172,14 @@ class PruningSpace:
     def describe(self) -> list[dict[str, Any]]:
         """Plain-data description of the groups (for reports and ``prunepilot groups``)."""
         return [
-            {"name": g.name, "channels": g.channels, "multiple": g.multiple, "kind": g.kind,
-             "modules": len(g.modules), "macs": g.macs}
+            {
+                "name": g.name,
+                "channels": g.channels,
+                "multiple": g.multiple,
+                "kind": g.kind,
+                "modules": len(g.modules),
+                "macs": g.macs,
+            }
             for g in self.groups
         ]
 

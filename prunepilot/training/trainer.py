@@ -1,0 +1,317 @@
+"""Training and evaluating classifiers: :func:`fit`, :func:`evaluate_accuracy`, and base models
+trained once and cached (:func:`train_base_model`).
+
+``fit`` is one plain loop: an optimizer and a per-step learning-rate schedule from
+:class:`TrainConfig`, and a ``loss_fn(model, inputs, targets) -> loss`` hook (cross-entropy by
+default) where distillation or other losses plug in.
+
+Example:
+    >>> from prunepilot.data import DataConfig, build_data
+    >>> from prunepilot.models import build_model
+    >>> from prunepilot.training import TrainConfig, evaluate_accuracy, fit
+    >>> data = build_data(DataConfig(name="digits"))
+    >>> model = build_model("simplecnn", in_channels=1)
+    >>> history = fit(model, data.train, TrainConfig(epochs=3), val_loader=data.val)
+    >>> evaluate_accuracy(model, data.test)  # doctest: +SKIP
+    0.97
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+import prunepilot
+from prunepilot.data import DataConfig, build_data
+from prunepilot.errors import DataError
+from prunepilot.models import build_model, load_checkpoint, save_checkpoint
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(model, inputs, targets) -> scalar loss``; it runs the forward pass itself."""
+
+_OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda p, c: torch.optim.SGD(
+        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0
+    ),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda progress: 1.0,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+    "step": lambda progress: 0.1 ** ((progress >= 0.5) + (progress >= 0.75)),
+}
+
+_CACHE_FORMAT = 1  # bump when the cache layout or the training loop changes results
+_DATA_FIELDS_NOT_IN_KEY = ("root", "download", "num_workers", "eval_batch_size")
+
+
+class TrainConfig(BaseModel):
+    """How to train a classifier; hashable and JSON-serialisable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    epochs: int = Field(default=10, ge=0)
+    """Passes over the training loader (0 leaves the model untrained)."""
+
+    lr: float = Field(default=0.05, gt=0)
+    """Peak learning rate."""
+
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    """SGD momentum (Nesterov when > 0); ignored by adam and adamw."""
+
+    weight_decay: float = Field(default=5e-4, ge=0)
+    """L2 penalty (decoupled for adamw)."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    """Optimizer name."""
+
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
+    """Learning-rate schedule over all steps: cosine decay to 0, constant, or x0.1 at 50% and
+    again at 75% of the steps."""
+
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    """Label smoothing of the default cross-entropy loss."""
+
+    seed: int = 0
+    """Seed set with ``torch.manual_seed`` before training (and before building base models)."""
+
+    max_batches_per_epoch: int | None = Field(default=None, gt=0)
+    """Cap on batches per epoch (None: the whole loader), for fast runs."""
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    """The default loss hook: cross-entropy of ``model(inputs)`` against ``targets``."""
+
+    def loss_fn(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(inputs), targets, label_smoothing=label_smoothing)
+
+    return loss_fn
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, loader: Iterable[Any], max_batches: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` over ``loader``, in eval mode and without gradients.
+
+    Args:
+        model: A classifier returning ``(N, num_classes)`` logits.
+        loader: Yields ``(inputs, targets)`` batches.
+        max_batches: Stop after this many batches (None: all).
+
+    Returns:
+        Accuracy in [0, 1]. The model's previous train/eval mode is restored.
+
+    Raises:
+        DataError: If the loader yields no samples.
+    """
+    was_training = model.training
+    device = _device(model)
+    model.eval()
+    correct = total = 0
+    try:
+        for i, (inputs, targets) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model(inputs.to(device))
+            correct += int((logits.argmax(dim=1) == targets.to(device)).sum())
+            total += int(targets.shape[0])
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise DataError("evaluate_accuracy: the loader yielded no samples (max_batches=0 or empty data)")
+    return correct / total
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    cfg: TrainConfig,
+    *,
+    val_loader: Iterable[Any] | None = None,
+    progress: bool = False,
+    loss_fn: LossFn | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place.
+
+    Args:
+        model: The model to train (left in training mode).
+        train_loader: Yields ``(inputs, targets)`` batches; must have a ``len()``.
+        cfg: Optimizer, schedule, epochs and seed.
+        val_loader: If given, validation accuracy is measured after every epoch.
+        progress: Show a rich progress bar.
+        loss_fn: ``loss_fn(model, inputs, targets) -> loss``; default cross-entropy with
+            ``cfg.label_smoothing``. Training accuracy is counted from the model's outputs during
+            the hook's forward passes (the last one per batch).
+
+    Returns:
+        One record per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc`` (or None),
+        ``lr`` (at the epoch's end) and ``seconds``.
+    """
+    torch.manual_seed(cfg.seed)
+    loss_fn = loss_fn or cross_entropy_loss(cfg.label_smoothing)
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    if cfg.max_batches_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    optimizer = _OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    schedule = _SCHEDULES[cfg.schedule]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step / total_steps))
+    device = _device(model)
+    outputs: list[torch.Tensor] = []
+    hook = model.register_forward_hook(
+        lambda _m, _i, out: outputs.append(out.detach()) if isinstance(out, torch.Tensor) else None
+    )
+    history: list[dict[str, Any]] = []
+    bar = _progress_bar(progress)
+    task = bar.add_task("training", total=cfg.epochs * steps_per_epoch) if bar is not None else None
+    try:
+        for epoch in range(cfg.epochs):
+            model.train()
+            start = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step, (inputs, targets) in enumerate(train_loader):
+                if step >= steps_per_epoch:
+                    break
+                inputs, targets = inputs.to(device), targets.to(device)
+                outputs.clear()
+                loss = loss_fn(model, inputs, targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(loss.detach()) * targets.shape[0]
+                seen += targets.shape[0]
+                if outputs and outputs[-1].shape[0] == targets.shape[0]:
+                    correct += int((outputs[-1].argmax(dim=1) == targets).sum())
+                if bar is not None and task is not None:
+                    bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs}")
+            val_acc = evaluate_accuracy(model, val_loader) if val_loader is not None else None
+            model.train()
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss_sum / max(seen, 1),
+                    "train_acc": correct / max(seen, 1),
+                    "val_acc": val_acc,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+    finally:
+        hook.remove()
+        if bar is not None:
+            bar.stop()
+    return history
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar.start()
+    return bar
+
+
+def _versions() -> dict[str, str | None]:
+    """Versions to record with every result (torch-pruning is read from its metadata only)."""
+    try:
+        tp_version: str | None = importlib.metadata.version("torch-pruning")
+    except importlib.metadata.PackageNotFoundError:
+        tp_version = None
+    return {
+        "prunepilot": prunepilot.__version__,
+        "torch": str(torch.__version__),
+        "torch-pruning": tp_version,
+    }
+
+
+def base_model_key(spec: str, data_cfg: DataConfig, train_cfg: TrainConfig) -> str:
+    """Hash identifying a trained base model: spec, data config (without machine-local fields:
+    root, download, num_workers, eval_batch_size) and train config."""
+    payload = {
+        "format": _CACHE_FORMAT,
+        "spec": spec,
+        "data": data_cfg.model_dump(mode="json", exclude=set(_DATA_FIELDS_NOT_IN_KEY)),
+        "train": train_cfg.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_base_model(
+    spec: str,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    cache_dir: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a base model once, or load it from ``cache_dir`` if it was trained before.
+
+    The cache holds ``<slug>-<key>.pt`` (weights, via :func:`save_checkpoint`) and
+    ``<slug>-<key>.json`` (the info below); the key is :func:`base_model_key`. The JSON is
+    written last, so an interrupted run is retrained, not half-loaded.
+
+    Args:
+        spec: Model spec (see :func:`prunepilot.models.build_model`).
+        data_cfg: Data to train on (classes and input channels come from it).
+        train_cfg: How to train; its seed also seeds the model's initialisation.
+        cache_dir: Folder of the cache (created if missing).
+        progress: Show a progress bar while training.
+
+    Returns:
+        ``(model, info)``: the model in eval mode, and ``info`` with ``key``, ``spec``,
+        ``num_classes``, ``input_shape``, ``val_acc``, ``test_acc``, ``history``, ``data``,
+        ``train``, ``versions``, ``checkpoint`` and ``cached`` (True when loaded from the cache).
+    """
+    key = base_model_key(spec, data_cfg, train_cfg)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)[:60]
+    folder = Path(cache_dir)
+    ckpt_path, info_path = folder / f"{slug}-{key}.pt", folder / f"{slug}-{key}.json"
+    if info_path.is_file() and ckpt_path.is_file():
+        cached: dict[str, Any] = json.loads(info_path.read_text())
+        model = build_model(spec, num_classes=cached["num_classes"], in_channels=cached["input_shape"][0])
+        load_checkpoint(model, ckpt_path)
+        return model.eval(), {**cached, "cached": True}
+
+    data = build_data(data_cfg)
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(spec, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    history = fit(model, data.train, train_cfg, val_loader=None, progress=progress)
+    info: dict[str, Any] = {
+        "key": key,
+        "spec": spec,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "val_acc": evaluate_accuracy(model, data.val),
+        "test_acc": evaluate_accuracy(model, data.test),
+        "history": history,
+        "data": data_cfg.model_dump(mode="json"),
+        "train": train_cfg.model_dump(mode="json"),
+        "versions": _versions(),
+        "checkpoint": str(ckpt_path),
+    }
+    save_checkpoint(model, ckpt_path, **info)
+    tmp = info_path.with_name(f".{info_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, info_path)
+    return model.eval(), {**info, "cached": False}
