@@ -106,6 +106,30 @@ def tiny_depthwise(num_classes: int = 10, in_channels: int = 3) -> TinyDepthwise
     return TinyDepthwise(num_classes, in_channels)
 
 
+class TinyFragile(TinyConvNet):
+    """:class:`TinyConvNet` whose forward raises when ``features.0`` has ``fail_width`` channels.
+
+    A stand-in for a real model that breaks at some widths, so tests can check that a
+    failing candidate is recorded as failed and the search goes on.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, fail_width: int = 5) -> None:
+        super().__init__(num_classes, in_channels)
+        self.fail_width = fail_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.features[0].out_channels
+        if width == self.fail_width:
+            raise RuntimeError(f"tiny-fragile: features.0 has {width} channels, the width it fails at")
+        return super().forward(x)
+
+
+@register_model("tiny-fragile")
+def tiny_fragile(num_classes: int = 10, in_channels: int = 3, fail_width: int = 5) -> TinyFragile:
+    """A test model that fails at one width of its first group (for fault-handling tests)."""
+    return TinyFragile(num_classes, in_channels, fail_width)
+
+
 # --------------------------------------------------------------------------- known-answer task
 
 KNOWN_ANSWER_CLASSES = 4

@@ -1,0 +1,191 @@
+"""``prunepilot search``, ``prunepilot pareto`` and ``prunepilot strategies``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prunepilot.cli.common import fail_on_error
+from prunepilot.errors import ConfigError
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the search commands to ``app``."""
+    app.command("search")(search)
+    app.command("pareto")(pareto)
+    app.command("strategies")(strategies)
+
+
+def search(
+    config: Path | None = typer.Argument(
+        None, help="Search config YAML (see configs/). Not needed with --resume."
+    ),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="Override strategy.name (see `prunepilot strategies`)."
+    ),
+    budget: str | None = typer.Option(
+        None, "--budget", help="Latency budget: 12.5ms (absolute) or 50% / 0.5x of the base."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="Override device.name (see `prunepilot devices`)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Run folder (default runs/<name>-<timestamp>)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Connect to this Ray cluster instead of a local Ray."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Override seed."),
+    evaluations: int | None = typer.Option(None, "--evaluations", help="Override strategy.evaluations."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Override data.root (else $PRUNEPILOT_DATA)."
+    ),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the search in this run folder."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Search pruning policies under a latency budget, as Ray Tune trials; print the front."""
+    from prunepilot.search.config import budget_override, load_config, validate_config
+    from prunepilot.search.runner import run_search
+    from prunepilot.search.store import RunStore
+
+    with fail_on_error():
+        overrides: dict[str, Any] = {
+            "strategy.name": strategy,
+            "device.name": device,
+            "ray.address": ray_address,
+            "seed": seed,
+            "strategy.evaluations": evaluations,
+            "data.root": str(data_root) if data_root else None,
+        }
+        if resume is not None:
+            cfg = validate_config(RunStore(resume).read_config(), source=str(resume / "config.yaml"))
+            result = run_search(cfg, resume, resume=True, progress=not quiet)
+        else:
+            if config is None:
+                raise ConfigError("give a config YAML (e.g. configs/quickstart.yaml) or --resume RUN")
+            overrides.update({k: v for k, v in budget_override(budget).items()})
+            cfg = load_config(config, overrides)
+            result = run_search(cfg, run_dir, progress=not quiet)
+    _print_front(result.front, result.budget_ms, result.base)
+    console.print(
+        f"{len(result.candidates)} candidates, {result.failed_trials} failed trial records -> {result.run_dir}\n"
+        f"next: prunepilot pareto {result.run_dir} --budget {result.budget_ms:.3f} --export policy.json"
+    )
+
+
+def _print_front(front: list[dict[str, Any]], budget_ms: float | None, base: dict[str, Any] | None) -> None:
+    from prunepilot.search.pareto import front_table_rows
+
+    table = Table(
+        title=f"Pareto front (accuracy on held-out train split; budget {budget_ms:.3f} ms)"
+        if budget_ms
+        else "Pareto front"
+    )
+    for col in ("#", "accuracy", "latency", "MACs", "params", "mean keep", "strategy"):
+        table.add_column(col, justify="right" if col not in ("latency", "strategy") else "left")
+    if base:
+        table.add_row(
+            "base",
+            f"{base['accuracy']:.4f}",
+            f"{base['latency_ms']:.3f} ms {base['latency_kind']}",
+            f"{base['macs']:,}",
+            f"{base['params']:,}",
+            "1.00",
+            "-",
+        )
+    for row in front_table_rows(front):
+        mark = "" if budget_ms is None or row["latency_ms"] <= budget_ms else " (over budget)"
+        table.add_row(
+            str(row["rank"]),
+            f"{row['accuracy']:.4f}",
+            row["latency"] + mark,
+            f"{row['macs']:,}",
+            f"{row['params']:,}",
+            f"{row['mean_keep_ratio']:.2f}",
+            row["strategy"],
+        )
+    console.print(table)
+
+
+def pareto(
+    run: Path = typer.Argument(..., help="A run folder written by `prunepilot search`."),
+    budget: float | None = typer.Option(
+        None, "--budget", help="Latency budget in ms for --export (default: the run's)."
+    ),
+    export: Path | None = typer.Option(
+        None, "--export", help="Write the most accurate policy within the budget here."
+    ),
+    objectives: str = typer.Option("accuracy,latency_ms", "--objectives", help="Comma-separated objectives."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip pareto.png / pareto.html."),
+) -> None:
+    """Print a run's Pareto front, write pareto.png and pareto.html, export a policy."""
+    from prunepilot.search.pareto import (
+        best_within_budget,
+        default_reference,
+        hypervolume,
+        objectives_from_names,
+        pareto_front,
+        to_minimisation,
+    )
+    from prunepilot.search.plots import plot_front_html, plot_front_png
+    from prunepilot.search.store import RunStore
+
+    with fail_on_error():
+        store = RunStore(run)
+        store.read_config()
+        info = store.read_info()
+        ok = store.ok()
+        if not ok:
+            raise ConfigError(f"run {str(run)!r} has no evaluated candidates yet")
+        objs = objectives_from_names([o.strip() for o in objectives.split(",") if o.strip()])
+        front = pareto_front(ok, objs)
+        ref = default_reference(ok, objs, base=info.get("base"))
+        hv = hypervolume(to_minimisation(front, objs), ref)
+        budget_ms = budget if budget is not None else info.get("budget_ms")
+        _print_front(front, budget_ms, info.get("base"))
+        console.print(f"hypervolume {hv:.6g} (reference {list(map(float, ref))}); {len(ok)} candidates")
+        (store.dir / "front.json").write_text(json.dumps(front, indent=2, default=str) + "\n")
+        if not no_plots:
+            base = info.get("base")
+            png = plot_front_png(ok, front, store.dir / "pareto.png", base=base)
+            html = plot_front_html(ok, front, store.dir / "pareto.html", base=base)
+            console.print(f"wrote {png} and {html}")
+        if export is not None:
+            if budget_ms is None:
+                raise ConfigError("--export needs --budget MS (the run has no budget recorded)")
+            best = best_within_budget(ok, float(budget_ms))
+            if best is None:
+                fastest = min(c["metrics"]["latency_ms"] for c in ok)
+                raise ConfigError(f"no candidate is within {budget_ms} ms; the fastest is {fastest:.3f} ms")
+            from prunepilot.pruning import PruningPolicy
+
+            policy = PruningPolicy.model_validate(best["policy"])
+            meta = {**policy.metadata, "run": str(run), "candidate": best["id"], "metrics": best["metrics"]}
+            policy.model_copy(update={"metadata": meta}).save(export)
+            m = best["metrics"]
+            console.print(
+                f"exported {best['id']}: accuracy {m['accuracy']:.4f}, latency {m['latency_ms']:.3f} ms "
+                f"{m['latency_kind']} -> {export}"
+            )
+
+
+def strategies() -> None:
+    """List the search strategies."""
+    from prunepilot.search.strategies import strategy_class, strategy_names
+
+    table = Table(title="strategies")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("settings")
+    table.add_column("what it does")
+    for name in strategy_names():
+        cls = strategy_class(name)
+        table.add_row(name, cls.kind, ", ".join(cls.Settings.model_fields), cls.description)
+    console.print(table)

@@ -1,0 +1,237 @@
+"""The evaluator: score one pruning policy on accuracy and device latency.
+
+    policy -> apply_policy (prune) -> recalibrate BN -> accuracy on the held-out split of the
+    *training* data -> latency from the device's latency model (measured or predicted)
+
+One :class:`Evaluator` per process holds the base model, the data batches and the pruning
+space (see :func:`get_evaluator`, a per-process cache), so a candidate costs only its own
+pruning and scoring. The test split is never touched here: it is for final reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunepilot.hw_models.base import LatencyModel, LatencyResult
+from prunepilot.hw_models.registry import get_latency_model
+from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, recalibrate_bn
+from prunepilot.search.config import SearchConfig
+from prunepilot.training import evaluate_accuracy
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One evaluated candidate.
+
+    Attributes:
+        accuracy: Top-1 on the held-out split of the training data (never the test split).
+        latency_ms: Latency on the target device at the configured batch size.
+        latency_kind: ``"measured"`` or ``"predicted"``.
+        latency_model: Name of the latency model that gave ``latency_ms``.
+        macs: MACs per sample (analytic).
+        params: Parameters (analytic).
+        eval_seconds: Wall time of this evaluation.
+        latency_cv: Coefficient of variation of the timing runs (measured only).
+    """
+
+    accuracy: float
+    latency_ms: float
+    latency_kind: str
+    latency_model: str
+    macs: int
+    params: int
+    eval_seconds: float
+    latency_cv: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyFit:
+    """A fast latency predictor for budget checks: ``ms = intercept + slope * MACs``.
+
+    Fitted by the driver from two latency figures of the base model and the uniformly
+    pruned model at the lower bound, so every trial uses the same one.
+    """
+
+    intercept: float
+    slope: float
+
+    def __call__(self, macs: float) -> float:
+        return self.intercept + self.slope * macs
+
+
+class Evaluator:
+    """Scores policies for one search config. Build with :func:`get_evaluator`."""
+
+    def __init__(self, cfg: SearchConfig, base_state: Mapping[str, torch.Tensor] | None = None) -> None:
+        from prunepilot.data import build_data
+        from prunepilot.models import build_model, load_model
+
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.data = build_data(cfg.data)
+        c, h, w = self.data.input_shape
+        self.input_shape: tuple[int, ...] = (1, c, h, w)
+        self.example = torch.zeros(self.input_shape)
+        spec, ncls = cfg.model.spec, self.data.num_classes
+        if base_state is not None:
+            model = build_model(spec, num_classes=ncls, in_channels=c)
+            model.load_state_dict(base_state, strict=True)
+        elif cfg.model.checkpoint is not None:
+            model = load_model(spec, cfg.model.checkpoint, num_classes=ncls, in_channels=c)
+        else:
+            from prunepilot.training import TrainConfig, train_base_model
+
+            model, _info = train_base_model(
+                spec, cfg.data, cfg.model.train or TrainConfig(), cfg.model.cache_dir
+            )
+        self.model: nn.Module = model.eval()
+        self.space = PruningSpace.build(self.model, self.example, ignored_layers=cfg.model.ignored_layers)
+        ev = cfg.evaluation
+        self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
+        self.val = [
+            (x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches
+        ]
+        self.latency, self.batch_size = build_latency_model(cfg)
+        self.fit: LatencyFit | None = None
+        self._cache: dict[tuple[int, ...], Metrics] = {}
+        #: Whether the last :meth:`evaluate` call was answered from the cache.
+        self.last_cached = False
+
+    # --- the contract ------------------------------------------------------------------------
+    def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
+        """A policy with this search's rounding and criterion."""
+        ev = self.cfg.evaluation
+        return PruningPolicy.from_ratios(
+            self.space, ratios, round_to=ev.round_to, importance=ev.importance, metadata=metadata
+        )
+
+    def evaluate(self, policy: PruningPolicy) -> Metrics:
+        """Prune, recalibrate BN, score accuracy on held-out training data, get latency."""
+        key = policy.key()
+        self.last_cached = key in self._cache
+        if self.last_cached:
+            return self._cache[key]
+        start = time.perf_counter()
+        pruned = self.prune(policy)
+        acc = evaluate_accuracy(pruned, self.val)
+        lat = self.latency_of(pruned, policy.channels)
+        metrics = Metrics(
+            accuracy=float(acc),
+            latency_ms=float(lat.ms),
+            latency_kind=str(lat.kind),
+            latency_model=lat.model_name,
+            macs=self.space.macs(policy.channels),
+            params=self.space.params(policy.channels),
+            eval_seconds=time.perf_counter() - start,
+            latency_cv=lat.cv,
+        )
+        self._cache[key] = metrics
+        return metrics
+
+    def prune(self, policy: PruningPolicy) -> nn.Module:
+        """The pruned, BN-recalibrated model for ``policy``."""
+        pruned = apply_policy(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
+        if self.calib:
+            recalibrate_bn(pruned, self.calib)
+        return pruned.eval()
+
+    def latency_of(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
+        """Latency from the configured latency model (measures ``model`` when it must)."""
+        bs = self.batch_size
+        if self.latency.requires_model:
+            if model is None:
+                model = self.prune(PruningPolicy.from_widths(self.space, widths))
+            return self.latency.measure_ms(model, self.input_shape, bs)
+        return self.latency.predict_ms(self.space, widths, bs)
+
+    def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
+        """A fast (< 1 ms) latency estimate for budget checks inside search loops.
+
+        Predicted latency models answer directly; for measured ones the driver's
+        :class:`LatencyFit` (affine in MACs) is used.
+        """
+        if not self.latency.requires_model:
+            return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
+        if self.fit is None:
+            raise RuntimeError("predict_latency_ms needs a LatencyFit; call calibrate_fit() or set .fit")
+        return float(self.fit(self.space.macs(widths)))
+
+    def calibrate_fit(self) -> tuple[LatencyResult, LatencyResult]:
+        """Measure the base and the lower-bound uniform model; fit :attr:`fit`; return both."""
+        full = self.latency_of(self.model, self.space.full_widths())
+        low_policy = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound)
+        low = self.latency_of(self.prune(low_policy), low_policy.channels)
+        m_full, m_low = self.space.base_macs, self.space.macs(low_policy.channels)
+        slope = (full.ms - low.ms) / max(1.0, float(m_full - m_low))
+        self.fit = LatencyFit(intercept=full.ms - slope * m_full, slope=slope)
+        return full, low
+
+    def base_metrics(self) -> Metrics:
+        """The unpruned model, scored with the same protocol."""
+        return self.evaluate(PruningPolicy.uniform(self.space, 1.0))
+
+    def base_state(self) -> dict[str, torch.Tensor]:
+        """The base model's weights (what the driver puts in Ray's object store)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def seed_cache(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Pre-fill the evaluation cache from stored candidates (resume); returns how many."""
+        n = 0
+        for rec in records:
+            if rec.get("status") != "ok":
+                continue
+            try:
+                policy = PruningPolicy.model_validate(rec["policy"])
+            except Exception:  # noqa: BLE001 - a foreign record simply does not seed the cache
+                continue
+            fields = {k: rec["metrics"][k] for k in Metrics.__dataclass_fields__ if k in rec["metrics"]}
+            self._cache[policy.key()] = Metrics(**fields)
+            n += 1
+        return n
+
+
+def build_latency_model(cfg: SearchConfig) -> tuple[LatencyModel, int]:
+    """The configured device's latency model (or ``device.latency_model``) and batch size."""
+    from prunepilot.hw_models.devices import load_device
+
+    device = load_device(cfg.device.name)
+    name = cfg.device.latency_model or device.latency_model
+    settings = dict(device.settings if name == device.latency_model else {})
+    settings.update(cfg.device.settings)
+    return get_latency_model(name, **settings), cfg.device.batch_size or device.batch_size
+
+
+def config_key(cfg: SearchConfig) -> str:
+    """Hash of what determines an evaluator (model, data, device, evaluation, seed)."""
+    data = cfg.model_dump(mode="json", include={"model", "data", "device", "evaluation", "seed"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_EVALUATORS: dict[str, Evaluator] = {}
+
+
+def get_evaluator(
+    cfg: SearchConfig, base_state: Mapping[str, torch.Tensor] | None = None, fit: LatencyFit | None = None
+) -> Evaluator:
+    """This process's evaluator for ``cfg`` (built once, then reused by every trial here)."""
+    key = config_key(cfg)
+    ev = _EVALUATORS.get(key)
+    if ev is None:
+        ev = Evaluator(cfg, base_state)
+        _EVALUATORS.clear()  # one search per process at a time: free the previous model
+        _EVALUATORS[key] = ev
+    if fit is not None:
+        ev.fit = fit
+    return ev

@@ -1,0 +1,156 @@
+"""The strategy plug-in point: a class behind a small interface, registered under a name.
+
+Two kinds of strategy run as Ray Tune trials:
+
+* ``candidate`` strategies (random, uniform, Optuna): Tune (or its search algorithm)
+  proposes one configuration per trial and the trial evaluates that one candidate.
+* ``session`` strategies (RL agents, one-shot search): a trial runs a whole search loop with
+  its own seed and budget and reports every candidate it evaluates.
+
+Either way the trial reports candidates through :class:`TrialContext.report`; the driver
+writes them to the run folder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from prunepilot.errors import ConfigError, one_of
+from prunepilot.pruning import PruningPolicy, PruningSpace
+
+
+class StrategySettings(BaseModel):
+    """Base of every strategy's settings model (strict: unknown keys are errors)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class TuneSetup:
+    """What a strategy asks of Ray Tune: the search space, a search algorithm, how many trials."""
+
+    param_space: dict[str, Any]
+    num_samples: int
+    search_alg: Any = None
+    metric: str | list[str] | None = None
+    mode: str | list[str] | None = None
+
+
+@dataclass
+class DriverContext:
+    """What the driver knows when it sets a strategy up."""
+
+    space: PruningSpace
+    budget_ms: float
+    lower_bound: float
+    evaluations: int
+    trials: int
+    seed: int
+    base_latency_ms: float
+
+
+@dataclass
+class TrialContext:
+    """What a trial gives its strategy: an evaluator and a way to report candidates."""
+
+    evaluator: Any  # prunepilot.search.evaluator.Evaluator (kept loose to avoid an import cycle)
+    budget_ms: float
+    lower_bound: float
+    evaluations: int
+    seed: int
+    trial_id: str
+    report: Callable[[PruningPolicy, Any, Mapping[str, Any]], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """A pruning-policy search strategy."""
+
+    name: ClassVar[str] = "?"
+    kind: ClassVar[Literal["candidate", "session"]] = "candidate"
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type[StrategySettings]] = StrategySettings
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings = validate_settings(self.name, self.Settings, settings or {})
+
+    @abstractmethod
+    def tune_setup(self, ctx: DriverContext) -> TuneSetup:
+        """The Tune search space and trial count for this strategy."""
+
+    @abstractmethod
+    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
+        """Evaluate what ``params`` (one Tune config) asks for, reporting every candidate."""
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: register a strategy under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def strategy_names() -> list[str]:
+    """Registered strategy names."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy class called ``name``; the error lists the valid names."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"field 'strategy.name': unknown strategy {name!r}; choose {one_of(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def get_strategy(name: str, settings: Mapping[str, Any] | None = None) -> Strategy:
+    """An instance of strategy ``name`` with validated ``settings``."""
+    return strategy_class(name)(settings)
+
+
+def check_strategy(name: str, settings: Mapping[str, Any]) -> None:
+    """Validate a strategy name and its settings without building anything heavy."""
+    cls = strategy_class(name)
+    validate_settings(name, cls.Settings, settings)
+
+
+def validate_settings(
+    name: str, model: type[StrategySettings], settings: Mapping[str, Any]
+) -> StrategySettings:
+    """Validate ``settings`` for strategy ``name``; errors list the accepted keys."""
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        accepted = ", ".join(sorted(model.model_fields)) or "(none)"
+        raise ConfigError(
+            f"field 'strategy.settings.{where}' of strategy {name!r}: {err['msg']}; accepted settings: {accepted}"
+        ) from None
+
+
+def _load_builtins() -> None:
+    # Importing the modules runs their @register_strategy decorators.
+    from prunepilot.search.strategies import (
+        optuna_search,  # noqa: F401
+        sampling,  # noqa: F401
+    )
+
+    try:
+        from prunepilot.search.strategies import agents  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:  # pragma: no cover - agents need prunepilot.policies
+        pass
+    try:
+        from prunepilot.search.strategies import oneshot  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:  # pragma: no cover - one-shot search lands separately
+        pass

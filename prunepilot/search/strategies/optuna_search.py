@@ -1,0 +1,96 @@
+"""Optuna samplers through Ray Tune's Optuna integration; one trial evaluates one candidate.
+
+* ``optuna-tpe``: TPE (Bergstra et al. 2011) maximising held-out accuracy; proposals are
+  projected into the latency budget like ``random``, so every evaluation counts.
+* ``optuna-nsga2``: NSGA-II (Deb et al. 2002), multi-objective: accuracy (max) and latency
+  (min), no projection: it traces the whole front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from prunepilot.search import space as tune_space
+from prunepilot.search.strategies.base import (
+    DriverContext,
+    Strategy,
+    StrategySettings,
+    TrialContext,
+    TuneSetup,
+    register_strategy,
+)
+from prunepilot.search.strategies.sampling import evaluate_ratios
+
+
+class TPESettings(StrategySettings):
+    """Settings of ``optuna-tpe``."""
+
+    n_startup_trials: int = Field(8, ge=1, description="Random trials before TPE takes over.")
+    project: bool = Field(True, description="Shrink proposals into the latency budget.")
+
+
+class NSGA2Settings(StrategySettings):
+    """Settings of ``optuna-nsga2``."""
+
+    population_size: int = Field(16, ge=2, description="NSGA-II population size.")
+    project: bool = Field(False, description="Shrink proposals into the latency budget.")
+
+
+def _optuna_search(sampler: Any, metric: str | list[str], mode: str | list[str], seed: int) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    # Tune's max_concurrent_trials (from the ray config) limits concurrency for the searcher.
+    return OptunaSearch(sampler=sampler, metric=metric, mode=mode, seed=seed)
+
+
+@register_strategy
+class OptunaTPE(Strategy):
+    """Optuna's TPE sampler maximising accuracy within the budget."""
+
+    name = "optuna-tpe"
+    kind = "candidate"
+    description = "Optuna TPE on held-out accuracy, proposals projected into the budget"
+    Settings = TPESettings
+
+    def tune_setup(self, ctx: DriverContext) -> TuneSetup:
+        import optuna
+
+        s = self.settings
+        sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=s.n_startup_trials)  # type: ignore[attr-defined]
+        return TuneSetup(
+            tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
+            num_samples=ctx.evaluations,
+            search_alg=_optuna_search(sampler, "score", "max", ctx.seed),
+        )
+
+    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
+        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))  # type: ignore[attr-defined]
+
+
+@register_strategy
+class OptunaNSGA2(Strategy):
+    """Optuna's NSGA-II sampler on (accuracy, latency)."""
+
+    name = "optuna-nsga2"
+    kind = "candidate"
+    description = "Optuna NSGA-II, multi-objective accuracy (max) / latency (min)"
+    Settings = NSGA2Settings
+
+    def tune_setup(self, ctx: DriverContext) -> TuneSetup:
+        import optuna
+
+        s = self.settings
+        sampler = optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=s.population_size)  # type: ignore[attr-defined]
+        return TuneSetup(
+            tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
+            num_samples=ctx.evaluations,
+            search_alg=_optuna_search(sampler, ["accuracy", "latency_ms"], ["max", "min"], ctx.seed),
+        )
+
+    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
+        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))  # type: ignore[attr-defined]

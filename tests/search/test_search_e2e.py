@@ -1,0 +1,69 @@
+"""End-to-end searches on a local Ray with 2 CPUs, one per candidate strategy, plus faults."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from conftest import tiny_config
+
+from prunepilot.pruning import PruningPolicy
+from prunepilot.search.config import validate_config
+from prunepilot.search.pareto import pareto_front
+from prunepilot.search.runner import run_search
+from prunepilot.search.store import RunStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("strategy", ["random", "uniform", "optuna-tpe", "optuna-nsga2"])
+def test_candidate_strategy_end_to_end(tmp_path, strategy: str) -> None:
+    cfg = validate_config(tiny_config(tmp_path, **{"strategy.name": strategy}))
+    result = run_search(cfg, tmp_path / "run", progress=False)
+    assert not ray.is_initialized()  # the runner shuts down the Ray it started
+    store = RunStore(tmp_path / "run")
+    ok = store.ok()
+    assert len(ok) == 6 and len({r["id"] for r in ok}) == 6
+    for rec in ok:
+        assert rec["strategy"] == strategy
+        assert rec["metrics"]["latency_kind"] == "predicted" and rec["metrics"]["latency_model"] == "macs"
+        assert 0.0 <= rec["metrics"]["accuracy"] <= 1.0
+        assert rec["versions"]["torch_pruning"]
+        PruningPolicy.model_validate(rec["policy"])  # every record carries a usable policy
+    if strategy in ("random", "optuna-tpe"):  # projected into the budget
+        assert all(r["metrics"]["latency_ms"] <= result.budget_ms * 1.0001 for r in ok)
+    if strategy == "uniform":
+        ratios = sorted(r["uniform_ratio"] for r in ok)
+        assert ratios[0] == pytest.approx(0.25) and ratios[-1] == pytest.approx(1.0)
+    assert result.front == pareto_front(ok)
+    info = store.read_info()
+    assert info["status"] == "finished" and info["base"]["accuracy"] > 0.5
+    assert (tmp_path / "run" / "tune").is_dir() and (tmp_path / "run" / "front.json").is_file()
+
+
+def test_failing_trial_is_recorded_and_search_completes(tmp_path) -> None:
+    # tiny-fragile fails when its first group has 5 channels: uniform 0.625 of 8 channels.
+    cfg = validate_config(
+        tiny_config(
+            tmp_path,
+            **{"model.spec": "tiny-fragile?fail_width=5", "strategy.name": "uniform",
+               "strategy.settings": {"ratios": [0.25, 0.625, 1.0]}},
+        )
+    )
+    result = run_search(cfg, tmp_path / "run", progress=False)
+    records = RunStore(tmp_path / "run").read()
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 1 and "fails at" in failed[0]["error"]
+    assert failed[0]["config"]["uniform_ratio"] == pytest.approx(0.625)
+    assert sorted(r["uniform_ratio"] for r in result.candidates) == [0.25, 1.0]
+    assert result.failed_trials == 1
+
+
+def test_run_folder_is_not_overwritten(tmp_path) -> None:
+    from prunepilot.errors import ConfigError
+
+    cfg = validate_config(tiny_config(tmp_path, **{"strategy.evaluations": 2}))
+    run_search(cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "candidates.jsonl").read_text()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_search(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "candidates.jsonl").read_text() == before
