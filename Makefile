@@ -1,16 +1,16 @@
 # Two commands for a fresh machine (see README.md):
-#   make demo   - create .venv, install, run the quickstart search offline
+#   make demo   - create .venv, install, run the quickstart search offline, then pareto and prune
 #   make test   - create .venv with dev extras, run ruff, mypy and pytest
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# torch/torchvision are resolved by pip from pyproject's ranges; on machines with a local
-# wheel cache (see DEVELOPERS.md) pip picks those files.
+PP := $(VENV)/bin/prunepilot
 PYTEST_ARGS ?=
+DEMO_RUN ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv install install-dev demo test lint typecheck pytest clean
+.PHONY: install-dev demo test lint typecheck pytest clean
 
+# torch/torchvision come from pyproject's ranges; pip picks local wheels where the machine has them.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml
 install-dev: $(VENV)/.installed
 
 demo: install-dev
-	$(VENV)/bin/prunepilot search configs/quickstart.yaml
+	$(PP) search configs/quickstart.yaml --run-dir $(DEMO_RUN)
+	$(PP) pareto $(DEMO_RUN) --export $(DEMO_RUN)/policy.json
+	$(PP) prune --run $(DEMO_RUN) --policy $(DEMO_RUN)/policy.json --out $(DEMO_RUN)/pruned
 
 lint: install-dev
 	$(VENV)/bin/ruff check prunepilot tests bench
+
 typecheck: install-dev
 	$(VENV)/bin/mypy
 

@@ -24,10 +24,13 @@ def register(app: typer.Typer) -> None:
 
 
 def prune(
-    model: str = typer.Option(
-        ..., "--model", help="Model spec: zoo name, torchvision:NAME or pkg.module:fn."
-    ),
     out: Path = typer.Option(..., "--out", help="Output folder for the pruned model, policy and report."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model spec: zoo name, torchvision:NAME or pkg.module:fn."
+    ),
+    run: Path | None = typer.Option(
+        None, "--run", help="Take --model, --checkpoint and --data from a search run folder."
+    ),
     uniform: float | None = typer.Option(
         None, "--uniform", help="Keep this ratio of every group, in (0, 1]."
     ),
@@ -60,6 +63,10 @@ def prune(
     Ratios are keep ratios: ``--uniform 0.5`` keeps half the channels of every group.
     """
     with fail_on_error():
+        if run is not None:
+            model, checkpoint, data, data_root = _from_run(run, model, checkpoint, data, data_root)
+        if model is None:
+            raise ConfigError("give --model SPEC (or --run RUN to take it from a search run)")
         report = run_prune(
             model=model,
             out=out,
@@ -77,6 +84,25 @@ def prune(
             overwrite=overwrite,
         )
     _print_report(report)
+
+
+def _from_run(
+    run: Path, model: str | None, checkpoint: Path | None, data: str | None, data_root: Path | None
+) -> tuple[str, Path | None, str | None, Path | None]:
+    """Fill model, checkpoint and data from a run folder (explicit flags win)."""
+    from prunepilot.search.store import RunStore
+
+    store = RunStore(run)
+    cfg = store.read_config()
+    info = store.read_info()
+    ckpt = info.get("base_checkpoint") or cfg["model"].get("checkpoint")
+    root = cfg["data"].get("root")
+    return (
+        model or cfg["model"]["spec"],
+        checkpoint or (Path(ckpt) if ckpt else None),
+        data or cfg["data"]["name"],
+        data_root or (Path(root) if root else None),
+    )
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:

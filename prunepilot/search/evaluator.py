@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +86,8 @@ class Evaluator:
         self.input_shape: tuple[int, ...] = (1, c, h, w)
         self.example = torch.zeros(self.input_shape)
         spec, ncls = cfg.model.spec, self.data.num_classes
+        #: Where the base weights live (a checkpoint path), for `prunepilot prune/apply --run`.
+        self.base_checkpoint: str | None = str(cfg.model.checkpoint) if cfg.model.checkpoint else None
         if base_state is not None:
             model = build_model(spec, num_classes=ncls, in_channels=c)
             model.load_state_dict(base_state, strict=True)
@@ -93,9 +96,10 @@ class Evaluator:
         else:
             from prunepilot.training import TrainConfig, train_base_model
 
-            model, _info = train_base_model(
+            model, info = train_base_model(
                 spec, cfg.data, cfg.model.train or TrainConfig(), cfg.model.cache_dir
             )
+            self.base_checkpoint = str(Path(info["checkpoint"]).resolve())
         self.model: nn.Module = model.eval()
         self.space = PruningSpace.build(self.model, self.example, ignored_layers=cfg.model.ignored_layers)
         ev = cfg.evaluation

@@ -87,6 +87,7 @@ def prepare(
             "reachable_min_ms": low.ms,
             "fit": {"intercept": ev.fit.intercept, "slope": ev.fit.slope} if ev.fit else None,
             "groups": len(ev.space.groups),
+            "base_checkpoint": ev.base_checkpoint,
             "signature": ev.space.signature,
             "data": {"name": ev.data.name, "val": ev.data.num_val, "scored_on": "held-out split of train"},
             "versions": VERSIONS,
