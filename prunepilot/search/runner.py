@@ -101,6 +101,7 @@ def prepare(
         fit_intercept=fit.intercept if fit else 0.0,
         fit_slope=fit.slope if fit else 0.0,
         run_id=str(store.dir.resolve()),
+        base_latency_ms=float(base["latency_ms"]),
     )
     return ev, setup, info
 

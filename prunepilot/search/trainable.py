@@ -46,6 +46,7 @@ class SearchSetup:
     fit_intercept: float
     fit_slope: float
     run_id: str
+    base_latency_ms: float
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -154,5 +155,6 @@ def search_trial(
         seed=seed,
         trial_id=trial_id,
         report=report,
+        extra={"base_latency_ms": s.base_latency_ms},
     )
     strategy.run_trial(ctx, config)

@@ -67,3 +67,36 @@ def test_run_folder_is_not_overwritten(tmp_path) -> None:
     with pytest.raises(ConfigError, match="--resume"):
         run_search(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "candidates.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("strategy", ["amc-ddpg", "ppo", "sac", "td3"])
+def test_agent_strategy_end_to_end(tmp_path, strategy: str) -> None:
+    settings = {"budgets": [0.5, 0.8]} if strategy == "amc-ddpg" else {}
+    if strategy != "ppo":
+        settings["warmup_episodes"] = 2
+    cfg = validate_config(
+        tiny_config(tmp_path, **{"strategy.name": strategy, "strategy.evaluations": 4, "strategy.trials": 1,
+                                 "strategy.settings": settings})
+    )
+    result = run_search(cfg, tmp_path / "run", progress=False)
+    ok = RunStore(tmp_path / "run").ok()
+    trials = {r["trial"] for r in ok}
+    assert len(trials) == (2 if strategy == "amc-ddpg" else 1)
+    assert len(ok) == 4 * len(trials)  # every episode is reported
+    for rec in ok:
+        assert rec["strategy"] == strategy and rec["episode"] in range(4)
+        # AMC's resource-constrained episodes: within the trial's budget by the same predictor
+        assert rec["metrics"]["latency_ms"] <= rec["trial_budget_ms"] * 1.0001
+    if strategy == "amc-ddpg":
+        budgets = sorted({r["trial_budget_ms"] for r in ok})
+        assert budgets[0] == pytest.approx(0.5 * result.base["latency_ms"], rel=1e-6)
+        assert budgets[1] == pytest.approx(0.8 * result.base["latency_ms"], rel=1e-6)
+
+
+def test_agent_strategy_bad_settings(tmp_path) -> None:
+    from prunepilot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reward"):
+        validate_config(tiny_config(tmp_path, **{"strategy.name": "amc-ddpg", "strategy.settings": {"reward": "x"}}))
+    with pytest.raises(ConfigError, match="budgets"):
+        validate_config(tiny_config(tmp_path, **{"strategy.name": "amc-ddpg", "strategy.settings": {"budgets": [2]}}))

@@ -1,0 +1,334 @@
+"""AMC-DDPG vs uniform pruning vs random search: ResNet-20 on Fashion-MNIST at 50% latency.
+
+Issue 4's benchmark. The zoo ResNet-20 is trained once on Fashion-MNIST (from
+``$PRUNEPILOT_DATA`` or ``--data-root``) and cached; the latency budget is a fraction
+(``--budget``, default 0.5) of the base model's latency *measured* on this CPU. Every method
+proposes policies within that budget (by the evaluator's fast latency predictor) and every
+candidate is scored the same way: prune, recalibrate BN, accuracy on the held-out part of the
+*training* split, no fine-tuning (the search layer's :class:`~prunepilot.search.evaluator.Evaluator`).
+
+* ``uniform``: the largest uniform keep ratio within the budget (one policy);
+* ``amc-ddpg``: ``--episodes`` episodes of :class:`~prunepilot.envs.PruningEnv` (AMC's
+  resource-constrained mode, reward ``acc``), per seed;
+* ``random``: ``--episodes`` random policies (keep ratios uniform in ``[lower_bound, 1]``,
+  projected into the budget exactly as the search layer's ``random`` strategy does), per seed.
+
+Each method's best policy (by held-out accuracy) is then scored once on the test split, so
+the comparison is not flattered by picking the best of many on the same images.
+
+Usage::
+
+    python bench/amc.py                      # 200 episodes, 3 seeds, budget 0.5
+    python bench/amc.py --quick              # a couple of minutes: tiny training, 20 episodes, 1 seed
+
+Prints the table and writes ``bench/results/amc-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunepilot import __version__
+from prunepilot.data import DataConfig
+from prunepilot.envs import PruningEnv, metrics_dict, uniform_within_budget
+from prunepilot.errors import ConfigError
+from prunepilot.policies import AgentConfig, run_agent
+from prunepilot.pruning import TORCH_PRUNING_VERSION, PruningPolicy
+from prunepilot.search.config import SearchConfig
+from prunepilot.search.evaluator import Evaluator
+from prunepilot.training import TrainConfig, evaluate_accuracy
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--episodes", type=int, default=200, help="episodes of amc-ddpg = evaluations of random search")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (0 .. N-1)")
+    p.add_argument("--budget", type=float, default=0.5, help="latency budget as a fraction of the base model's")
+    p.add_argument("--quick", action="store_true", help="tiny training, 20 episodes, 1 seed: a smoke run")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset root (default: $PRUNEPILOT_DATA)")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"), help="trained base models")
+    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the JSON result goes")
+    p.add_argument("--epochs", type=int, default=None, help="base-model training epochs (default 6; quick 1)")
+    p.add_argument("--train-subset", type=int, default=None, help="training images (default 30000; quick 2000)")
+    p.add_argument("--val-subset", type=int, default=None, help="held-out images per candidate (default 1000)")
+    p.add_argument("--test-subset", type=int, default=None, help="test images for the final scores (default 5000)")
+    p.add_argument("--lower-bound", type=float, default=0.2, help="smallest keep ratio (AMC: 0.2)")
+    p.add_argument("--warmup", type=int, default=None, help="amc-ddpg warm-up episodes (default episodes // 4)")
+    p.add_argument("--device", default="local-cpu", help="device name or YAML; latency is measured with torch-cpu")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch size latency is measured at")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for evaluation and the agent")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.episodes = 20 if quick and args.episodes == 200 else args.episodes
+    args.seeds = 1 if quick and args.seeds == 3 else args.seeds
+    args.epochs = args.epochs if args.epochs is not None else (1 if quick else 6)
+    args.train_subset = args.train_subset or (2000 if quick else 30000)
+    args.val_subset = args.val_subset or (256 if quick else 1000)
+    args.test_subset = args.test_subset or (512 if quick else 5000)
+    return args
+
+
+def device_name(name: str, workdir: Path) -> str:
+    """``name`` if it resolves to a device; else a torch-cpu device YAML written in ``workdir``."""
+    from prunepilot.hw_models.devices import load_device
+
+    try:
+        load_device(name)
+        return name
+    except ConfigError:
+        path = workdir / f"{name}.yaml"
+        path.write_text(
+            f"name: {name}\ndescription: this machine's CPU, torch eager, 1 thread (written by bench/amc.py)\n"
+            "latency_model: torch-cpu\nsettings: {threads: 1}\n"
+        )
+        print(f"device {name!r} not found; measuring with torch-cpu via {path}")
+        return str(path)
+
+
+def build_config(args: argparse.Namespace, device: str) -> SearchConfig:
+    data = DataConfig(
+        name="fashion-mnist",
+        root=args.data_root,
+        val_size=5000,
+        val_subset=args.val_subset,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        calib_size=256,
+        seed=0,
+    )
+    return SearchConfig.model_validate(
+        {
+            "name": "bench-amc",
+            "seed": 0,
+            "model": {
+                "spec": "resnet20",
+                "train": TrainConfig(epochs=args.epochs, lr=0.05, seed=0).model_dump(),
+                "cache_dir": str(args.cache_dir),
+            },
+            "data": data.model_dump(),
+            "device": {
+                "name": device,
+                "latency_model": "torch-cpu",
+                "batch_size": args.latency_batch,
+                "settings": {"threads": 1, "min_runs": 15, "min_seconds": 0.05},
+            },
+            "budget": {"fraction": args.budget},
+            "evaluation": {"lower_bound": args.lower_bound, "bn_batches": 2, "round_to": 1, "importance": "l1"},
+        }
+    )
+
+
+def base_metrics(ev: Evaluator) -> dict[str, Any]:
+    base = getattr(ev, "base", None)
+    return metrics_dict(base if base is not None else ev.base_metrics())
+
+
+def score_on_test(ev: Evaluator, policy: PruningPolicy) -> float:
+    """Accuracy of the pruned, BN-recalibrated model on the test split (final reports only)."""
+    return float(evaluate_accuracy(ev.prune(policy), ev.data.test))
+
+
+def run_amc(ev: Evaluator, budget_ms: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    ev_cfg = ev.cfg.evaluation
+    env = PruningEnv(
+        ev.space,
+        ev.evaluate,
+        ev.predict_latency_ms,
+        budget_ms,
+        lower_bound=ev_cfg.lower_bound,
+        round_to=ev_cfg.round_to,
+        importance=ev_cfg.importance,
+        reward="acc",
+    )
+    cfg = AgentConfig(name="amc-ddpg", episodes=args.episodes, seed=seed, warmup_episodes=args.warmup)
+    start = time.perf_counter()
+    result = run_agent(env, cfg)
+    best = max(result.episodes, key=lambda e: e.metrics["accuracy"])
+    return {
+        "policy": best.policy,
+        "metrics": best.metrics,
+        "curve": [e.metrics["accuracy"] for e in result.episodes],
+        "evaluations": result.evaluations,
+        "cache_hits": result.cache_hits,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_random(ev: Evaluator, budget_ms: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from prunepilot.search.space import project_to_budget
+
+    lower = ev.cfg.evaluation.lower_bound
+    rng = np.random.default_rng(seed)
+
+    def latency_of(ratios: Mapping[str, float]) -> float:
+        return ev.predict_latency_ms(ev.make_policy(ratios).channels)
+
+    start = time.perf_counter()
+    best: tuple[PruningPolicy, dict[str, Any]] | None = None
+    curve = []
+    for _ in range(args.episodes):
+        draw = {g.name: float(rng.uniform(lower, 1.0)) for g in ev.space.groups}
+        ratios, _ = project_to_budget(draw, lower, budget_ms, latency_of)
+        policy = ev.make_policy(ratios)
+        metrics = metrics_dict(ev.evaluate(policy))
+        curve.append(metrics["accuracy"])
+        if best is None or metrics["accuracy"] > best[1]["accuracy"]:
+            best = (policy, metrics)
+    assert best is not None
+    return {
+        "policy": best[0],
+        "metrics": best[1],
+        "curve": curve,
+        "evaluations": args.episodes,
+        "cache_hits": 0,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def row(method: str, seed: int | None, found: dict[str, Any], ev: Evaluator, budget_ms: float) -> dict[str, Any]:
+    policy: PruningPolicy = found["policy"]
+    m = found["metrics"]
+    return {
+        "method": method,
+        "seed": seed,
+        "val_acc": m["accuracy"],
+        "test_acc": score_on_test(ev, policy),
+        "latency_ms": m["latency_ms"],
+        "latency_kind": m.get("latency_kind"),
+        "predicted_ms": ev.predict_latency_ms(policy.channels),
+        "within_budget_predicted": ev.predict_latency_ms(policy.channels) <= budget_ms,
+        "macs": m.get("macs"),
+        "evaluations": found.get("evaluations", 1),
+        "cache_hits": found.get("cache_hits", 0),
+        "seconds": found.get("seconds", 0.0),
+        "mean_keep": policy.mean_keep(),
+        "policy": policy.model_dump(mode="json"),
+        "curve": found.get("curve", []),
+    }
+
+
+def summary(rows: list[dict[str, Any]], method: str, key: str) -> tuple[float, float]:
+    values = [r[key] for r in rows if r["method"] == method]
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def print_table(rows: list[dict[str, Any]], base: dict[str, Any], budget_ms: float) -> str:
+    lines = [
+        f"base: val acc {base['accuracy']:.4f}, latency {base['latency_ms']:.3f} ms ({base.get('latency_kind')}); "
+        f"budget {budget_ms:.3f} ms",
+        f"{'method':<10} {'seed':>4} {'val acc':>8} {'test acc':>8} {'lat ms':>8} {'pred ms':>8} "
+        f"{'keep':>6} {'evals':>6} {'hits':>5} {'time s':>7}",
+    ]
+    for r in rows:
+        seed = "-" if r["seed"] is None else str(r["seed"])
+        lines.append(
+            f"{r['method']:<10} {seed:>4} {r['val_acc']:>8.4f} {r['test_acc']:>8.4f} {r['latency_ms']:>8.3f} "
+            f"{r['predicted_ms']:>8.3f} {r['mean_keep']:>6.3f} {r['evaluations']:>6} {r['cache_hits']:>5} "
+            f"{r['seconds']:>7.1f}"
+        )
+    lines.append("")
+    for method in ("uniform", "amc-ddpg", "random"):
+        val_m, val_s = summary(rows, method, "val_acc")
+        test_m, test_s = summary(rows, method, "test_acc")
+        lines.append(f"{method:<10} val {val_m:.4f} +- {val_s:.4f}   test {test_m:.4f} +- {test_s:.4f}")
+    amc, uni, rnd = (summary(rows, m, "test_acc")[0] for m in ("amc-ddpg", "uniform", "random"))
+    lines.append(
+        f"amc-ddpg vs uniform: {amc - uni:+.4f} test acc ({'beats' if amc > uni else 'does NOT beat'} uniform); "
+        f"vs random: {amc - rnd:+.4f} ({'matches or beats' if amc >= rnd - 0.002 else 'below'} random)"
+    )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(args, device_name(args.device, Path(tmp)))
+        print(f"building the evaluator (trains ResNet-20 once into {args.cache_dir} if needed) ...", flush=True)
+        ev = Evaluator(cfg)
+        setup_s = time.perf_counter() - started
+        base = base_metrics(ev)
+        base_ms = float(base["latency_ms"])
+        if ev.latency.requires_model:
+            # the fast predictor for budget checks is anchored on a measurement of the base model
+            # and one of the lower-bound model; the budget is a fraction of that same measurement,
+            # so the predictor and the budget agree exactly at full width
+            full, low = ev.calibrate_fit()
+            base_ms = float(full.ms)
+            base["latency_ms_fit_anchor"] = base_ms
+            base["latency_ms_lower_bound"] = float(low.ms)
+            if (full.cv or 0.0) > 0.1:
+                print(f"warning: the base latency measurement is noisy (CV {full.cv:.2f}); is the machine busy?")
+        budget_ms = args.budget * base_ms
+        print(f"base model: {base}; budget {budget_ms:.3f} ms; groups {len(ev.space.groups)}", flush=True)
+
+        lower = cfg.evaluation.lower_bound
+        start = time.perf_counter()
+        uniform_policy = uniform_within_budget(
+            ev.space,
+            ev.predict_latency_ms,
+            budget_ms,
+            lower_bound=lower,
+            round_to=cfg.evaluation.round_to,
+            importance=cfg.evaluation.importance,
+        )
+        uniform = {"policy": uniform_policy, "metrics": metrics_dict(ev.evaluate(uniform_policy))}
+        uniform["seconds"] = time.perf_counter() - start
+        rows = [row("uniform", None, uniform, ev, budget_ms)]
+        runs: list[tuple[str, Callable[..., dict[str, Any]]]] = [("amc-ddpg", run_amc), ("random", run_random)]
+        for seed in range(args.seeds):
+            for method, fn in runs:
+                print(f"{method} seed {seed}: {args.episodes} episodes ...", flush=True)
+                found = fn(ev, budget_ms, seed, args)
+                rows.append(row(method, seed, found, ev, budget_ms))
+                r = rows[-1]
+                print(f"  best val {r['val_acc']:.4f} test {r['test_acc']:.4f} in {r['seconds']:.0f} s", flush=True)
+        table = print_table(rows, base, budget_ms)
+
+    total_s = time.perf_counter() - started
+    print(f"total {total_s / 60:.1f} min (evaluator setup incl. training/loading {setup_s:.0f} s)")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"amc-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    record = {
+        "benchmark": "bench/amc.py",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": cfg.model_dump(mode="json"),
+        "base": base,
+        "budget_ms": budget_ms,
+        "rows": rows,
+        "table": table,
+        "seconds": {"total": total_s, "setup": setup_s},
+        "versions": {
+            "prunepilot": __version__,
+            "torch": torch.__version__,
+            "torch_pruning": TORCH_PRUNING_VERSION,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+    }
+    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""AMC-style reinforcement-learning agents as Tune trials (``amc-ddpg``, ``ppo``, ``sac``, ``td3``).
+
+A trial is one agent run with its own seed and budget: it walks the prunable groups of a
+:class:`~prunepilot.envs.PruningEnv` (AMC's resource-constrained mode: every episode is within
+budget), and every episode is reported to Tune as a candidate, so Tune schedulers can stop or
+mutate agents. Several trials with budgets spread over a range (``settings.budgets``) trace the
+front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, field_validator
+from ray import tune
+
+from prunepilot.errors import ConfigError
+from prunepilot.search.strategies.base import (
+    DriverContext,
+    Strategy,
+    StrategySettings,
+    TrialContext,
+    TuneSetup,
+    register_strategy,
+)
+
+
+class AgentSettings(StrategySettings):
+    """Settings of the RL strategies (episodes come from ``strategy.evaluations``)."""
+
+    reward: str = Field("acc", description="Reward name: acc, acc_log_flops, mnas, lagrangian.")
+    reward_kwargs: dict[str, Any] = Field(default_factory=dict, description="Reward parameters (e.g. w, lam).")
+    budgets: list[float] | None = Field(
+        None,
+        description="Budget per trial as fractions of the base latency (one trial each); "
+        "default: every trial uses the search budget.",
+    )
+    warmup_episodes: int | None = Field(None, ge=0, description="Random-action episodes before learning.")
+    hyperparams: dict[str, Any] = Field(default_factory=dict, description="SB3 / AMC hyperparameters.")
+
+    @field_validator("budgets")
+    @classmethod
+    def _fractions(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not 0 < b <= 1 for b in v)):
+            raise ValueError(f"budgets {v} must be a non-empty list of fractions in (0, 1]")
+        return v
+
+
+class _AgentStrategy(Strategy):
+    kind = "session"
+    Settings = AgentSettings
+    agent = "?"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        from prunepilot.envs import make_reward
+        from prunepilot.policies import AgentConfig
+
+        s = self.settings
+        try:  # fail before Ray starts on bad reward, agent or hyperparameter names
+            make_reward(s.reward, **s.reward_kwargs)  # type: ignore[attr-defined]
+            AgentConfig(
+                name=self.agent,
+                episodes=max(2, (s.warmup_episodes or 0) + 1),  # type: ignore[attr-defined]
+                warmup_episodes=s.warmup_episodes,
+                hyperparams=s.hyperparams,
+            )  # type: ignore[attr-defined]
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"field 'strategy.settings' of strategy {self.name!r}: {exc}") from None
+
+    def tune_setup(self, ctx: DriverContext) -> TuneSetup:
+        budgets = self.settings.budgets  # type: ignore[attr-defined]
+        trials = len(budgets) if budgets else ctx.trials
+        return TuneSetup({"trial_index": tune.grid_search(list(range(trials)))}, num_samples=1)
+
+    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
+        from prunepilot.envs import PruningEnv
+        from prunepilot.policies import AgentConfig, run_agent
+        from prunepilot.search.evaluator import Metrics
+
+        s = self.settings
+        ev = ctx.evaluator
+        index = int(params.get("trial_index", 0))
+        budgets = s.budgets  # type: ignore[attr-defined]
+        budget_ms = budgets[index] * float(ctx.extra["base_latency_ms"]) if budgets else ctx.budget_ms
+        fields = set(Metrics.__dataclass_fields__)
+
+        def on_episode(rec: Any) -> None:
+            metrics = Metrics(**{k: v for k, v in rec.metrics.items() if k in fields})
+            ctx.report(
+                rec.policy,
+                metrics,
+                {"episode": rec.index, "reward": rec.reward, "trial_budget_ms": budget_ms, "cached": rec.cache_hit},
+            )
+
+        env = PruningEnv(
+            ev.space,
+            ev.evaluate,
+            ev.predict_latency_ms,
+            budget_ms,
+            lower_bound=ctx.lower_bound,
+            reward=s.reward,  # type: ignore[attr-defined]
+            round_to=ev.cfg.evaluation.round_to,
+            importance=ev.cfg.evaluation.importance,
+            reward_kwargs=s.reward_kwargs,  # type: ignore[attr-defined]
+        )
+        cfg = AgentConfig(
+            name=self.agent,
+            episodes=ctx.evaluations,
+            seed=ctx.seed,
+            warmup_episodes=s.warmup_episodes,
+            hyperparams=s.hyperparams,
+        )  # type: ignore[attr-defined]
+        run_agent(env, cfg, on_episode=on_episode)
+
+
+@register_strategy
+class AMCDDPGStrategy(_AgentStrategy):
+    """AMC's DDPG agent (He et al., ECCV 2018) with its exploration and reward settings."""
+
+    name = "amc-ddpg"
+    agent = "amc-ddpg"
+    description = "AMC DDPG agent walking the groups, budget-constrained episodes (He et al. 2018)"
+
+
+@register_strategy
+class PPOStrategy(_AgentStrategy):
+    """stable-baselines3 PPO on the pruning environment."""
+
+    name = "ppo"
+    agent = "ppo"
+    description = "stable-baselines3 PPO on the pruning environment"
+
+
+@register_strategy
+class SACStrategy(_AgentStrategy):
+    """stable-baselines3 SAC on the pruning environment."""
+
+    name = "sac"
+    agent = "sac"
+    description = "stable-baselines3 SAC on the pruning environment"
+
+
+@register_strategy
+class TD3Strategy(_AgentStrategy):
+    """stable-baselines3 TD3 on the pruning environment."""
+
+    name = "td3"
+    agent = "td3"
+    description = "stable-baselines3 TD3 on the pruning environment"
