@@ -213,7 +213,8 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the table matters more than the figure
         print(f"(fronts plot skipped: {exc})")
     print(
-        f"\n{'budget':>6} {'strategy':>13} {'seeds':>5} {'acc min/med/max':>22} {'hv med':>8} {'ft test':>8} {'wall s':>7}"
+        f"\n{'budget':>6} {'strategy':>13} {'seeds':>5} {'acc min/med/max':>22} "
+        f"{'hv med':>8} {'ft test':>8} {'wall s':>7}"
     )
     for s in summary:
         acc = "-" if s["acc_median"] is None else f"{s['acc_min']:.4f}/{s['acc_median']:.4f}/{s['acc_max']:.4f}"

@@ -6,11 +6,27 @@ The flow, one way through::
            -> evaluator (prune, recalibrate BN, accuracy; latency from a hw model)
            -> results store -> Pareto front -> apply
 
-Public entry points are re-exported here; see README.md for a tour.
+Public entry points are re-exported here; see README.md for a tour. They are imported lazily,
+so ``import prunepilot`` does not import torch::
+
+    model = prunepilot.load_pruned("out/pruned")   # a folder written by `prunepilot apply`/`prune`
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from prunepilot.pruning.io import load_pruned
+
+__all__ = ["__version__", "load_pruned"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_pruned":
+        from prunepilot.pruning.io import load_pruned
+
+        return load_pruned
+    raise AttributeError(f"module 'prunepilot' has no attribute {name!r}")

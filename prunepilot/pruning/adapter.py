@@ -365,6 +365,44 @@ def prune_to_widths(
     return model
 
 
+def group_scores(
+    model: nn.Module,
+    example_inputs: Any,
+    importance: str = "l1",
+    *,
+    calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ignored: Sequence[str] = (),
+    limits: Limits | None = None,
+) -> dict[str, torch.Tensor]:
+    """Channel importance per prunable group, exactly as :func:`prune_to_widths` ranks channels.
+
+    The same criterion object scores the same full-width dependency group of the unpruned
+    model, so keeping the ``k`` highest scores of a group here keeps the channels
+    :func:`prune_to_widths` (and ``apply_policy``) keeps at width ``k`` (barring exact ties).
+    One-shot supernets use it to order channels once. The model is not modified.
+
+    Returns:
+        Group name -> 1-D float CPU tensor of ``channels`` scores (higher is more important).
+    """
+    crit = canonical_importance(importance)
+    by_name = dict(model.named_modules())
+    graph = build_graph(model, example_inputs, limits=limits)
+    groups = list_groups(model, graph, [by_name[n] for n in ignored if n in by_name])
+    imp = _make_importance(crit)
+    found: dict[str, torch.Tensor] = {}
+    with _tracing_state(model):
+        if crit in DATA_DEPENDENT:
+            _prepare_data_dependent(crit, imp, model, calib_batches or [])
+        for raw, root in groups:
+            full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
+            scores = imp(full)
+            if scores is None:
+                scores = torch.arange(raw.channels, 0, -1, dtype=torch.float32)
+            found[raw.name] = scores.detach().float().cpu().clone()
+        model.zero_grad(set_to_none=True)
+    return found
+
+
 #: Post-pruning fix-ups for modules that keep channel counts in plain attributes, by class name.
 FIXUPS: dict[str, Callable[[nn.Module], None]] = {
     # torchvision's VisionTransformer reshapes with self.hidden_dim in forward().

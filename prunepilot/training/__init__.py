@@ -1,4 +1,5 @@
-"""Training: fit and evaluate classifiers, and train base models once into a cache.
+"""Training: fit and evaluate classifiers, distil from a teacher, resume from epoch checkpoints,
+and train base models once into a cache.
 
 Example:
     >>> from prunepilot.data import DataConfig
@@ -7,10 +8,17 @@ Example:
     ...                                ".cache/base_models")
     >>> info["cached"], round(info["val_acc"], 2)  # doctest: +SKIP
     (False, 0.97)
+
+Resumable fine-tuning with knowledge distillation::
+
+    fit(student, data.train, TrainConfig(epochs=5), loss_fn=distillation_loss(teacher),
+        checkpoint_dir="out/checkpoints", resume=True)
 """
 
 from __future__ import annotations
 
+from prunepilot.training.distill import DistillConfig, distillation_loss, kd_loss
+from prunepilot.training.resume import STATE_FORMAT, list_states, load_latest_state
 from prunepilot.training.trainer import (
     LossFn,
     TrainConfig,
@@ -18,15 +26,23 @@ from prunepilot.training.trainer import (
     cross_entropy_loss,
     evaluate_accuracy,
     fit,
+    load_train_config,
     train_base_model,
 )
 
 __all__ = [
+    "STATE_FORMAT",
+    "DistillConfig",
     "LossFn",
     "TrainConfig",
     "base_model_key",
     "cross_entropy_loss",
+    "distillation_loss",
     "evaluate_accuracy",
     "fit",
+    "kd_loss",
+    "list_states",
+    "load_latest_state",
+    "load_train_config",
     "train_base_model",
 ]

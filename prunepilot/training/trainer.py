@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -35,8 +36,9 @@ from torch import nn
 
 import prunepilot
 from prunepilot.data import DataConfig, build_data
-from prunepilot.errors import DataError
+from prunepilot.errors import CheckpointError, ConfigError, DataError
 from prunepilot.models import build_model, load_checkpoint, save_checkpoint
+from prunepilot.training.resume import load_latest_state, loader_generators, save_state, state_path
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(model, inputs, targets) -> scalar loss``; it runs the forward pass itself."""
@@ -148,6 +150,12 @@ def fit(
     val_loader: Iterable[Any] | None = None,
     progress: bool = False,
     loss_fn: LossFn | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    keep_checkpoints: int | None = None,
+    mixed_precision: bool = False,
+    channels_last: bool = False,
+    description: str = "training",
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place.
 
@@ -156,14 +164,34 @@ def fit(
         train_loader: Yields ``(inputs, targets)`` batches; must have a ``len()``.
         cfg: Optimizer, schedule, epochs and seed.
         val_loader: If given, validation accuracy is measured after every epoch.
-        progress: Show a rich progress bar.
+        progress: Show a rich progress bar (epoch, running loss and training accuracy).
         loss_fn: ``loss_fn(model, inputs, targets) -> loss``; default cross-entropy with
-            ``cfg.label_smoothing``. Training accuracy is counted from the model's outputs during
-            the hook's forward passes (the last one per batch).
+            ``cfg.label_smoothing`` (see :func:`~prunepilot.training.distillation_loss` for KD).
+            Training accuracy is counted from the model's outputs during the hook's forward
+            passes (the last one per batch).
+        checkpoint_dir: Write a resumable training state after every epoch here
+            (``epoch-NNN.pt``, loadable with ``weights_only=True``; see
+            :mod:`prunepilot.training.resume`).
+        resume: Continue from the newest state in ``checkpoint_dir`` (model, optimizer,
+            schedule, RNG and shuffling state), if there is one; the result is the same as an
+            uninterrupted run with the same seed. The state must come from the same config.
+        keep_checkpoints: Keep only this many newest states (None: all).
+        mixed_precision: Autocast to bfloat16 (or float16 with loss scaling where bfloat16 is
+            not supported). CUDA only: on a CPU it is an error, as CPU autocast rarely speeds
+            training up and changes numerics.
+        channels_last: Use the channels-last memory format for the model and 4-D inputs
+            (faster convolutions on recent GPUs; no gain on a CPU).
+        description: Label of the progress bar.
 
     Returns:
         One record per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc`` (or None),
-        ``lr`` (at the epoch's end) and ``seconds``.
+        ``lr`` (at the epoch's end) and ``seconds``. After a resume the records of the epochs
+        before it come from the checkpoint.
+
+    Raises:
+        ConfigError: ``resume`` without ``checkpoint_dir``, a state written under another
+            config, or mixed precision on a CPU.
+        CheckpointError: the newest state cannot be read or does not fit the model.
     """
     torch.manual_seed(cfg.seed)
     loss_fn = loss_fn or cross_entropy_loss(cfg.label_smoothing)
@@ -171,19 +199,47 @@ def fit(
     if cfg.max_batches_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
+    device = _device(model)
+    if resume and checkpoint_dir is None:
+        raise ConfigError("fit(resume=True) needs checkpoint_dir: the folder its epoch states were written to")
+    amp_dtype = _amp_dtype(device) if mixed_precision else None
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     schedule = _SCHEDULES[cfg.schedule]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step / total_steps))
-    device = _device(model)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume:
+        state = load_latest_state(checkpoint_dir)  # type: ignore[arg-type]
+        if state is not None:
+            _check_resumable(state, cfg, steps_per_epoch, Path(checkpoint_dir))  # type: ignore[arg-type]
+            try:
+                model.load_state_dict(state["model"], strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"the training state in {str(checkpoint_dir)!r} does not fit this model: {exc}"
+                ) from exc
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            for gen, gen_state in zip(loader_generators(train_loader), state["rng"]["loader"], strict=False):
+                gen.set_state(gen_state)
+            history, start_epoch = list(state["history"]), int(state["epoch"])
     outputs: list[torch.Tensor] = []
     hook = model.register_forward_hook(
         lambda _m, _i, out: outputs.append(out.detach()) if isinstance(out, torch.Tensor) else None
     )
-    history: list[dict[str, Any]] = []
     bar = _progress_bar(progress)
-    task = bar.add_task("training", total=cfg.epochs * steps_per_epoch) if bar is not None else None
+    task = (
+        bar.add_task(description, total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
+        if bar is not None
+        else None
+    )
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(start_epoch, cfg.epochs):
             model.train()
             start = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
@@ -191,18 +247,27 @@ def fit(
                 if step >= steps_per_epoch:
                     break
                 inputs, targets = inputs.to(device), targets.to(device)
+                if channels_last and inputs.dim() == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 outputs.clear()
-                loss = loss_fn(model, inputs, targets)
+                with _autocast(device, amp_dtype):
+                    loss = loss_fn(model, inputs, targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 loss_sum += float(loss.detach()) * targets.shape[0]
                 seen += targets.shape[0]
                 if outputs and outputs[-1].shape[0] == targets.shape[0]:
                     correct += int((outputs[-1].argmax(dim=1) == targets).sum())
                 if bar is not None and task is not None:
-                    bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs}")
+                    bar.update(
+                        task,
+                        advance=1,
+                        description=f"{description} epoch {epoch + 1}/{cfg.epochs} "
+                        f"loss {loss_sum / max(seen, 1):.4f} acc {correct / max(seen, 1):.3f}",
+                    )
             val_acc = evaluate_accuracy(model, val_loader) if val_loader is not None else None
             model.train()
             history.append(
@@ -215,11 +280,58 @@ def fit(
                     "seconds": time.perf_counter() - start,
                 }
             )
+            if checkpoint_dir is not None:
+                save_state(
+                    state_path(checkpoint_dir, epoch + 1),
+                    {
+                        "epoch": epoch + 1,
+                        "steps_per_epoch": steps_per_epoch,
+                        "config": cfg.model_dump(mode="json"),
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": {
+                            "torch": torch.get_rng_state(),
+                            "loader": [g.get_state() for g in loader_generators(train_loader)],
+                        },
+                        "history": history,
+                    },
+                    keep=keep_checkpoints,
+                )
     finally:
         hook.remove()
         if bar is not None:
             bar.stop()
     return history
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype for mixed precision on ``device`` (CUDA only)."""
+    if device.type != "cuda":
+        raise ConfigError(
+            f"mixed precision is supported on CUDA devices only; the model is on {device.type!r}. "
+            "Train in float32 on a CPU (prunepilot apply turns it off there by itself)"
+        )
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _check_resumable(state: dict[str, Any], cfg: TrainConfig, steps_per_epoch: int, folder: Path) -> None:
+    saved = state.get("config")
+    if saved != cfg.model_dump(mode="json"):
+        raise ConfigError(
+            f"the training state in {str(folder)!r} was written with train config {saved}, not "
+            f"{cfg.model_dump(mode='json')}; resume with the same config, or delete the folder to start over"
+        )
+    if int(state.get("steps_per_epoch", -1)) != steps_per_epoch:
+        raise ConfigError(
+            f"the training state in {str(folder)!r} had {state.get('steps_per_epoch')} steps per epoch, this "
+            f"loader has {steps_per_epoch}; resume with the same data config"
+        )
 
 
 def _progress_bar(enabled: bool) -> Any:
@@ -315,3 +427,41 @@ def train_base_model(
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, info_path)
     return model.eval(), {**info, "cached": False}
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a YAML (or JSON) file of its fields.
+
+    Example file::
+
+        epochs: 5
+        optimizer: sgd
+        lr: 0.01
+        schedule: cosine
+
+    Raises:
+        ConfigError: the file is missing, not a mapping, or a field is invalid (names the field
+            and the accepted values).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"train config {str(file)!r} does not exist; give a YAML file of TrainConfig fields")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"train config {str(file)!r} is not readable YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"train config {str(file)!r} must hold a mapping of fields ({', '.join(TrainConfig.model_fields)}), "
+            f"got {type(raw).__name__}"
+        )
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        fields = ", ".join(TrainConfig.model_fields)
+        raise ConfigError(f"train config {str(file)!r}: field {where!r}: {first['msg']} (fields: {fields})") from None
