@@ -147,9 +147,7 @@ def output_layers(model: nn.Module, graph: Any) -> list[nn.Module]:
     return found
 
 
-def build_graph(
-    model: nn.Module, example_inputs: Any, *, what: str = "model", limits: Limits | None = None
-) -> Any:
+def build_graph(model: nn.Module, example_inputs: Any, *, what: str = "model", limits: Limits | None = None) -> Any:
     """Trace ``model`` into a Torch-Pruning DependencyGraph, bounded in time and memory.
 
     Raises:
@@ -169,9 +167,7 @@ def build_graph(
         except GraphAnalysisError:
             raise
         except Exception as exc:  # torch-pruning raises bare errors (ZeroDivisionError, ...)
-            raise GraphAnalysisError(
-                f"Torch-Pruning could not analyse {what}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise GraphAnalysisError(f"Torch-Pruning could not analyse {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _blocks_of(module: nn.Module) -> int:
@@ -183,9 +179,7 @@ def _blocks_of(module: nn.Module) -> int:
     return 1
 
 
-def list_groups(
-    model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ()
-) -> list[tuple[RawGroup, nn.Module]]:
+def list_groups(model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ()) -> list[tuple[RawGroup, nn.Module]]:
     """All prunable dependency groups, in model order, with their root module.
 
     A group is named by its first output-pruned conv/linear in ``model.named_modules()``
@@ -329,30 +323,22 @@ def prune_to_widths(
     unknown = sorted(set(widths) - known)
     if unknown:
         raise PruningError(f"groups {unknown} are not prunable groups of this model; groups: {sorted(known)}")
-    imp = _make_importance(crit)
-    plan: list[tuple[RawGroup, nn.Module, list[int]]] = []
+    for raw, _root in groups:
+        want = int(widths.get(raw.name, raw.channels))
+        if not 1 <= want <= raw.channels or want % raw.blocks:
+            raise PruningError(
+                f"group {raw.name!r}: width {want} is not allowed; it must be in "
+                f"[{raw.blocks}, {raw.channels}] and a multiple of {raw.blocks}"
+            )
+    to_prune = [(raw, root) for raw, root in groups if int(widths.get(raw.name, raw.channels)) < raw.channels]
+    # Score every group on the unpruned model first; indices of one group do not move when
+    # another group is pruned, so the plan stays valid while it is carried out.
+    scores = _score_groups(model, graph, to_prune, crit, calib_batches)
     with _tracing_state(model):
-        if crit in DATA_DEPENDENT:
-            _prepare_data_dependent(crit, imp, model, calib_batches or [])
-        for raw, root in groups:
-            want = int(widths.get(raw.name, raw.channels))
-            if not 1 <= want <= raw.channels or want % raw.blocks:
-                raise PruningError(
-                    f"group {raw.name!r}: width {want} is not allowed; it must be in "
-                    f"[{raw.blocks}, {raw.channels}] and a multiple of {raw.blocks}"
-                )
-            if want == raw.channels:
-                continue
-            full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
-            scores = imp(full)
-            if scores is None:
-                scores = torch.arange(raw.channels, 0, -1, dtype=torch.float32)
-            keep = select_keep(scores.detach().float().cpu(), want, raw.blocks)
+        for raw, root in to_prune:
+            keep = select_keep(scores[raw.name], int(widths[raw.name]), raw.blocks)
             drop = sorted(set(range(raw.channels)) - set(keep))
-            plan.append((raw, root, drop))
-        for _raw, root, drop in plan:
-            group = graph.get_pruning_group(root, _out_fn(graph, root), drop)
-            group.prune()
+            graph.get_pruning_group(root, _out_fn(graph, root), drop).prune()
         model.zero_grad(set_to_none=True)
     for raw, root in groups:
         want = int(widths.get(raw.name, raw.channels))
@@ -363,6 +349,29 @@ def prune_to_widths(
             )
     _run_fixups(model, example_inputs)
     return model
+
+
+def _score_groups(
+    model: nn.Module,
+    graph: Any,
+    groups: Sequence[tuple[RawGroup, nn.Module]],
+    crit: str,
+    calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+) -> dict[str, torch.Tensor]:
+    """Per-channel importance of each full-width group (higher keeps), on the current model."""
+    imp = _make_importance(crit)
+    found: dict[str, torch.Tensor] = {}
+    with _tracing_state(model):
+        if crit in DATA_DEPENDENT and groups:
+            _prepare_data_dependent(crit, imp, model, calib_batches or [])
+        for raw, root in groups:
+            full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
+            scores = imp(full)
+            if scores is None:  # a group without parameterised layers: keep the leading channels
+                scores = torch.arange(raw.channels, 0, -1, dtype=torch.float32)
+            found[raw.name] = scores.detach().float().cpu().clone()
+        model.zero_grad(set_to_none=True)
+    return found
 
 
 def group_scores(
@@ -376,10 +385,10 @@ def group_scores(
 ) -> dict[str, torch.Tensor]:
     """Channel importance per prunable group, exactly as :func:`prune_to_widths` ranks channels.
 
-    The same criterion object scores the same full-width dependency group of the unpruned
-    model, so keeping the ``k`` highest scores of a group here keeps the channels
-    :func:`prune_to_widths` (and ``apply_policy``) keeps at width ``k`` (barring exact ties).
-    One-shot supernets use it to order channels once. The model is not modified.
+    Keeping the ``k`` highest scores of a group here keeps the channels :func:`prune_to_widths`
+    (and ``apply_policy``) keeps at width ``k`` (barring exact ties): both call the same
+    scoring on the same unpruned groups. One-shot supernets use it to order channels once.
+    The model is not modified.
 
     Returns:
         Group name -> 1-D float CPU tensor of ``channels`` scores (higher is more important).
@@ -388,19 +397,7 @@ def group_scores(
     by_name = dict(model.named_modules())
     graph = build_graph(model, example_inputs, limits=limits)
     groups = list_groups(model, graph, [by_name[n] for n in ignored if n in by_name])
-    imp = _make_importance(crit)
-    found: dict[str, torch.Tensor] = {}
-    with _tracing_state(model):
-        if crit in DATA_DEPENDENT:
-            _prepare_data_dependent(crit, imp, model, calib_batches or [])
-        for raw, root in groups:
-            full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
-            scores = imp(full)
-            if scores is None:
-                scores = torch.arange(raw.channels, 0, -1, dtype=torch.float32)
-            found[raw.name] = scores.detach().float().cpu().clone()
-        model.zero_grad(set_to_none=True)
-    return found
+    return _score_groups(model, graph, groups, crit, calib_batches)
 
 
 #: Post-pruning fix-ups for modules that keep channel counts in plain attributes, by class name.

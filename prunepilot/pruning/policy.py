@@ -51,7 +51,9 @@ class PruningPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["prunepilot.policy/v1"] = Field(default="prunepilot.policy/v1", description="File format and version.")
+    format: Literal["prunepilot.policy/v1"] = Field(
+        default="prunepilot.policy/v1", description="File format and version."
+    )
     signature: str = Field(description="Hash of the model's group structure the policy was made for.")
     keep_ratios: dict[str, float] = Field(description="Requested keep ratio per group, in (0, 1].")
     channels: dict[str, int] = Field(description="Channels kept per group after rounding.")
@@ -95,9 +97,7 @@ class PruningPolicy(BaseModel):
                 raise PolicyError(f"keep ratio {r!r} for group {name!r} is outside (0, 1]")
         if round_to < 1:
             raise PolicyError(f"round_to must be a positive integer, got {round_to!r}")
-        channels = {
-            g.name: round_width(by_name[g.name], g.channels, g.multiple, round_to) for g in space.groups
-        }
+        channels = {g.name: round_width(by_name[g.name], g.channels, g.multiple, round_to) for g in space.groups}
         return cls(
             signature=space.signature,
             keep_ratios=by_name,
@@ -125,9 +125,7 @@ class PruningPolicy(BaseModel):
         return cls.from_ratios(space, ratios, **kwargs)
 
     @classmethod
-    def from_layer_ratios(
-        cls, space: PruningSpace, layer_ratios: Mapping[str, float], **kwargs: Any
-    ) -> PruningPolicy:
+    def from_layer_ratios(cls, space: PruningSpace, layer_ratios: Mapping[str, float], **kwargs: Any) -> PruningPolicy:
         """A policy from per-*layer* keep ratios, as other tools express them.
 
         Coupled layers must agree: Torch-Pruning would silently give all layers of a group
@@ -138,8 +136,7 @@ class PruningPolicy(BaseModel):
         for layer, r in layer_ratios.items():
             if layer not in owner:
                 raise PolicyError(
-                    f"layer {layer!r} is not in any prunable group; prunable layers include "
-                    f"{sorted(owner)[:10]}"
+                    f"layer {layer!r} is not in any prunable group; prunable layers include {sorted(owner)[:10]}"
                 )
             per_group.setdefault(owner[layer], {})[layer] = float(r)
         for group, layers in per_group.items():
