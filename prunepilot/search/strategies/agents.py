@@ -50,6 +50,7 @@ class AgentSettings(StrategySettings):
 class _AgentStrategy(Strategy):
     kind = "session"
     Settings = AgentSettings
+    settings: AgentSettings
     agent = "?"
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
@@ -59,18 +60,18 @@ class _AgentStrategy(Strategy):
 
         s = self.settings
         try:  # fail before Ray starts on bad reward, agent or hyperparameter names
-            make_reward(s.reward, **s.reward_kwargs)  # type: ignore[attr-defined]
+            make_reward(s.reward, **s.reward_kwargs)
             AgentConfig(
                 name=self.agent,
-                episodes=max(2, (s.warmup_episodes or 0) + 1),  # type: ignore[attr-defined]
+                episodes=max(2, (s.warmup_episodes or 0) + 1),
                 warmup_episodes=s.warmup_episodes,
                 hyperparams=s.hyperparams,
-            )  # type: ignore[attr-defined]
+            )
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"field 'strategy.settings' of strategy {self.name!r}: {exc}") from None
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        budgets = self.settings.budgets  # type: ignore[attr-defined]
+        budgets = self.settings.budgets
         trials = len(budgets) if budgets else ctx.trials
         return TuneSetup({"trial_index": tune.grid_search(list(range(trials)))}, num_samples=1)
 
@@ -82,7 +83,7 @@ class _AgentStrategy(Strategy):
         s = self.settings
         ev = ctx.evaluator
         index = int(params.get("trial_index", 0))
-        budgets = s.budgets  # type: ignore[attr-defined]
+        budgets = s.budgets
         budget_ms = budgets[index] * float(ctx.extra["base_latency_ms"]) if budgets else ctx.budget_ms
         fields = set(Metrics.__dataclass_fields__)
 
@@ -100,10 +101,10 @@ class _AgentStrategy(Strategy):
             ev.predict_latency_ms,
             budget_ms,
             lower_bound=ctx.lower_bound,
-            reward=s.reward,  # type: ignore[attr-defined]
+            reward=s.reward,
             round_to=ev.cfg.evaluation.round_to,
             importance=ev.cfg.evaluation.importance,
-            reward_kwargs=s.reward_kwargs,  # type: ignore[attr-defined]
+            reward_kwargs=s.reward_kwargs,
         )
         cfg = AgentConfig(
             name=self.agent,
@@ -111,7 +112,7 @@ class _AgentStrategy(Strategy):
             seed=ctx.seed,
             warmup_episodes=s.warmup_episodes,
             hyperparams=s.hyperparams,
-        )  # type: ignore[attr-defined]
+        )
         run_agent(env, cfg, on_episode=on_episode)
 
 

@@ -107,9 +107,7 @@ def strategy_class(name: str) -> type[Strategy]:
     """The strategy class called ``name``; the error lists the valid names."""
     _load_builtins()
     if name not in _REGISTRY:
-        raise ConfigError(
-            f"field 'strategy.name': unknown strategy {name!r}; choose {one_of(sorted(_REGISTRY))}"
-        )
+        raise ConfigError(f"field 'strategy.name': unknown strategy {name!r}; choose {one_of(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
@@ -123,9 +121,7 @@ def check_strategy(name: str, settings: Mapping[str, Any]) -> None:
     strategy_class(name)(settings)  # constructors only validate; nothing heavy is built
 
 
-def validate_settings(
-    name: str, model: type[StrategySettings], settings: Mapping[str, Any]
-) -> StrategySettings:
+def validate_settings(name: str, model: type[StrategySettings], settings: Mapping[str, Any]) -> StrategySettings:
     """Validate ``settings`` for strategy ``name``; errors list the accepted keys."""
     try:
         return model.model_validate(dict(settings))

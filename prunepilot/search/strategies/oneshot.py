@@ -82,7 +82,9 @@ class AutoSlimSettings(OneShotSettings):
     train: SlimmableTraining = Field(default_factory=SlimmableTraining, description="Slimmable training.")
     slim: GreedySlimming = Field(default_factory=GreedySlimming, description="Greedy slimming.")
     stop_fraction: float | None = Field(
-        None, gt=0, le=1,
+        None,
+        gt=0,
+        le=1,
         description="End the path at this fraction of the base model's predicted latency (None: at the budget).",
     )
 
@@ -124,8 +126,13 @@ class _Session:
 
         folder = self.settings.checkpoint_dir or Path(self.ev.cfg.model.cache_dir) / "oneshot"
         key = fingerprint(
-            {"evaluator": config_key(self.ev.cfg), "method": self.method, "seed": self.ctx.seed,
-             "train": self.train.model_dump(mode="json"), "lower_bound": self.ctx.lower_bound}
+            {
+                "evaluator": config_key(self.ev.cfg),
+                "method": self.method,
+                "seed": self.ctx.seed,
+                "train": self.train.model_dump(mode="json"),
+                "lower_bound": self.ctx.lower_bound,
+            }
         )
         return Path(folder) / f"{self.method}-{key}.pt"
 
@@ -200,8 +207,14 @@ class AutoSlimStrategy(Strategy):
         for step in path.path:
             run.report(
                 step.widths,
-                {"path_step": step.index, "proxy_accuracy": step.score.accuracy, "proxy_loss": step.score.loss,
-                 "predicted_latency_ms": step.latency_ms, "slimmed": step.slimmed, "path_length": len(path.path)},
+                {
+                    "path_step": step.index,
+                    "proxy_accuracy": step.score.accuracy,
+                    "proxy_loss": step.score.loss,
+                    "predicted_latency_ms": step.latency_ms,
+                    "slimmed": step.slimmed,
+                    "path_length": len(path.path),
+                },
             )
 
 
@@ -221,23 +234,38 @@ class MetaPruningStrategy(Strategy):
         s: MetaPruningSettings = self.settings  # type: ignore[assignment]
         run = _Session(ctx, s, self.name, s.train)
         net = PruningNet(run.supernet, hidden=s.train.hidden, seed=ctx.seed)
-        trained = train_pruningnet(net, run.grid, run.stream, s.train, seed=ctx.seed, checkpoint=run.checkpoint(),
-                                   log=log.info)
+        trained = train_pruningnet(
+            net, run.grid, run.stream, s.train, seed=ctx.seed, checkpoint=run.checkpoint(), log=log.info
+        )
         run.timings.update(train_seconds=trained.seconds, resumed_from=float(trained.resumed_from))
         net.eval()
         for i, scale in enumerate(s.budget_scales):
             budget = scale * ctx.budget_ms
             gen = torch.Generator().manual_seed(ctx.seed * 1000 + i)
             with torch.no_grad():
-                found = evolve(lambda w: net.score(w, run.calib, run.val), run.grid, run.latency, budget, s.search,
-                               gen, log=log.info)
+                found = evolve(
+                    lambda w: net.score(w, run.calib, run.val),
+                    run.grid,
+                    run.latency,
+                    budget,
+                    s.search,
+                    gen,
+                    log=log.info,
+                )
             run.timings["search_seconds"] = found.seconds
             for rank, ind in enumerate(found.ranked[: s.report_top]):
                 run.report(
                     ind.widths,
-                    {"search_budget_ms": budget, "rank": rank, "generation": ind.generation,
-                     "proxy_accuracy": ind.score.accuracy, "proxy_loss": ind.score.loss,
-                     "predicted_latency_ms": ind.latency_ms, "scored": len(found.individuals),
-                     "rejected_over_budget": found.rejected_over, "rejected_under_floor": found.rejected_under},
+                    {
+                        "search_budget_ms": budget,
+                        "rank": rank,
+                        "generation": ind.generation,
+                        "proxy_accuracy": ind.score.accuracy,
+                        "proxy_loss": ind.score.loss,
+                        "predicted_latency_ms": ind.latency_ms,
+                        "scored": len(found.individuals),
+                        "rejected_over_budget": found.rejected_over,
+                        "rejected_under_floor": found.rejected_under,
+                    },
                     weights=lambda w: net.generate(w),
                 )

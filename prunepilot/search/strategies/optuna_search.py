@@ -54,12 +54,13 @@ class OptunaTPE(Strategy):
     kind = "candidate"
     description = "Optuna TPE on held-out accuracy, proposals projected into the budget"
     Settings = TPESettings
+    settings: TPESettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         import optuna
 
         s = self.settings
-        sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=s.n_startup_trials)  # type: ignore[attr-defined]
+        sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=s.n_startup_trials)
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
@@ -68,7 +69,7 @@ class OptunaTPE(Strategy):
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))  # type: ignore[attr-defined]
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
 
 
 @register_strategy
@@ -79,12 +80,13 @@ class OptunaNSGA2(Strategy):
     kind = "candidate"
     description = "Optuna NSGA-II, multi-objective accuracy (max) / latency (min)"
     Settings = NSGA2Settings
+    settings: NSGA2Settings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         import optuna
 
         s = self.settings
-        sampler = optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=s.population_size)  # type: ignore[attr-defined]
+        sampler = optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=s.population_size)
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
@@ -93,4 +95,4 @@ class OptunaNSGA2(Strategy):
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))  # type: ignore[attr-defined]
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))

@@ -57,15 +57,14 @@ class RandomSearch(Strategy):
     kind = "candidate"
     description = "uniformly random keep ratios per group, projected into the latency budget"
     Settings = RandomSettings
+    settings: RandomSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        return TuneSetup(
-            tune_space.ratio_param_space(ctx.space, ctx.lower_bound), num_samples=ctx.evaluations
-        )
+        return TuneSetup(tune_space.ratio_param_space(ctx.space, ctx.lower_bound), num_samples=ctx.evaluations)
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))  # type: ignore[attr-defined]
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
 
 
 class UniformSettings(StrategySettings):
@@ -84,9 +83,10 @@ class UniformSweep(Strategy):
     kind = "candidate"
     description = "the same keep ratio in every group, swept from the lower bound to 1 (the baseline)"
     Settings = UniformSettings
+    settings: UniformSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        ratios = self.settings.ratios  # type: ignore[attr-defined]
+        ratios = self.settings.ratios
         if ratios is None:
             ratios = [float(r) for r in np.linspace(ctx.lower_bound, 1.0, max(2, ctx.evaluations))]
         return TuneSetup({"uniform_ratio": tune.grid_search([round(r, 6) for r in ratios])}, num_samples=1)
