@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from prunepilot.cli.common import fail_on_error
 from prunepilot.errors import ConfigError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,29 +25,21 @@ def register(app: typer.Typer) -> None:
 
 
 def search(
-    config: Path | None = typer.Argument(
-        None, help="Search config YAML (see configs/). Not needed with --resume."
-    ),
+    config: Path | None = typer.Argument(None, help="Search config YAML (see configs/). Not needed with --resume."),
     strategy: str | None = typer.Option(
         None, "--strategy", help="Override strategy.name (see `prunepilot strategies`)."
     ),
     budget: str | None = typer.Option(
         None, "--budget", help="Latency budget: 12.5ms (absolute) or 50% / 0.5x of the base."
     ),
-    device: str | None = typer.Option(
-        None, "--device", help="Override device.name (see `prunepilot devices`)."
-    ),
-    run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Run folder (default runs/<name>-<timestamp>)."
-    ),
+    device: str | None = typer.Option(None, "--device", help="Override device.name (see `prunepilot devices`)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>-<timestamp>)."),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Connect to this Ray cluster instead of a local Ray."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override seed."),
     evaluations: int | None = typer.Option(None, "--evaluations", help="Override strategy.evaluations."),
-    data_root: Path | None = typer.Option(
-        None, "--data-root", help="Override data.root (else $PRUNEPILOT_DATA)."
-    ),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Override data.root (else $PRUNEPILOT_DATA)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the search in this run folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -83,29 +76,34 @@ def search(
 def _print_front(front: list[dict[str, Any]], budget_ms: float | None, base: dict[str, Any] | None) -> None:
     from prunepilot.search.pareto import front_table_rows
 
-    table = Table(
-        title=f"Pareto front (accuracy on held-out train split; budget {budget_ms:.3f} ms)"
-        if budget_ms
-        else "Pareto front"
-    )
-    for col in ("#", "accuracy", "latency", "MACs", "params", "mean keep", "strategy"):
-        table.add_column(col, justify="right" if col not in ("latency", "strategy") else "left")
+    rows = front_table_rows(front)
+    kinds = {r["latency_kind"] for r in rows} | ({base["latency_kind"]} if base else set())
+    kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    title = f"Pareto front: accuracy on the held-out train split, latency {kind}"
+    if budget_ms:
+        title += f"; budget {budget_ms:.3f} ms (* = over budget)"
+    table = Table(title=title)
+    for col in ("#", "accuracy", "latency ms", "MACs", "params", "keep", "strategy"):
+        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     if base:
         table.add_row(
             "base",
             f"{base['accuracy']:.4f}",
-            f"{base['latency_ms']:.3f} ms {base['latency_kind']}",
+            f"{base['latency_ms']:.3f}",
             f"{base['macs']:,}",
             f"{base['params']:,}",
             "1.00",
             "-",
         )
-    for row in front_table_rows(front):
-        mark = "" if budget_ms is None or row["latency_ms"] <= budget_ms else " (over budget)"
+    for row in rows:
+        over = budget_ms is not None and row["latency_ms"] > budget_ms
+        lat = f"{row['latency_ms']:.3f}" + ("*" if over else "")
+        if row.get("measured_latency_ms") is not None:
+            lat += f" (measured {row['measured_latency_ms']:.3f})"
         table.add_row(
             str(row["rank"]),
             f"{row['accuracy']:.4f}",
-            row["latency"] + mark,
+            lat,
             f"{row['macs']:,}",
             f"{row['params']:,}",
             f"{row['mean_keep_ratio']:.2f}",
@@ -119,9 +117,7 @@ def pareto(
     budget: float | None = typer.Option(
         None, "--budget", help="Latency budget in ms for --export (default: the run's)."
     ),
-    export: Path | None = typer.Option(
-        None, "--export", help="Write the most accurate policy within the budget here."
-    ),
+    export: Path | None = typer.Option(None, "--export", help="Write the most accurate policy within the budget here."),
     objectives: str = typer.Option("accuracy,latency_ms", "--objectives", help="Comma-separated objectives."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip pareto.png / pareto.html."),
 ) -> None:
