@@ -150,8 +150,9 @@ def pareto(
         (store.dir / "front.json").write_text(json.dumps(front, indent=2, default=str) + "\n")
         if not no_plots:
             base = info.get("base")
-            png = plot_front_png(ok, front, store.dir / "pareto.png", base=base)
-            html = plot_front_html(ok, front, store.dir / "pareto.html", base=base)
+            uniform = store.baseline() or None  # else the run's own `uniform` candidates, if any
+            png = plot_front_png(ok, front, store.dir / "pareto.png", uniform=uniform, base=base)
+            html = plot_front_html(ok, front, store.dir / "pareto.html", uniform=uniform, base=base)
             console.print(f"wrote {png} and {html}")
         if export is not None:
             if budget_ms is None:

@@ -42,9 +42,7 @@ class ModelSection(_Strict):
 class DeviceSection(_Strict):
     """Target device and how latency is obtained on it."""
 
-    name: str = Field(
-        "local-cpu", description="Device name (configs/devices/NAME.yaml or a shipped profile)."
-    )
+    name: str = Field("local-cpu", description="Device name (configs/devices/NAME.yaml or a shipped profile).")
     latency_model: str | None = Field(
         None, description="Override the device's latency model (e.g. torch-cpu, roofline, lut, macs)."
     )
@@ -84,6 +82,12 @@ class EvaluationSection(_Strict):
     lower_bound: float = Field(0.1, gt=0, le=1, description="Smallest keep ratio a strategy may propose.")
     bn_batches: int = Field(8, ge=0, description="Calibration batches for BN recalibration (0 = off).")
     val_batches: int | None = Field(None, ge=1, description="Cap on held-out batches scored per candidate.")
+    uniform_baseline: int = Field(
+        5,
+        ge=0,
+        description="Uniform-pruning points the driver evaluates after the search, the curve "
+        "every front is drawn against (baseline.jsonl; 0 = off; a `uniform` search needs none).",
+    )
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )

@@ -12,6 +12,7 @@ the stored candidates, so nothing stored is evaluated again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,9 @@ from prunepilot.search.strategies import DriverContext, TuneSetup, get_strategy
 from prunepilot.search.trainable import VERSIONS, SearchSetup, search_trial
 
 console = Console()
+# Tune's new console output prints an experiment box and hints on every run; our progress bar
+# and tables replace it (set RAY_AIR_NEW_OUTPUT=1 to get Tune's own output back).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 log = logging.getLogger(__name__)
 
 
@@ -61,9 +65,7 @@ def _resolve_budget(cfg: SearchConfig, base_ms: float, min_ms: float) -> float:
     return budget
 
 
-def prepare(
-    cfg: SearchConfig, store: RunStore, resume: bool
-) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
+def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
     """Driver-side set-up before Ray starts: base metrics, latency fit, budget check."""
     info = store.read_info() if resume else {}
     ev = get_evaluator(cfg)
@@ -177,9 +179,7 @@ class StoreCallback(Callback):  # type: ignore[misc]
             )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        n = sum(
-            1 for r in self.store.read() if r.get("trial") == trial.trial_id and r.get("status") == "failed"
-        )
+        n = sum(1 for r in self.store.read() if r.get("trial") == trial.trial_id and r.get("status") == "failed")
         error = _trial_error(trial)
         self.store.append(
             {
@@ -221,9 +221,7 @@ def run_search(
         cfg = SearchConfig.model_validate(stored)
     else:
         if (store.dir / "config.yaml").exists():
-            raise ConfigError(
-                f"run folder {str(run_dir)!r} already holds a search; use --resume or another --run-dir"
-            )
+            raise ConfigError(f"run folder {str(run_dir)!r} already holds a search; use --resume or another --run-dir")
         store.write_config(cfg.model_dump(mode="json"))
     ev, setup, info = prepare(cfg, store, resume)
     strategy = get_strategy(cfg.strategy.name, cfg.strategy.settings)
@@ -241,9 +239,7 @@ def run_search(
     try:
         prior = store.ok() if resume else []
         trainable = tune.with_resources(
-            tune.with_parameters(
-                search_trial, setup=setup.to_json(), base_state=ev.base_state(), prior=prior
-            ),
+            tune.with_parameters(search_trial, setup=setup.to_json(), base_state=ev.base_state(), prior=prior),
             {"cpu": cfg.ray.cpus_per_trial},
         )
         expected = tsetup.num_samples * _grid_size(tsetup.param_space)
@@ -317,9 +313,29 @@ def _progress(show: bool) -> Any:
     )
 
 
-def finish(
-    store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, info: dict[str, Any]
-) -> SearchResult:
+def _uniform_baseline(store: RunStore, ev: Evaluator, cfg: SearchConfig, budget_ms: float) -> None:
+    """Evaluate a few uniform policies in the driver: the comparison curve for the front."""
+    import numpy as np
+
+    from prunepilot.search.trainable import candidate_record
+
+    for i, r in enumerate(np.linspace(cfg.evaluation.lower_bound, 1.0, cfg.evaluation.uniform_baseline)):
+        policy = ev.make_policy([float(r)] * len(ev.space.groups))
+        rec = candidate_record(
+            trial_id="baseline",
+            index=i,
+            strategy="uniform",
+            seed=cfg.seed,
+            policy=policy,
+            metrics=ev.evaluate(policy),
+            budget_ms=budget_ms,
+            extra={"uniform_ratio": float(r)},
+            cached=ev.last_cached,
+        )
+        store.append_baseline(rec)
+
+
+def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, info: dict[str, Any]) -> SearchResult:
     """Front, re-measurement of predicted front points, ``front.json``, run status."""
     import json
 
@@ -328,6 +344,8 @@ def finish(
 
     records = store.read()
     ok = [r for r in records if r.get("status") == "ok"]
+    if cfg.strategy.name != "uniform" and cfg.evaluation.uniform_baseline > 0 and not store.baseline():
+        _uniform_baseline(store, ev, cfg, budget_ms)
     front = pareto_front(ok)
     front = remeasure_front(front, ev, cfg.evaluation.remeasure_top)
     (store.dir / "front.json").write_text(json.dumps(front, indent=2, default=str) + "\n")

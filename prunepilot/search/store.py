@@ -94,6 +94,22 @@ class RunStore:
                 except json.JSONDecodeError:
                     continue
 
+    @property
+    def baseline_path(self) -> Path:
+        """Uniform-pruning baseline records (not candidates of the search)."""
+        return self.dir / "baseline.jsonl"
+
+    def append_baseline(self, record: Mapping[str, Any]) -> None:
+        """Append one uniform-baseline record."""
+        with open(self.baseline_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(record), default=str) + "\n")
+
+    def baseline(self) -> list[dict[str, Any]]:
+        """The uniform-baseline records (empty when none were evaluated)."""
+        if not self.baseline_path.is_file():
+            return []
+        return [json.loads(line) for line in self.baseline_path.read_text().splitlines() if line.strip()]
+
     def ok(self) -> list[dict[str, Any]]:
         """Stored candidates that evaluated successfully."""
         return [r for r in self.read() if r.get("status") == "ok"]

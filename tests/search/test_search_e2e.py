@@ -34,6 +34,10 @@ def test_candidate_strategy_end_to_end(tmp_path, strategy: str) -> None:
     if strategy == "uniform":
         ratios = sorted(r["uniform_ratio"] for r in ok)
         assert ratios[0] == pytest.approx(0.25) and ratios[-1] == pytest.approx(1.0)
+        assert store.baseline() == []  # a uniform search is its own baseline
+    else:  # the driver evaluates the uniform curve every front is drawn against
+        base_ratios = [r["uniform_ratio"] for r in store.baseline()]
+        assert base_ratios == pytest.approx([0.25, 0.4375, 0.625, 0.8125, 1.0])
     assert result.front == pareto_front(ok)
     info = store.read_info()
     assert info["status"] == "finished" and info["base"]["accuracy"] > 0.5
