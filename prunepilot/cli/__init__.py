@@ -30,10 +30,11 @@ def _root(
 
 
 def _register_commands() -> None:
-    from prunepilot.cli import prune, search
+    from prunepilot.cli import apply, prune, search
 
     prune.register(app)
     search.register(app)
+    apply.register(app)
     try:
         from prunepilot.cli import hw  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - hardware commands are optional while developing
