@@ -21,7 +21,8 @@ Usage::
     python bench/amc.py                      # 200 episodes, 3 seeds, budget 0.5
     python bench/amc.py --quick              # a couple of minutes: tiny training, 20 episodes, 1 seed
 
-Prints the table and writes ``bench/results/amc-<timestamp>.json``.
+Prints the table and writes ``<out-dir>/amc-<timestamp>.json`` (default ``bench/results/``); the JSON
+carries that same table (:func:`amc_table`) for ``bench/report.py`` to put in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from prunepilot import __version__
 from prunepilot.data import DataConfig
 from prunepilot.envs import PruningEnv, metrics_dict, uniform_within_budget
 from prunepilot.errors import ConfigError
+from prunepilot.hw_models.measure import cpu_name
 from prunepilot.policies import AgentConfig, run_agent
 from prunepilot.pruning import TORCH_PRUNING_VERSION, PruningPolicy
 from prunepilot.search.config import SearchConfig
@@ -222,38 +224,77 @@ def row(method: str, seed: int | None, found: dict[str, Any], ev: Evaluator, bud
     }
 
 
+COLUMNS = ["method", "seed", "val acc", "test acc", "latency ms", "predicted ms", "mean keep", "evaluations",
+           "cache hits", "time s"]  # fmt: skip
+
+
 def summary(rows: list[dict[str, Any]], method: str, key: str) -> tuple[float, float]:
     values = [r[key] for r in rows if r["method"] == method]
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def print_table(rows: list[dict[str, Any]], base: dict[str, Any], budget_ms: float) -> str:
-    lines = [
-        f"base: val acc {base['accuracy']:.4f}, latency {base['latency_ms']:.3f} ms ({base.get('latency_kind')}); "
-        f"budget {budget_ms:.3f} ms",
-        f"{'method':<10} {'seed':>4} {'val acc':>8} {'test acc':>8} {'lat ms':>8} {'pred ms':>8} "
-        f"{'keep':>6} {'evals':>6} {'hits':>5} {'time s':>7}",
+def table_row(r: dict[str, Any]) -> list[Any]:
+    """One table row from one entry of the JSON's ``rows`` (its own numbers, unformatted)."""
+    return [r["method"], r["seed"], r["val_acc"], r["test_acc"], r["latency_ms"], r["predicted_ms"], r["mean_keep"],
+            r["evaluations"], r["cache_hits"], r["seconds"]]  # fmt: skip
+
+
+def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
+    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
+    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
+
+
+def amc_table(record: dict[str, Any]) -> dict[str, Any]:
+    """The BENCHMARKS.md table for one ``amc-*.json`` record (also what the script prints)."""
+    rows, base, budget_ms, args = record["rows"], record["base"], record["budget_ms"], record["args"]
+    versions = {k: v for k, v in record["versions"].items() if k not in ("cpu", "cpus")}
+    methods = [m for m in ("uniform", "amc-ddpg", "random") if any(r["method"] == m for r in rows)]
+    notes = [
+        f"Base ResNet-20: held-out val acc {base['accuracy']:.4f}, latency "
+        f"{base.get('latency_ms_fit_anchor', base['latency_ms']):.3f} ms ({base.get('latency_kind')}); budget "
+        f"{budget_ms:.3f} ms ({args['budget']:.0%} of the base).",
+        f"{args['episodes']} episodes of amc-ddpg = {args['episodes']} random policies per seed, {args['seeds']} "
+        f"seed(s); val acc: held-out part of the training split (BN-recalibrated, no fine-tune); test acc: the best "
+        f"policy once on the test split" + (" (quick: tiny training and subsets)." if args.get("quick") else "."),
     ]
-    for r in rows:
-        seed = "-" if r["seed"] is None else str(r["seed"])
-        lines.append(
-            f"{r['method']:<10} {seed:>4} {r['val_acc']:>8.4f} {r['test_acc']:>8.4f} {r['latency_ms']:>8.3f} "
-            f"{r['predicted_ms']:>8.3f} {r['mean_keep']:>6.3f} {r['evaluations']:>6} {r['cache_hits']:>5} "
-            f"{r['seconds']:>7.1f}"
-        )
-    lines.append("")
-    for method in ("uniform", "amc-ddpg", "random"):
+    for method in methods:
         val_m, val_s = summary(rows, method, "val_acc")
         test_m, test_s = summary(rows, method, "test_acc")
-        lines.append(f"{method:<10} val {val_m:.4f} +- {val_s:.4f}   test {test_m:.4f} +- {test_s:.4f}")
-    amc, uni, rnd = (summary(rows, m, "test_acc")[0] for m in ("amc-ddpg", "uniform", "random"))
-    lines.append(
-        f"amc-ddpg vs uniform: {amc - uni:+.4f} test acc ({'beats' if amc > uni else 'does NOT beat'} uniform); "
-        f"vs random: {amc - rnd:+.4f} ({'matches or beats' if amc >= rnd - 0.002 else 'below'} random)"
-    )
-    text = "\n".join(lines)
-    print(text)
-    return text
+        notes.append(f"{method}: val {val_m:.4f} +- {val_s:.4f}, test {test_m:.4f} +- {test_s:.4f} (mean +- sd).")
+    if {"amc-ddpg", "uniform", "random"} <= set(methods):
+        amc, uni, rnd = (summary(rows, m, "test_acc")[0] for m in ("amc-ddpg", "uniform", "random"))
+        verdict = {True: "beats", False: "does NOT beat"}
+        notes.append(
+            f"amc-ddpg vs uniform: {100 * (amc - uni):+.2f} test-acc points ({verdict[amc > uni]} uniform); "
+            f"vs random: {100 * (amc - rnd):+.2f} points ({verdict[amc > rnd]} random)."
+        )
+    kinds = sorted({str(r["latency_kind"]) for r in rows if r.get("latency_kind")})
+    notes += [
+        f"Latency: {' and '.join(kinds) or 'unknown'} on {args['device']} at batch {args['latency_batch']} "
+        f"(latency ms); predicted ms is the evaluator's fast predictor, which the budget check uses.",
+        machine_note(record["versions"].get("cpu"), record["versions"].get("cpus"), versions.get("platform"), versions),
+    ]
+    return {
+        "title": f"AMC-DDPG vs uniform vs random: ResNet-20 on Fashion-MNIST at {args['budget']:.0%} latency"
+        + (" (quick)" if args.get("quick") else ""),
+        "columns": COLUMNS,
+        "rows": [table_row(r) for r in rows],
+        "notes": notes,
+    }
+
+
+def print_table(table: dict[str, Any]) -> None:
+    print(f"\n{table['title']}")
+    print(f"{'method':<10} {'seed':>4} {'val acc':>8} {'test acc':>8} {'lat ms':>8} {'pred ms':>8} "
+          f"{'keep':>6} {'evals':>6} {'hits':>5} {'time s':>7}")  # fmt: skip
+    for method, seed, val, test, lat, pred, keep, evals, hits, secs in table["rows"]:
+        seed_text = "-" if seed is None else str(seed)
+        print(f"{method:<10} {seed_text:>4} {val:>8.4f} {test:>8.4f} {lat:>8.3f} {pred:>8.3f} {keep:>6.3f} "
+              f"{evals:>6} {hits:>5} {secs:>7.1f}")  # fmt: skip
+    for note in table["notes"]:
+        print(f"- {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,20 +342,17 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row(method, seed, found, ev, budget_ms))
                 r = rows[-1]
                 print(f"  best val {r['val_acc']:.4f} test {r['test_acc']:.4f} in {r['seconds']:.0f} s", flush=True)
-        table = print_table(rows, base, budget_ms)
 
     total_s = time.perf_counter() - started
-    print(f"total {total_s / 60:.1f} min (evaluator setup incl. training/loading {setup_s:.0f} s)")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"amc-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     record = {
-        "benchmark": "bench/amc.py",
+        "benchmark": "amc",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "config": cfg.model_dump(mode="json"),
         "base": base,
         "budget_ms": budget_ms,
         "rows": rows,
-        "table": table,
         "seconds": {"total": total_s, "setup": setup_s},
         "versions": {
             "prunepilot": __version__,
@@ -322,9 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             "torch_pruning": TORCH_PRUNING_VERSION,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
+            "cpu": cpu_name(),
             "cpus": os.cpu_count(),
         },
     }
+    record["table"] = amc_table(record)
+    print_table(record["table"])
+    print(f"total {total_s / 60:.1f} min (evaluator setup incl. training/loading {setup_s:.0f} s)")
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {out}")
     return 0

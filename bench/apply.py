@@ -15,8 +15,9 @@
 5. Time applying a policy (no fine-tuning, no export, no latency) to torchvision ResNet-50 at
    224x224 (target: < 3 s).
 
-Prints a table and writes JSON to bench/results/. Needs Fashion-MNIST under ``--data-root`` (or
-``$PRUNEPILOT_DATA``) in torchvision's layout (``FashionMNIST/raw/...``).
+Prints a table and writes ``apply[-quick].json`` to ``--out-dir`` (default bench/results/), carrying the
+same table (:func:`apply_table`) for ``bench/report.py`` to put in BENCHMARKS.md. Needs Fashion-MNIST
+under ``--data-root`` (or ``$PRUNEPILOT_DATA``) in torchvision's layout (``FashionMNIST/raw/...``).
 
     .venv/bin/python bench/apply.py --quick              # ~10 minutes on 2 busy cores
     .venv/bin/python bench/apply.py --epochs 5           # the full run
@@ -42,6 +43,7 @@ from prunepilot.apply import ApplyConfig, apply_to_model
 from prunepilot.data import DataConfig, build_data
 from prunepilot.hw_models.base import LatencyModel, runtime_versions
 from prunepilot.hw_models.devices import load_device
+from prunepilot.hw_models.measure import cpu_name
 from prunepilot.models import build_model
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, recalibrate_bn
 from prunepilot.training import DistillConfig, TrainConfig, evaluate_accuracy, train_base_model
@@ -50,6 +52,9 @@ SPEC = "resnet20"
 SHAPE = (1, 1, 28, 28)
 TARGET_LATENCY_PCT = 10.0
 TARGET_APPLY_S = 3.0
+COLUMNS = ["variant", "mean keep", "MACs (x base)", "params (x base)", "acc pruned", "acc +BN recal",
+           "acc fine-tuned", "search ms", "applied ms", "diff %", "within ±10%", "drift-corrected diff %",
+           "corrected within ±10%"]  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -287,9 +292,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     print("timing apply on torchvision:resnet50 (224x224, no fine-tuning)", flush=True)
     r50 = time_resnet50_apply(folder, repeats=2 if args.quick else 3)
 
-    print_table(base_ms, info, rows, r50, args)
-    return {
-        "bench": "apply",
+    record = {
+        "benchmark": "apply",
         "quick": args.quick,
         "args": {k: str(v) for k, v in vars(args).items()},
         "base": {"test_acc": info["test_acc"], "val_acc": info["val_acc"], "latency_ms": base_ms,
@@ -303,38 +307,89 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "device_settings": device.settings,
         "latency_batch": args.latency_batch,
         "versions": runtime_versions("torchvision", "onnx", "onnxruntime"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+    }
+    record["table"] = apply_table(record)
+    print_table(record["table"])
+    return record
+
+
+def yes_no(flag: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "-"}[flag]
+
+
+def table_row(r: dict[str, Any]) -> list[Any]:
+    """One table row from one entry of the JSON's ``variants`` (its own numbers, unformatted)."""
+    acc, lat = r["accuracy"], r["latency"]
+    return [r["variant"], r["mean_keep"], r["macs"]["ratio"], r["params"]["ratio"],
+            acc["after_pruning_no_recalibration"], acc["after_pruning"], acc["after_finetuning"],
+            lat["search"]["ms"], lat["pruned_ms"], lat["diff_pct"], yes_no(lat["within_10pct"]),
+            lat.get("diff_pct_drift_corrected"), yes_no(lat.get("within_10pct_drift_corrected"))]  # fmt: skip
+
+
+def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
+    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
+    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
+
+
+def apply_table(record: dict[str, Any]) -> dict[str, Any]:
+    """The BENCHMARKS.md table for one ``apply*.json`` record (also what the script prints)."""
+    args, base, variants, r50 = record["args"], record["base"], record["variants"], record["resnet50_apply"]
+    first = variants[0]
+    source = (f"a random search of {len(record['search'])} candidates" if str(args.get("policy")) in ("", "None")
+              else str(args["policy"]))  # fmt: skip
+    notes = [
+        f"Base ResNet-20: test acc {first['accuracy']['before_pruning']:.4f}, {base['latency_ms']:.2f} ms, "
+        f"{first['macs']['before'] / 1e6:.1f} MMACs, {first['params']['before'] / 1e3:.0f}k params; budget "
+        f"{base['budget_ms']:.2f} ms. Policy from {source}; uniform: keep {record['uniform_keep']:.3f} at the "
+        "policy's measured latency.",
+        f"Fine-tuning {args.get('epochs', '?')} epoch(s) per variant (+ KD: logit distillation from the base); "
+        "accuracies on the test split" + (" (quick: smaller subsets)." if record.get("quick") else "."),
+    ]
+    for check in next((v["exports"] for v in variants if v["exports"]), []):
+        status = "ok" if check["ok"] else f"FAILED ({check['error']})"
+        diff = f"{check['max_abs_diff']:.1e}" if check["max_abs_diff"] is not None else "-"
+        notes.append(f"Export {check['format']}: {status}, max |diff| {diff} (tolerance {check['tolerance']:g}).")
+    notes.append(
+        f"Apply to torchvision:resnet50 (224x224, no fine-tune, {r50['groups']} groups): median "
+        f"{r50['median_wall_s']:.2f} s wall, {r50['median_cpu_s']:.2f} s CPU over {len(r50['wall_s'])} runs (pruning "
+        f"{statistics.median(r50['prune_s']):.2f} s) "
+        f"-> target < {r50['target_s']:g} s {'MET' if r50['met'] else 'NOT met'}."
+    )
+    kinds = sorted({str(v["latency"].get("kind")) for v in variants})
+    machine = record.get("machine", {})
+    versions = record["versions"]
+    notes += [
+        f"Latency: {' and '.join(kinds)} on {record['device']} at batch {record['latency_batch']} (>= 1 s and 50 runs "
+        "per figure); search ms: the figure the policy was picked at; applied ms: the applied model's; "
+        f"target within ±{TARGET_LATENCY_PCT:g}%; drift-corrected: after dividing by the base model's slow-down "
+        "since the search.",
+        machine_note(machine.get("cpu"), machine.get("cores"), versions.get("platform"), versions),
+    ]
+    return {
+        "title": "prunepilot apply: Fashion-MNIST ResNet-20, policy vs uniform at the same latency"
+        + (" (quick)" if record.get("quick") else ""),
+        "columns": COLUMNS,
+        "rows": [table_row(v) for v in variants],
+        "notes": notes,
     }
 
 
-def print_table(base_ms: float, info: dict[str, Any], rows: list[dict[str, Any]], r50: dict[str, Any],
-                args: argparse.Namespace) -> None:  # fmt: skip
+def print_table(table: dict[str, Any]) -> None:
     head = (f"{'variant':14} {'keep':>5} {'MACs':>6} {'params':>7} {'acc pruned':>10} {'acc +BN':>8} "
             f"{'acc FT':>7} {'search ms':>9} {'applied ms':>10} {'diff':>7} {'±10%':>5} {'corrected':>11}")  # fmt: skip
-    print(f"\n== prunepilot apply: Fashion-MNIST ResNet-20, {args.epochs} epoch(s) fine-tuning, latency on "
-          f"{args.device} at batch {args.latency_batch} (test split accuracies)")
-    print(f"base: test acc {rows[0]['accuracy']['before_pruning']:.4f}, {base_ms:.2f} ms, "
-          f"{rows[0]['macs']['before'] / 1e6:.1f} MMACs, {rows[0]['params']['before'] / 1e3:.0f}k params")
+    print(f"\n== {table['title']}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        acc, lat = r["accuracy"], r["latency"]
-        judged = {True: "yes", False: "NO", None: "-"}[lat["within_10pct"]]
-        corr = lat.get("diff_pct_drift_corrected")
-        corrected = "-" if corr is None else f"{corr:+6.1f}% {'yes' if lat['within_10pct_drift_corrected'] else 'NO'}"
-        print(f"{r['variant']:14} {r['mean_keep']:5.2f} {r['macs']['ratio']:6.2f} {r['params']['ratio']:7.2f} "
-              f"{acc['after_pruning_no_recalibration']:10.4f} {acc['after_pruning']:8.4f} "
-              f"{acc['after_finetuning']:7.4f} {lat['search']['ms']:9.2f} {lat['pruned_ms']:10.2f} "
-              f"{lat['diff_pct']:+6.1f}% {judged:>5} {corrected:>11}")  # fmt: skip
-    print("(keep: mean keep ratio; MACs, params: fraction of the base's; search ms: latency the policy was picked at;"
-          " corrected: diff after dividing by the base model's slow-down since the search)")
-    for check in rows[0]["exports"]:
-        status = "ok" if check["ok"] else f"FAILED ({check['error']})"
-        diff = f"{check['max_abs_diff']:.1e}" if check["max_abs_diff"] is not None else "-"
-        print(f"export {check['format']:12} {status}: max |diff| {diff} (tolerance {check['tolerance']:g})")
-    print(f"apply to torchvision:resnet50 (no fine-tune): median {r50['median_wall_s']:.2f} s wall, "
-          f"{r50['median_cpu_s']:.2f} s CPU (runs {', '.join(f'{w:.2f}' for w in r50['wall_s'])} s; pruning "
-          f"{statistics.median(r50['prune_s']):.2f} s) -> target < {TARGET_APPLY_S:.0f} s "
-          f"{'MET' if r50['met'] else 'NOT met'}")
+    for variant, keep, macs, params, acc_raw, acc_bn, acc_ft, search_ms, ms, diff, ok, corr, corr_ok in table["rows"]:
+        corrected = "-" if corr is None else f"{corr:+6.1f}% {corr_ok}"
+        print(f"{variant:14} {keep:5.2f} {macs:6.2f} {params:7.2f} {acc_raw:10.4f} {acc_bn:8.4f} {acc_ft:7.4f} "
+              f"{search_ms:9.2f} {ms:10.2f} {diff:+6.1f}% {ok:>5} {corrected:>11}")  # fmt: skip
+    print("(keep: mean keep ratio; MACs, params: fraction of the base's)")
+    for note in table["notes"]:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ For each model: profile a lookup table, measure ``--calib`` + ``--samples`` rand
 policies (torch eager CPU, ``--threads``), fit the calibrated predictors on the ``--calib``
 ones, and print for every latency model MAPE, share within ±5% / ±10%, Spearman, the false
 "within budget" rate (budget = median measured), predictions/s, plus the measurement's own
-repeatability (the ceiling) and measurements/s. Writes JSON to bench/results/.
+repeatability (the ceiling) and measurements/s. Writes JSON to ``--out-dir`` (default
+bench/results/), carrying the printed table (:func:`predictors_table`) for ``bench/report.py``.
 
     .venv/bin/python bench/latency_predictors.py            # 50 policies x 3 models
     .venv/bin/python bench/latency_predictors.py --quick    # a few minutes
@@ -18,16 +19,19 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from prunepilot.hw_models.base import runtime_versions
-from prunepilot.hw_models.hweval import HwEvalReport, HwEvalSettings, run_hw_eval
+from prunepilot.hw_models.hweval import HwEvalSettings, run_hw_eval
 from prunepilot.hw_models.lut_profile import DEFAULT_FRACTIONS, profile_model
 from prunepilot.hw_models.measure import TorchCPULatency, cpu_name
 
 TARGET_WITHIN_10 = 0.90
 TARGET_SPEARMAN = 0.95
+COLUMNS = ["model", "latency model", "MAPE %", "within ±5% (%)", "within ±10% (%)", "Spearman",
+           "false within budget (%)", "predictions/s", "predictions/CPU s"]  # fmt: skip
 
 
 def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...], str]:
@@ -46,39 +50,83 @@ def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...], str]:
     return build_model(spec), (1, 3, 32, 32), "prunepilot.models zoo, 10 classes"
 
 
-def print_report(rep: HwEvalReport, profile_s: float) -> None:
+def model_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Table rows for one entry of the JSON's ``results`` (one model; its own numbers, as percentages)."""
+    return [
+        [result["model"], name, 100 * m["mape"], 100 * m["within_5"], 100 * m["within_10"], m["spearman"],
+         100 * m["false_within_budget"], result["predictions_per_s"][name], result["predictions_per_cpu_s"][name]]
+        for name, m in result["metrics"].items()
+    ]  # fmt: skip
+
+
+def model_notes(result: dict[str, Any]) -> list[str]:
+    """Measurement ceiling and verdict for one model (from its JSON entry)."""
+    r, measured = result["repeatability"], result["measured_ms"]
+    name, best = max(result["metrics"].items(), key=lambda kv: (kv[1]["within_10"], kv[1]["spearman"]))
+    ok = best["within_10"] >= TARGET_WITHIN_10 and best["spearman"] >= TARGET_SPEARMAN
+    return [
+        f"{result['model']} (input {'x'.join(map(str, result['input_shape']))}, {result.get('build', '')}): "
+        f"{len(measured)} scored candidates measured {min(measured):.2f}-{max(measured):.2f} ms; "
+        f"{result['measurements_per_s']:.1f} measurements/s ({result['prune_and_measure_per_s']:.2f}/s with "
+        f"pruning); median per-candidate CV {result['candidate_cv_median']:.3f}; full model measured "
+        f"{len(r['medians_ms'])} times: spread {100 * r['spread']:.1f}% (the ceiling for any predictor); LUT "
+        f"profile {result.get('lut_profile_seconds', float('nan')):.0f} s.",
+        f"{result['model']}: best {name} (±10% {100 * best['within_10']:.0f}%, Spearman {best['spearman']:.3f}) -> "
+        f"target (±10% >= {100 * TARGET_WITHIN_10:.0f}%, Spearman >= {TARGET_SPEARMAN}) "
+        f"{'MET' if ok else 'NOT met'}.",
+    ]
+
+
+def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
+    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
+    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
+
+
+def predictors_table(record: dict[str, Any]) -> dict[str, Any]:
+    """The BENCHMARKS.md table for one ``latency_predictors-*.json`` record (also what the script prints)."""
+    args, results = record["args"], record["results"]
+    versions = record["versions"]
+    notes = [note for result in results for note in model_notes(result)]
+    measured_with = results[0]["measured_with"]["name"] if results else "?"
+    load = record.get("load_average")
+    notes += [
+        f"Latency: every row is a predictor (predicted) scored against latency measured with {measured_with} "
+        f"({args['threads']} thread(s), {args['clock']} clock, lowest of {args['rounds']} round medians per "
+        f"candidate); {args['calib']} extra policies calibrate the calibrated predictors; false within budget: "
+        "share of candidates measured over the budget (the median measured) that the predictor puts within it"
+        + (" (quick run)." if args.get("quick") else "."),
+        machine_note(
+            record.get("cpu"),
+            record.get("cores"),
+            versions.get("platform"),
+            versions,
+            f"; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after" if load else "",
+        ),
+    ]
+    return {
+        "title": "Latency predictors vs measured latency (torch eager CPU)" + (" (quick)" if args.get("quick") else ""),
+        "columns": COLUMNS,
+        "rows": [row for result in results for row in model_rows(result)],
+        "notes": notes,
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
     head = (
         f"{'latency model':24} {'MAPE':>7} {'±5%':>6} {'±10%':>6} {'Spearman':>8} {'false-in':>8} "
         f"{'pred/s':>8} {'(cpu)':>8}"
     )
-    print(
-        f"\n== {rep.model}  input {'x'.join(map(str, rep.input_shape))}  "
-        f"({len(rep.measured_ms)} scored candidates, measured {min(rep.measured_ms):.2f}-{max(rep.measured_ms):.2f} ms)"
-    )
+    print(f"\n== {result['model']}")
     print(head)
     print("-" * len(head))
-    for name, m in rep.metrics.items():
+    for _model, name, mape, w5, w10, rho, false_in, per_s, per_cpu_s in model_rows(result):
         print(
-            f"{name:24} {100 * m.mape:6.1f}% {100 * m.within_5:5.0f}% {100 * m.within_10:5.0f}% "
-            f"{m.spearman:8.3f} {100 * m.false_within_budget:7.0f}% {rep.predictions_per_s[name]:8.0f} "
-            f"{rep.predictions_per_cpu_s[name]:8.0f}"
+            f"{name:24} {mape:6.1f}% {w5:5.0f}% {w10:5.0f}% {rho:8.3f} {false_in:7.0f}% {per_s:8.0f} {per_cpu_s:8.0f}"
         )
-    r = rep.repeatability
-    print(
-        f"measurement: {rep.measurements_per_s:.1f} measurements/s ({rep.prune_and_measure_per_s:.2f}/s with pruning); "
-        f"median per-candidate CV {rep.candidate_cv_median:.3f}"
-    )
-    print(
-        f"repeatability (full model x{len(r['medians_ms'])}): medians "
-        f"{', '.join(f'{v:.2f}' for v in r['medians_ms'])} ms; spread {100 * r['spread']:.1f}%; "
-        f"CVs {', '.join(f'{v:.3f}' for v in r['cvs'])}"
-    )
-    best = max(rep.metrics.items(), key=lambda kv: (kv[1].within_10, kv[1].spearman))
-    ok = best[1].within_10 >= TARGET_WITHIN_10 and best[1].spearman >= TARGET_SPEARMAN
-    print(
-        f"best: {best[0]} (±10% {100 * best[1].within_10:.0f}%, Spearman {best[1].spearman:.3f}) -> "
-        f"target {'MET' if ok else 'NOT met'}; LUT profile took {profile_s:.0f} s"
-    )
+    for note in model_notes(result):
+        print(note)
 
 
 def main() -> None:
@@ -98,7 +146,7 @@ def main() -> None:
         "which other processes' time slices on this shared machine do not inflate",
     )
     ap.add_argument("--quick", action="store_true", help="12 samples, 5 calib, 1 round: a smoke run")
-    ap.add_argument("--out", default="bench/results", help="folder for the JSON result")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", default="bench/results", help="folder for the JSON result")
     args = ap.parse_args()
     if args.quick:
         args.samples, args.calib, args.rounds, args.lut_rounds = min(args.samples, 12), 5, 1, 1
@@ -131,7 +179,6 @@ def main() -> None:
         rep = run_hw_eval(
             model, shape, measurer, settings, model_name=spec, lut=lut, log=lambda m: print("  " + m, file=sys.stderr)
         )
-        print_report(rep, profile_s)
         results.append(
             {
                 **rep.to_dict(),
@@ -140,23 +187,23 @@ def main() -> None:
                 "lut_meta": {k: v for k, v in lut.meta.items() if k != "versions"},
             }
         )
+        print_report(results[-1])
     load_after = os.getloadavg()
     print(f"\nload average at the end {load_after[0]:.2f} (2 shared cores: other processes add noise)")
-    out = Path(args.out)
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"latency_predictors-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "cpu": cpu_name(),
-                "versions": runtime_versions(),
-                "load_average": [load_before, load_after],
-                "results": results,
-            },
-            indent=1,
-        )
-    )
+    record = {
+        "benchmark": "latency_predictors",
+        "args": vars(args),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "versions": runtime_versions(),
+        "load_average": [load_before, load_after],
+        "results": results,
+    }
+    record["table"] = predictors_table(record)
+    path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 
 

@@ -4,8 +4,10 @@ The issue's acceptance: medians within 5% of each other on this machine, with th
 for every figure. Runs both clocks (wall: time.perf_counter; thread: CPU time of the timing
 thread, which other processes' time slices on a shared machine do not inflate).
 
-    .venv/bin/python bench/measure_repeatability.py
+    .venv/bin/python bench/measure_repeatability.py [--out-dir bench/results]
     .venv/bin/python bench/measure_repeatability.py --models resnet56 --repeats 5 --threads 1
+
+The JSON carries the printed table (:func:`repeatability_table`) for ``bench/report.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.measure import TorchCPULatency, cpu_name
+
+TARGET_SPREAD = 0.05
+COLUMNS = ["model", "clock", "repeats", "lowest median ms", "highest median ms", "spread %", "highest CV",
+           "within 5%", "flagged unstable"]  # fmt: skip
 
 
 def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -32,16 +39,60 @@ def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     return build_model(spec), (1, 3, 32, 32)
 
 
+def table_row(r: dict[str, Any]) -> list[Any]:
+    """One table row from one entry of the JSON's ``rows`` (its own numbers, unformatted)."""
+    return [r["model"], r["clock"], len(r["medians_ms"]), min(r["medians_ms"]), max(r["medians_ms"]),
+            100 * r["spread"], max(r["cvs"]), "yes" if r["spread"] <= TARGET_SPREAD else "NO",
+            sum(bool(u) for u in r["unstable"])]  # fmt: skip
+
+
+def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
+    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
+    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
+
+
+def repeatability_table(record: dict[str, Any]) -> dict[str, Any]:
+    """The BENCHMARKS.md table for one ``measure_repeatability-*.json`` record (also what the script prints)."""
+    args, rows = record["args"], record["rows"]
+    versions = record["versions"]
+    # older records name the CPU only in each measurement's details
+    cpu = record.get("cpu") or next((r["details"].get("device") for r in rows if r.get("details")), "?")
+    load = record.get("load_average")
+    met = sum(r["spread"] <= TARGET_SPREAD for r in rows)
+    notes = [
+        f"Latency: measured (torch eager CPU, {args['threads']} thread(s), batch 1), each model measured "
+        f"{args['repeats']} times in one process; wall: time.perf_counter; thread: CPU time of the timing thread, "
+        "which other processes' time slices do not inflate. Spread: highest/lowest median - 1.",
+        f"Target: medians within {100 * TARGET_SPREAD:.0f}% of each other: met by {met} of {len(rows)} rows.",
+        machine_note(
+            cpu,
+            record.get("cores"),
+            versions.get("platform"),
+            versions,
+            f"; load average {load[0]:.2f} before, {load[1]:.2f} after" if load else "",
+        ),
+    ]
+    return {
+        "title": "Latency measurement repeatability (same model, one process)",
+        "columns": COLUMNS,
+        "rows": [table_row(r) for r in rows],
+        "notes": notes,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet56,torchvision:resnet18,torchvision:mobilenet_v2")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clocks", default="wall,thread", help="comma-separated: wall, thread")
-    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", default="bench/results", help="folder for the JSON result")
     args = ap.parse_args()
     clocks = [c for c in args.clocks.split(",") if c]
-    print(f"{cpu_name()} ({os.cpu_count()} cores), torch threads {args.threads}, load average {os.getloadavg()[0]:.2f}")
+    load_before = os.getloadavg()[0]
+    print(f"{cpu_name()} ({os.cpu_count()} cores), torch threads {args.threads}, load average {load_before:.2f}")
     print(f"{'model':26} {'clock':6} {'medians (ms)':44} {'spread':>7}  CVs")
     rows = []
     for spec in args.models.split(","):
@@ -70,11 +121,28 @@ def main() -> None:
                     "details": dict(res[-1].details),
                 }
             )
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    out = Path(args.out)
+    load_after = os.getloadavg()[0]
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"measure_repeatability-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"args": vars(args), "versions": runtime_versions(), "rows": rows}, indent=1))
+    record = {
+        "benchmark": "measure_repeatability",
+        "args": vars(args),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_average": [load_before, load_after],
+        "versions": runtime_versions(),
+        "rows": rows,
+    }
+    record["table"] = repeatability_table(record)
+    print(f"\n{'model':26} {'clock':6} {'repeats':>7} {'low ms':>8} {'high ms':>8} {'spread':>7} {'max CV':>7} "
+          f"{'<=5%':>5} {'flagged':>7}")  # fmt: skip
+    for model, clock, repeats, low, high, spread, cv, ok, flagged in record["table"]["rows"]:
+        print(f"{model:26} {clock:6} {repeats:>7} {low:8.3f} {high:8.3f} {spread:6.1f}% {cv:7.3f} {ok:>5} "
+              f"{flagged:>7}")  # fmt: skip
+    for note in record["table"]["notes"]:
+        print(f"- {note}")
+    path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 
 

@@ -45,7 +45,7 @@ def render_table(doc: dict[str, Any], source: str) -> str:
 
 def newest_results(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     """The newest JSON document per benchmark name that carries a table."""
-    found: dict[str, tuple[float, Path, dict[str, Any]]] = {}
+    found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     for path in results.rglob("*.json"):
         try:
             doc = json.loads(path.read_text())
@@ -54,9 +54,11 @@ def newest_results(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
         if not isinstance(doc, dict) or "table" not in doc:
             continue
         name = str(doc.get("benchmark", path.stem))
-        mtime = path.stat().st_mtime
-        if name not in found or mtime > found[name][0]:
-            found[name] = (mtime, path, doc)
+        # Newest by the path (result files and folders carry their date/time), not by mtime,
+        # which a fresh clone resets.
+        key = str(path.relative_to(results))
+        if name not in found or key > found[name][0]:
+            found[name] = (key, path, doc)
     return {k: (p, d) for k, (_, p, d) in sorted(found.items())}
 
 

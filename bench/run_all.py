@@ -23,7 +23,11 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("measure_repeatability.py", ["--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("latency_predictors.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
-    ("search_throughput.py", ["--evaluations", "12"], ["--evaluations", "24"]),
+    (
+        "search_throughput.py",
+        ["--evaluations", "12", "--out-dir", "{out}"],
+        ["--evaluations", "24", "--out-dir", "{out}"],
+    ),
     ("amc.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("oneshot.py", ["--quick", "--out", "{out}"], ["--out", "{out}"]),
     ("apply.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),

@@ -10,8 +10,9 @@ within the budget is fine-tuned briefly and scored on the test split.
     python bench/search_quality.py --quick          # 1 budget, 2 seeds, 12 evaluations
     python bench/search_quality.py                  # budgets 0.7/0.5/0.3, 3 seeds, 40 evaluations
 
-Writes ``bench/results/<date>/search_quality.json`` and ``search_quality_fronts.png``; the
-tables in BENCHMARKS.md are generated from that JSON by ``bench/report.py``.
+Writes ``bench/results/<date>/search_quality.json`` (``--out``) and ``search_quality_fronts.png``;
+the JSON carries the table (:func:`quality_table`, the one the script prints) from which
+``bench/report.py`` generates BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -30,13 +31,30 @@ from typing import Any
 import torch
 
 from prunepilot import __version__
+from prunepilot.hw_models.measure import cpu_name
 from prunepilot.pruning import TORCH_PRUNING_VERSION, PruningPolicy
 from prunepilot.search.config import validate_config
 from prunepilot.search.pareto import ACCURACY, LATENCY, best_within_budget, hypervolume, to_minimisation
-from prunepilot.search.runner import run_search
 
 CANDIDATE = ["uniform", "random", "optuna-tpe", "optuna-nsga2"]
 SESSION = ["amc-ddpg", "autoslim", "metapruning"]
+#: the baselines every searched strategy is compared against in the table's notes
+BASELINES = ("uniform", "random")
+#: hypervolume is compared against random search and "just use Optuna"
+HV_BASELINES = ("random", "optuna-tpe")
+COLUMNS = [
+    "budget (x base latency)",
+    "strategy",
+    "seeds",
+    "evaluations (median)",
+    "best acc min",
+    "best acc median",
+    "best acc max",
+    "hypervolume median",
+    "fine-tuned test acc median",
+    "wall s median",
+    "latency",
+]
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,6 +102,8 @@ def run_one(args: argparse.Namespace, strategy: str, budget: float, seed: int) -
     cfg["strategy"] = {"name": strategy, "evaluations": args.evaluations}
     if strategy in SESSION:
         cfg["strategy"]["trials"] = 1
+    from prunepilot.search.runner import run_search  # imports Ray: only when a search runs
+
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         result = run_search(validate_config(cfg), Path(tmp) / "run", progress=False)
@@ -137,6 +157,132 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def summary_row(s: dict[str, Any]) -> list[Any]:
+    """One table row from one ``summary`` entry (the JSON's own numbers, unformatted)."""
+    return [
+        s["budget"],
+        s["strategy"],
+        s["seeds"],
+        s["evals_median"],
+        s["acc_min"],
+        s["acc_median"],
+        s["acc_max"],
+        s["hv_median"],
+        s["ft_median"],
+        s["wall_median_s"],
+        s["latency_kind"],
+    ]
+
+
+def compare(at: dict[str, dict[str, Any]], key: str, refs: tuple[str, ...], relative: bool = False) -> str:
+    """Each of ``refs`` against the best searched strategy other than itself (by ``key``), said plainly.
+
+    Searched strategies are all but uniform and random. Differences are in accuracy points (x100),
+    or in percent of the reference if ``relative``.
+    """
+    parts = []
+    for ref in refs:
+        scored = {k: v[key] for k, v in at.items() if k not in (*BASELINES, ref) and v[key] is not None}
+        value = at[ref][key] if ref in at else None
+        if ref not in at or value is None:
+            parts.append(f"{ref} {'not run' if ref not in at else 'has no figure'}")
+            continue
+        if not scored:
+            parts.append(f"no other searched strategy to compare with {ref}")
+            continue
+        best = max(scored, key=lambda k: scored[k])
+        if relative:
+            diff, unit = (100.0 * (scored[best] - value) / value if value else float("inf")), "%"
+        else:
+            diff, unit = 100.0 * (scored[best] - value), " points"
+        verdict = "beats" if scored[best] > value else "does NOT beat"
+        parts.append(f"{best} {scored[best]:.4g} vs {ref} {value:.4g}: {diff:+.2f}{unit} ({verdict} {ref})")
+    return "; ".join(parts) + "."
+
+
+def comparison_notes(summary: list[dict[str, Any]]) -> list[str]:
+    """Per budget: where the searched strategies beat uniform and random, and where they do NOT."""
+    notes = []
+    for budget in sorted({s["budget"] for s in summary}, reverse=True):
+        at = {s["strategy"]: s for s in summary if s["budget"] == budget}
+        notes.append(
+            f"At {budget:.0%}, best accuracy within budget (median over seeds, BN-recalibrated, no fine-tune), best "
+            "searched strategy: "
+            + compare(at, "acc_median", BASELINES)
+        )
+        if any(s["ft_median"] is not None for s in at.values()):
+            notes.append(
+                f"At {budget:.0%}, test accuracy after the fixed short fine-tune (median over seeds), best searched "
+                "strategy: "
+                + compare(at, "ft_median", BASELINES)
+            )
+        notes.append(
+            f"At {budget:.0%}, hypervolume of the front (median over seeds), best searched strategy: "
+            + compare(at, "hv_median", HV_BASELINES, relative=True)
+        )
+    return notes
+
+
+def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
+    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
+    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
+
+
+def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """The BENCHMARKS.md table for one ``search_quality.json`` document (also what the script prints)."""
+    settings = doc.get("settings", {})
+    machine = doc.get("machine", {})
+    versions = doc.get("versions", {})
+    summary = doc["summary"]
+    kinds = sorted({s["latency_kind"] for s in summary if s["latency_kind"]})
+    notes = []
+    base = doc["rows"][0]["base"] if doc.get("rows") else None
+    if base is not None:
+        notes.append(
+            f"Base {settings.get('model', '?')}: held-out accuracy {base['accuracy']:.4f}, latency "
+            f"{base['latency_ms']:.3f} ms ({base.get('latency_kind', '?')}); budgets are fractions of that latency."
+        )
+    notes += [
+        f"Seeds: {settings.get('seeds', '?')} per strategy and budget (min/median/max over seeds); evaluation "
+        f"budget: {settings.get('evaluations', '?')} evaluations per search (one-shot strategies: their own phases, "
+        f"wall-clock reported); fine-tune: {settings.get('finetune_batches', '?')} batches, same recipe for every "
+        "strategy, scored on the test split"
+        + (" (quick run: subsets and budgets reduced)." if doc.get("quick") else "."),
+        f"Latency: {' and '.join(kinds) or 'none recorded'} on device {settings.get('device', '?')} at batch "
+        f"{settings.get('latency_batch', '?')}.",
+        machine_note(machine.get("cpu"), machine.get("cores"), machine.get("platform"), versions),
+    ]
+    if doc.get("skipped_strategies"):
+        notes.append(f"Not registered yet (not run): {', '.join(doc['skipped_strategies'])}.")
+    notes += comparison_notes(summary)
+    return {
+        "title": f"Search quality: {settings.get('model', '?')} on Fashion-MNIST, every strategy at equal evaluations"
+        + (" (quick)" if doc.get("quick") else ""),
+        "columns": COLUMNS,
+        "rows": [summary_row(s) for s in summary],
+        "notes": notes,
+    }
+
+
+def print_table(table: dict[str, Any]) -> None:
+    print(f"\n{table['title']}")
+    print(
+        f"{'budget':>6} {'strategy':>13} {'seeds':>5} {'evals':>5} {'acc min/med/max':>22} "
+        f"{'hv med':>8} {'ft test':>8} {'wall s':>7} latency"
+    )
+    for budget, strategy, seeds, evals, lo, med, hi, hv, ft, wall, kind in table["rows"]:
+        acc = "-" if med is None else f"{lo:.4f}/{med:.4f}/{hi:.4f}"
+        ft_text = "-" if ft is None else f"{ft:.4f}"
+        print(
+            f"{budget:>6.0%} {strategy:>13} {seeds:>5} {evals:>5.0f} {acc:>22} {hv:>8.4g} {ft_text:>8} {wall:>7.0f} "
+            f"{kind or '-'}"
+        )
+    for note in table["notes"]:
+        print(f"- {note}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="budget 0.5 only, 2 seeds, 12 evaluations")
@@ -185,13 +331,14 @@ def main() -> None:
         "summary": summary,
         "skipped_strategies": skipped,
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {
             "prunepilot": __version__,
             "torch": str(torch.__version__),
             "torch_pruning": TORCH_PRUNING_VERSION,
         },
     }
+    doc["table"] = quality_table(doc)
     (args.out / "search_quality.json").write_text(json.dumps(doc, indent=2, default=str))
     try:
         from prunepilot.search.plots import plot_fronts_png
@@ -212,19 +359,7 @@ def main() -> None:
         plot_fronts_png(runs, args.out / "search_quality_fronts.png")
     except Exception as exc:  # noqa: BLE001 - the table matters more than the figure
         print(f"(fronts plot skipped: {exc})")
-    print(
-        f"\n{'budget':>6} {'strategy':>13} {'seeds':>5} {'acc min/med/max':>22} "
-        f"{'hv med':>8} {'ft test':>8} {'wall s':>7}"
-    )
-    for s in summary:
-        acc = "-" if s["acc_median"] is None else f"{s['acc_min']:.4f}/{s['acc_median']:.4f}/{s['acc_max']:.4f}"
-        ft = "-" if s["ft_median"] is None else f"{s['ft_median']:.4f}"
-        print(
-            f"{s['budget']:>6.0%} {s['strategy']:>13} {s['seeds']:>5} {acc:>22} {s['hv_median']:>8.4g} {ft:>8} "
-            f"{s['wall_median_s']:>7.0f}"
-        )
-    if skipped:
-        print(f"not registered (skipped): {skipped}")
+    print_table(doc["table"])
 
 
 if __name__ == "__main__":

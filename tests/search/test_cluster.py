@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import tiny_config
+from search_helpers import tiny_config
 
 from prunepilot.search.config import validate_config
 from prunepilot.search.runner import run_search

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from conftest import tiny_config
+from search_helpers import tiny_config
 
 from prunepilot.errors import ConfigError, PrunepilotError
 from prunepilot.search.config import load_config, validate_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import ray
-from conftest import tiny_config
+from search_helpers import tiny_config
 
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import validate_config

@@ -1,0 +1,352 @@
+"""BENCHMARKS.md is generated from benchmark JSON, never typed: report.py and every script's table.
+
+The bench scripts are not a package, so they are imported from their paths. Each script's
+table function gets a synthetic result (as its JSON holds it) and the table's rows must be
+that result's own numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report() -> ModuleType:
+    return load("report")
+
+
+def roundtrip(table: dict[str, Any]) -> dict[str, Any]:
+    """What report.py reads back: the table after JSON."""
+    return json.loads(json.dumps(table))
+
+
+def assert_honest_notes(table: dict[str, Any], latency: str) -> None:
+    text = " ".join(table["notes"])
+    assert "Machine (shared)" in text and "Versions: " in text and "torch" in text
+    assert f"Latency: {latency}" in text or f"({latency})" in text
+
+
+# --- report.py ---------------------------------------------------------------------------------
+
+
+def doc(name: str, rows: list[list[Any]], **extra: Any) -> dict[str, Any]:
+    table = {"title": f"{name} table", "columns": ["a", "b", "c"], "rows": rows, "notes": ["a note"]}
+    return {"benchmark": name, "table": table, **extra}
+
+
+def test_render_table_formats_cells_and_notes(report: ModuleType) -> None:
+    text = report.render_table(doc("x", [["p|q", 0.123456, None], [3, 123456.7, "yes"]]), "bench/results/x.json")
+    assert text.startswith("### x table\n\nSource: `bench/results/x.json`\n")
+    assert "| a | b | c |\n|---|---|---|\n" in text
+    assert "| p\\|q | 0.1235 | - |" in text
+    assert "| 3 | 123,457 | yes |" in text
+    assert text.endswith("\n- a note\n")
+
+
+def test_update_inserts_then_replaces_only_the_generated_section(report: ModuleType) -> None:
+    first = report.update("# Benchmarks\n\nintro\n", "one\n")
+    assert first == f"# Benchmarks\n\nintro\n\n{report.BEGIN}\none\n{report.END}\n"
+    second = report.update(first + "\ntail text\n", "two\n")
+    assert second == f"# Benchmarks\n\nintro\n\n{report.BEGIN}\ntwo\n{report.END}\n\ntail text\n"
+    assert report.update(second, "two\n") == second
+
+
+def test_newest_results_picks_the_newest_table_per_benchmark(report: ModuleType, tmp_path: Path) -> None:
+    def write(rel: str, content: Any, mtime: float) -> Path:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        os.utime(path, (mtime, mtime))
+        return path
+
+    write("2026-11-20/amc.json", doc("amc", [[1, 2, 3]]), 5000)  # older by its path, though newer mtime
+    newest = write("2026-11-25/amc-quick.json", doc("amc", [[4, 5, 6]]), 2000)
+    write("later-but-no-table.json", {"benchmark": "amc", "rows": []}, 3000)
+    write("broken.json", "{not json", 3000)
+    write("a-list.json", [1, 2], 3000)
+    stem = write("apply-quick.json", {"table": doc("ignored", [])["table"]}, 1500)
+
+    found = report.newest_results(tmp_path)
+    assert list(found) == ["amc", "apply-quick"]
+    assert found["amc"][0] == newest and found["amc"][1]["table"]["rows"] == [[4, 5, 6]]
+    assert found["apply-quick"][0] == stem
+
+    rendered = report.render_all(tmp_path, tmp_path)
+    assert "Source: `2026-11-25/amc-quick.json`" in rendered and "| 4 | 5 | 6 |" in rendered
+    assert "| 1 | 2 | 3 |" not in rendered
+
+
+def test_render_all_without_results_says_how_to_get_them(report: ModuleType, tmp_path: Path) -> None:
+    assert "run_all.py --quick" in report.render_all(tmp_path, tmp_path)
+
+
+# --- every script's table: rows are the JSON's own numbers --------------------------------------
+
+VERSIONS = {"python": "3.11.7", "prunepilot": "0.1.0", "platform": "Linux-x", "torch": "2.14.1", "torch_pruning": "1.6"}
+
+
+def summary_entry(strategy: str, acc: float, ft: float | None, hv: float, budget: float = 0.5) -> dict[str, Any]:
+    return {
+        "budget": budget,
+        "strategy": strategy,
+        "seeds": 3,
+        "acc_min": acc - 0.01,
+        "acc_median": acc,
+        "acc_max": acc + 0.005,
+        "hv_median": hv,
+        "wall_median_s": 120.5,
+        "evals_median": 40,
+        "ft_median": ft,
+        "latency_kind": "measured",
+    }
+
+
+def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
+    sq = load("search_quality")
+    summary = [
+        summary_entry("uniform", 0.80, 0.85, 5.0),
+        summary_entry("random", 0.83, 0.86, 6.0),
+        summary_entry("optuna-tpe", 0.81, 0.87, 6.6),
+        summary_entry("amc-ddpg", 0.82, 0.84, 5.5),
+        summary_entry("uniform", 0.50, None, 2.0, budget=0.3),
+        summary_entry("amc-ddpg", 0.56, None, 2.5, budget=0.3),
+    ]
+    result = {
+        "benchmark": "search_quality",
+        "quick": True,
+        "rows": [{"base": {"accuracy": 0.9, "latency_ms": 10.0, "latency_kind": "measured"}}],
+        "summary": summary,
+        "skipped_strategies": ["metapruning"],
+        "settings": {"model": "resnet20", "seeds": "3", "evaluations": "40", "device": "local-cpu-cputime"},
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "platform": "Linux-x"},
+        "versions": VERSIONS,
+    }
+    table = roundtrip(sq.quality_table(result))
+    keys = ["budget", "strategy", "seeds", "evals_median", "acc_min", "acc_median", "acc_max", "hv_median",
+            "ft_median", "wall_median_s", "latency_kind"]  # fmt: skip
+    assert table["rows"] == [[s[k] for k in keys] for s in summary]
+    assert len(table["columns"]) == len(keys)
+    notes = "\n".join(table["notes"])
+    # best searched at 50% (no fine-tune) is amc-ddpg 0.82: above uniform, below random
+    assert "amc-ddpg 0.82 vs uniform 0.8: +2.00 points (beats uniform); " in notes
+    assert "amc-ddpg 0.82 vs random 0.83: -1.00 points (does NOT beat random)." in notes
+    # after fine-tune optuna-tpe is best: beats both
+    assert "optuna-tpe 0.87 vs uniform 0.85: +2.00 points (beats uniform); optuna-tpe 0.87 vs random 0.86" in notes
+    # hypervolume: optuna-tpe beats random; against optuna-tpe itself the best other is amc-ddpg, below it
+    assert "optuna-tpe 6.6 vs random 6: +10.00% (beats random)" in notes
+    assert "amc-ddpg 5.5 vs optuna-tpe 6.6: -16.67% (does NOT beat optuna-tpe)" in notes
+    # at 30% only uniform and amc-ddpg ran, without fine-tune
+    assert "amc-ddpg 0.56 vs uniform 0.5: +6.00 points (beats uniform); random not run." in notes
+    assert "At 30%, test accuracy" not in notes and "optuna-tpe not run" in notes
+    assert "metapruning" in notes and "evaluation budget: 40 evaluations" in notes and "Seeds: 3" in notes
+    assert_honest_notes(table, "measured")
+    sq.print_table(table)
+    assert "0.8100/0.8200/0.8250" in capsys.readouterr().out
+
+
+def amc_row(method: str, seed: int | None, val: float, test: float) -> dict[str, Any]:
+    return {"method": method, "seed": seed, "val_acc": val, "test_acc": test, "latency_ms": 3.2,
+            "latency_kind": "measured", "predicted_ms": 3.1, "mean_keep": 0.61, "evaluations": 20, "cache_hits": 2,
+            "seconds": 55.5, "policy": {}, "curve": [val]}  # fmt: skip
+
+
+def test_amc_table(capsys: pytest.CaptureFixture[str]) -> None:
+    amc = load("amc")
+    rows = [amc_row("uniform", None, 0.70, 0.71), amc_row("amc-ddpg", 0, 0.74, 0.70), amc_row("random", 0, 0.73, 0.72)]
+    record = {
+        "benchmark": "amc",
+        "args": {"budget": 0.5, "episodes": 20, "seeds": 1, "quick": True, "device": "local-cpu", "latency_batch": 1},
+        "base": {"accuracy": 0.9, "latency_ms": 6.4, "latency_kind": "measured"},
+        "budget_ms": 3.2,
+        "rows": rows,
+        "versions": {**VERSIONS, "cpu": "AMD EPYC", "cpus": 2},
+    }
+    table = roundtrip(amc.amc_table(record))
+    keys = ["method", "seed", "val_acc", "test_acc", "latency_ms", "predicted_ms", "mean_keep", "evaluations",
+            "cache_hits", "seconds"]  # fmt: skip
+    assert table["rows"] == [[r[k] for k in keys] for r in rows]
+    notes = "\n".join(table["notes"])
+    assert "amc-ddpg vs uniform: -1.00 test-acc points (does NOT beat uniform)" in notes
+    assert "vs random: -2.00 points (does NOT beat random)" in notes
+    assert "AMD EPYC, 2 cores" in notes and "cpus 2" not in notes
+    assert_honest_notes(table, "measured")
+    amc.print_table(table)
+    assert "amc-ddpg      0   0.7400   0.7000" in capsys.readouterr().out
+
+
+def apply_variant(name: str, finetuned: float, diff: float, within: bool | None) -> dict[str, Any]:
+    return {
+        "variant": name,
+        "mean_keep": 0.47,
+        "macs": {"before": 31_000_000, "after": 7_800_000, "ratio": 0.25},
+        "params": {"before": 272_000, "after": 74_000, "ratio": 0.27},
+        "accuracy": {"before_pruning": 0.867, "after_pruning_no_recalibration": 0.10, "after_pruning": 0.32,
+                     "after_finetuning": finetuned},  # fmt: skip
+        "latency": {"kind": "measured", "search": {"ms": 8.4}, "pruned_ms": 8.9, "diff_pct": diff,
+                    "within_10pct": within, "diff_pct_drift_corrected": None,
+                    "within_10pct_drift_corrected": None},  # fmt: skip
+        "exports": [{"format": "onnx", "ok": True, "max_abs_diff": 2e-6, "tolerance": 1e-4, "error": None}]
+        if name == "policy"
+        else [],
+    }
+
+
+def test_apply_table(capsys: pytest.CaptureFixture[str]) -> None:
+    ap = load("apply")
+    variants = [apply_variant("policy", 0.79, 6.9, True), apply_variant("uniform", 0.77, -21.9, False)]
+    record = {
+        "benchmark": "apply",
+        "quick": True,
+        "args": {"epochs": "1", "policy": "None"},
+        "base": {"test_acc": 0.867, "val_acc": 0.85, "latency_ms": 17.4, "budget_ms": 8.7},
+        "uniform_keep": 0.5,
+        "search": [{}] * 10,
+        "variants": variants,
+        "resnet50_apply": {"groups": 37, "wall_s": [0.9, 1.0], "cpu_s": [0.9, 1.0], "prune_s": [0.4, 0.4],
+                           "median_wall_s": 0.95, "median_cpu_s": 0.95, "target_s": 3.0, "met": True},  # fmt: skip
+        "device": "local-cpu-cputime-careful",
+        "latency_batch": 16,
+        "versions": VERSIONS,
+        "machine": {"cpu": "AMD EPYC", "cores": 2},
+    }
+    table = roundtrip(ap.apply_table(record))
+    expected = [
+        [v["variant"], 0.47, 0.25, 0.27, 0.10, 0.32, v["accuracy"]["after_finetuning"], 8.4, 8.9,
+         v["latency"]["diff_pct"], "yes" if v["latency"]["within_10pct"] else "NO", None, "-"]
+        for v in variants
+    ]  # fmt: skip
+    assert table["rows"] == expected
+    notes = "\n".join(table["notes"])
+    assert "Policy from a random search of 10 candidates" in notes
+    assert "Export onnx: ok" in notes and "target < 3 s MET" in notes
+    assert_honest_notes(table, "measured")
+    ap.print_table(table)
+    assert "-21.9%" in capsys.readouterr().out
+
+
+def predictor_result(model: str) -> dict[str, Any]:
+    metrics = {
+        "lut (calibrated)": {"mape": 0.034, "within_5": 0.78, "within_10": 0.92, "spearman": 0.991,
+                             "false_within_budget": 0.0},  # fmt: skip
+        "roofline (raw)": {"mape": 0.668, "within_5": 0.0, "within_10": 0.0, "spearman": 0.992,
+                           "false_within_budget": 1.0},  # fmt: skip
+    }
+    return {
+        "model": model,
+        "input_shape": [1, 3, 32, 32],
+        "build": "zoo",
+        "measured_with": {"name": "torch-cpu"},
+        "metrics": metrics,
+        "predictions_per_s": {"lut (calibrated)": 1984.1, "roofline (raw)": 2338.9},
+        "predictions_per_cpu_s": {"lut (calibrated)": 2910.4, "roofline (raw)": 3737.9},
+        "measurements_per_s": 2.66,
+        "prune_and_measure_per_s": 0.22,
+        "candidate_cv_median": 0.036,
+        "repeatability": {"medians_ms": [7.99, 8.26, 8.27], "spread": 0.036, "cvs": [0.03, 0.04, 0.06]},
+        "measured_ms": [2.6, 8.1, 5.0],
+        "lut_profile_seconds": 46.5,
+    }
+
+
+def test_latency_predictors_table(capsys: pytest.CaptureFixture[str]) -> None:
+    lp = load("latency_predictors")
+    results = [predictor_result("resnet56"), predictor_result("torchvision:resnet18")]
+    record = {
+        "benchmark": "latency_predictors",
+        "args": {"threads": 1, "clock": "thread", "rounds": 3, "calib": 10, "quick": False},
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "versions": VERSIONS,
+        "load_average": [[3.0, 3.0, 3.0], [5.0, 5.0, 5.0]],
+        "results": results,
+    }
+    table = roundtrip(lp.predictors_table(record))
+    expected = [
+        [r["model"], name, 100 * m["mape"], 100 * m["within_5"], 100 * m["within_10"], m["spearman"],
+         100 * m["false_within_budget"], r["predictions_per_s"][name], r["predictions_per_cpu_s"][name]]
+        for r in results
+        for name, m in r["metrics"].items()
+    ]  # fmt: skip
+    assert table["rows"] == expected
+    notes = "\n".join(table["notes"])
+    assert "resnet56: best lut (calibrated) (±10% 92%, Spearman 0.991)" in notes and "MET" in notes
+    assert "load average 3.00 before, 5.00 after" in notes
+    assert_honest_notes(table, "every row is a predictor (predicted) scored against latency measured")
+    lp.print_report(results[0])
+    assert "lut (calibrated)            3.4%" in capsys.readouterr().out
+
+
+def test_measure_repeatability_table(capsys: pytest.CaptureFixture[str]) -> None:
+    mr = load("measure_repeatability")
+    rows = [
+        {"model": "resnet56", "clock": "wall", "medians_ms": [11.8, 12.7, 12.0], "spread": 12.7 / 11.8 - 1,
+         "cvs": [0.14, 0.05, 0.02], "unstable": [True, False, True], "details": {"device": "AMD EPYC"}},
+        {"model": "resnet56", "clock": "thread", "medians_ms": [8.0, 8.1, 8.2], "spread": 8.2 / 8.0 - 1,
+         "cvs": [0.01, 0.07, 0.02], "unstable": [False, False, False], "details": {"device": "AMD EPYC"}},
+    ]  # fmt: skip
+    # an older record: the CPU only in each measurement's details, no core count
+    record = {"args": {"threads": 1, "repeats": 3}, "versions": VERSIONS, "rows": rows}
+    table = roundtrip(mr.repeatability_table(record))
+    assert table["rows"] == [
+        ["resnet56", "wall", 3, 11.8, 12.7, 100 * (12.7 / 11.8 - 1), 0.14, "NO", 2],
+        ["resnet56", "thread", 3, 8.0, 8.2, 100 * (8.2 / 8.0 - 1), 0.07, "yes", 0],
+    ]
+    notes = "\n".join(table["notes"])
+    assert "met by 1 of 2 rows" in notes and "Machine (shared): AMD EPYC, Linux-x." in notes
+    assert_honest_notes(table, "measured")
+
+
+def test_search_throughput_table() -> None:
+    st = load("search_throughput")
+    rows = [
+        {"concurrent": 1, "candidates": 24, "rate_per_s": 0.5, "total_s": 60.0, "peak_rss_gib": 1.5,
+         "latency_kind": "measured"},
+        {"concurrent": 2, "candidates": 24, "rate_per_s": 0.7, "total_s": 45.0, "peak_rss_gib": 2.1,
+         "latency_kind": "measured"},
+    ]  # fmt: skip
+    record = {"benchmark": "search_throughput", "config": "configs/quickstart.yaml", "evaluations": 24, "rows": rows,
+              "speedup": 1.4, "machine": "AMD EPYC", "cpus": 2, "versions": VERSIONS}  # fmt: skip
+    table = roundtrip(st.throughput_table(record))
+    keys = ["concurrent", "candidates", "rate_per_s", "total_s", "peak_rss_gib", "latency_kind"]
+    assert table["rows"] == [[r[k] for k in keys] for r in rows]
+    notes = "\n".join(table["notes"])
+    assert "1.40x (target >= 1.6x: NOT met)" in notes and "peak memory 2.10 GiB (target < 4 GiB: met)" in notes
+    assert_honest_notes(table, "measured")
+
+
+# --- the committed files -----------------------------------------------------------------------
+
+
+def test_benchmarks_md_is_generated_from_the_committed_results(report: ModuleType) -> None:
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    generated = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
+    assert generated == "\n" + report.render_all(BENCH / "results", ROOT), (
+        "BENCHMARKS.md is out of date with bench/results: run `python bench/report.py`"
+    )
+
+
+def test_run_all_passes_only_flags_the_scripts_accept() -> None:
+    run_all = load("run_all")
+    for script, quick, full in run_all.BENCHMARKS:
+        source = (BENCH / script).read_text()
+        for flag in {a for a in quick + full if a.startswith("--")}:
+            assert re.search(rf"add_argument\([^)]*\"{flag}\"", source), f"{script} has no {flag} option"
