@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 #: (script, quick args, full args); ``{out}`` is the results folder of this run.
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
+    ("analytic_costs.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("measure_repeatability.py", ["--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("latency_predictors.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     (
