@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -16,23 +15,19 @@ from pydantic import Field
 from prunepilot.search import space as tune_space
 from prunepilot.search.strategies.base import (
     DriverContext,
-    Strategy,
-    StrategySettings,
-    TrialContext,
     TuneSetup,
     register_strategy,
 )
-from prunepilot.search.strategies.sampling import evaluate_ratios
+from prunepilot.search.strategies.sampling import ProjectedSettings, RatioProposal
 
 
-class TPESettings(StrategySettings):
+class TPESettings(ProjectedSettings):
     """Settings of ``optuna-tpe``."""
 
     n_startup_trials: int = Field(8, ge=1, description="Random trials before TPE takes over.")
-    project: bool = Field(True, description="Shrink proposals into the latency budget.")
 
 
-class NSGA2Settings(StrategySettings):
+class NSGA2Settings(ProjectedSettings):
     """Settings of ``optuna-nsga2``."""
 
     population_size: int = Field(16, ge=2, description="NSGA-II population size.")
@@ -47,11 +42,10 @@ def _optuna_search(sampler: Any, metric: str | list[str], mode: str | list[str],
 
 
 @register_strategy
-class OptunaTPE(Strategy):
+class OptunaTPE(RatioProposal):
     """Optuna's TPE sampler maximising accuracy within the budget."""
 
     name = "optuna-tpe"
-    kind = "candidate"
     description = "Optuna TPE on held-out accuracy, proposals projected into the budget"
     Settings = TPESettings
     settings: TPESettings
@@ -67,17 +61,12 @@ class OptunaTPE(Strategy):
             search_alg=_optuna_search(sampler, "score", "max", ctx.seed),
         )
 
-    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
-
 
 @register_strategy
-class OptunaNSGA2(Strategy):
+class OptunaNSGA2(RatioProposal):
     """Optuna's NSGA-II sampler on (accuracy, latency)."""
 
     name = "optuna-nsga2"
-    kind = "candidate"
     description = "Optuna NSGA-II, multi-objective accuracy (max) / latency (min)"
     Settings = NSGA2Settings
     settings: NSGA2Settings
@@ -92,7 +81,3 @@ class OptunaNSGA2(Strategy):
             num_samples=ctx.evaluations,
             search_alg=_optuna_search(sampler, ["accuracy", "latency_ms"], ["max", "min"], ctx.seed),
         )
-
-    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))

@@ -43,28 +43,39 @@ def evaluate_ratios(ctx: TrialContext, ratios: Mapping[str, float], project: boo
     ctx.report(policy, metrics, {"projection_scale": scale, **extra})
 
 
-class RandomSettings(StrategySettings):
-    """Settings of ``random``."""
+class ProjectedSettings(StrategySettings):
+    """Settings shared by strategies that propose one keep ratio per group."""
 
-    project: bool = Field(True, description="Shrink each draw into the latency budget before evaluating it.")
+    project: bool = Field(True, description="Shrink each proposal into the latency budget before evaluating it.")
+
+
+class RatioProposal(Strategy):
+    """Base of candidate strategies whose Tune config is one keep ratio per group."""
+
+    kind = "candidate"
+    Settings = ProjectedSettings
+    settings: ProjectedSettings
+
+    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
+        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
+
+
+class RandomSettings(ProjectedSettings):
+    """Settings of ``random``."""
 
 
 @register_strategy
-class RandomSearch(Strategy):
+class RandomSearch(RatioProposal):
     """Random keep ratios per group, projected into the budget."""
 
     name = "random"
-    kind = "candidate"
     description = "uniformly random keep ratios per group, projected into the latency budget"
     Settings = RandomSettings
     settings: RandomSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         return TuneSetup(tune_space.ratio_param_space(ctx.space, ctx.lower_bound), num_samples=ctx.evaluations)
-
-    def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
 
 
 class UniformSettings(StrategySettings):
