@@ -186,12 +186,13 @@ class AutoSlimStrategy(Strategy):
     kind = "session"
     description = "AutoSlim: slimmable supernet (sandwich rule, in-place distillation) + greedy slimming path"
     Settings = AutoSlimSettings
+    settings: AutoSlimSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         return _session_setup(ctx)
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        s: AutoSlimSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         run = _Session(ctx, s, self.name, s.train)
         trained = train_slimmable(
             run.supernet, run.grid, run.stream, s.train, seed=ctx.seed, checkpoint=run.checkpoint(), log=log.info
@@ -226,12 +227,13 @@ class MetaPruningStrategy(Strategy):
     kind = "session"
     description = "MetaPruning: PruningNet weight generators + evolutionary search under the latency budget"
     Settings = MetaPruningSettings
+    settings: MetaPruningSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         return _session_setup(ctx)
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        s: MetaPruningSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         run = _Session(ctx, s, self.name, s.train)
         net = PruningNet(run.supernet, hidden=s.train.hidden, seed=ctx.seed)
         trained = train_pruningnet(
