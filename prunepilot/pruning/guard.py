@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -73,8 +74,15 @@ def bounded(what: str, limits: Limits | None = None, poll: float = 0.05) -> Iter
                 _thread.interrupt_main()
                 return
 
+    def on_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
     watcher = threading.Thread(target=watch, name="prunepilot-guard", daemon=True)
+    previous: object = None
     if in_main:
+        # interrupt_main() runs the *installed* SIGINT handler; libraries (Ray Tune) may leave
+        # their own installed, so ours raises KeyboardInterrupt for the duration of the block.
+        previous = signal.signal(signal.SIGINT, on_interrupt)
         watcher.start()
     try:
         yield
@@ -91,5 +99,6 @@ def bounded(what: str, limits: Limits | None = None, poll: float = 0.05) -> Iter
         done.set()
         if in_main:
             watcher.join()
+            signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
     if not in_main and time.monotonic() - start > limits.seconds:
         raise GraphAnalysisError(f"{what} took more than {limits.seconds:g} s")
