@@ -6,7 +6,9 @@ Every benchmark script writes a JSON file with a ``table`` entry::
                                    "notes": [str]}, ...}
 
 This script takes the newest JSON per benchmark under ``bench/results/`` and rewrites the part
-of BENCHMARKS.md between ``<!-- tables:begin -->`` and ``<!-- tables:end -->``.
+of BENCHMARKS.md between ``<!-- tables:begin -->`` and ``<!-- tables:end -->``. A full-size
+result wins over any quick one (a smoke run never hides the real figures); a quick result is
+shown only for a benchmark that has no full one, and its title says "(quick)".
 
     python bench/report.py [--results bench/results] [--out BENCHMARKS.md]
 """
@@ -43,9 +45,16 @@ def render_table(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_quick(path: Path, doc: dict[str, Any]) -> bool:
+    """Whether a result comes from a quick (smoke-size) run: its JSON or its folder/file name says so."""
+    args = doc.get("args")
+    flagged = bool(doc.get("quick")) or (isinstance(args, dict) and bool(args.get("quick")))
+    return flagged or any(part.endswith("-quick") or part.endswith("-quick.json") for part in path.parts)
+
+
 def newest_results(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """The newest JSON document per benchmark name that carries a table."""
-    found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    """The newest JSON document per benchmark name that carries a table, full runs before quick ones."""
+    found: dict[str, tuple[tuple[bool, str], Path, dict[str, Any]]] = {}
     for path in results.rglob("*.json"):
         try:
             doc = json.loads(path.read_text())
@@ -56,7 +65,7 @@ def newest_results(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
         name = str(doc.get("benchmark", path.stem))
         # Newest by the path (result files and folders carry their date/time), not by mtime,
         # which a fresh clone resets.
-        key = str(path.relative_to(results))
+        key = (not is_quick(path, doc), str(path.relative_to(results)))
         if name not in found or key > found[name][0]:
             found[name] = (key, path, doc)
     return {k: (p, d) for k, (_, p, d) in sorted(found.items())}

@@ -4,8 +4,9 @@
     PRUNEPILOT_DATA=/path/to/data python bench/run_all.py           # the full run
 
 Benchmarks run sequentially (never two at once: they measure latency on this machine) and
-write into ``bench/results/<date>/``. A benchmark that fails is reported and the others still
-run; the exit code is non-zero if any failed.
+write into ``bench/results/<date>/`` (``<date>-quick/`` with ``--quick``, so a smoke run never
+overwrites a full result; BENCHMARKS.md shows a full result over a quick one). A benchmark that
+fails is reported and the others still run; the exit code is non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="the ~20-minute configuration of every benchmark")
     ap.add_argument("--only", default=None, help="comma-separated script names to run")
     args = ap.parse_args()
-    out = HERE / "results" / datetime.now().strftime("%Y-%m-%d")
+    out = HERE / "results" / (datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     failed = []
     for script, quick, full in BENCHMARKS:

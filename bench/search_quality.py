@@ -1,14 +1,21 @@
 """The headline comparison: every strategy, same evaluation budget, same base model, same device.
 
-Base: the zoo ResNet-20 trained once on Fashion-MNIST (``$PRUNEPILOT_DATA``) and cached. Device:
-this machine's CPU, latency measured (``--device``, default ``local-cpu-cputime``: process CPU
-time, robust to other load). For each budget (fractions of the base latency) and seed, each
-strategy runs as a real ``prunepilot search`` (Ray Tune, local, 2 CPUs) with the same number of
-evaluations (one-shot strategies: their own phases, wall-clock reported); then the best policy
-within the budget is fine-tuned briefly and scored on the test split.
+Base: the zoo ResNet-20 trained once on Fashion-MNIST (``$PRUNEPILOT_DATA``) and cached; a second
+model that is not ours, torchvision ``mobilenet_v2`` with its stem adapted to 1x28x28 inputs
+(``adapt_stem=true&stem_stride=1``), at ``--second-budgets``. Device: this machine's CPU, latency
+measured (``--device``, default ``local-cpu-cputime``: process CPU time, robust to other load).
+For each model, budget (fractions of the base latency) and seed, each strategy runs as a real
+``prunepilot search`` (Ray Tune on one local Ray started here with 2 CPUs) with the same number
+of evaluations. ``uniform`` is a deterministic sweep and runs once. The one-shot strategies
+(``autoslim``, ``metapruning``) get the same *wall-clock* as random search instead: their
+training steps are calibrated once per model so that a whole one-shot search takes as long as
+the median random search at the first budget (a pilot run measures seconds per step; the pilot
+is kept as seed 0 when it lands within 25% of the target, else re-run). Then the best policy
+within the budget is fine-tuned briefly (same recipe for every strategy) and scored on the test
+split; search-time accuracies are on the held-out split of the training data.
 
-    python bench/search_quality.py --quick          # 1 budget, 2 seeds, 12 evaluations
-    python bench/search_quality.py                  # budgets 0.7/0.5/0.3, 3 seeds, 40 evaluations
+    python bench/search_quality.py --quick          # smoke: ResNet-20 at 50%, 1 seed, 12 evaluations
+    python bench/search_quality.py                  # 70/50/30% + mobilenet_v2 at 50%, 3 seeds
 
 Writes ``bench/results/<date>/search_quality.json`` (``--out``) and ``search_quality_fronts.png``;
 the JSON carries the table (:func:`quality_table`, the one the script prints) from which
@@ -38,11 +45,19 @@ from prunepilot.search.pareto import ACCURACY, LATENCY, best_within_budget, hype
 
 CANDIDATE = ["uniform", "random", "optuna-tpe", "optuna-nsga2"]
 SESSION = ["amc-ddpg", "autoslim", "metapruning"]
+#: strategies given random search's wall-clock instead of an evaluation count
+ONESHOT = ("autoslim", "metapruning")
+#: deterministic: one run, whatever the seed
+DETERMINISTIC = ("uniform",)
 #: the baselines every searched strategy is compared against in the table's notes
 BASELINES = ("uniform", "random")
 #: hypervolume is compared against random search and "just use Optuna"
 HV_BASELINES = ("random", "optuna-tpe")
+SECOND_MODEL = "torchvision:mobilenet_v2?adapt_stem=true&stem_stride=1"
+#: a pilot one-shot run within this share of the target wall-clock is kept as seed 0
+WALL_TOLERANCE = 0.25
 COLUMNS = [
+    "model",
     "budget (x base latency)",
     "strategy",
     "seeds",
@@ -57,13 +72,13 @@ COLUMNS = [
 ]
 
 
-def base_config(args: argparse.Namespace) -> dict[str, Any]:
+def base_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
     return {
         "name": "bench-quality",
         "seed": 0,
         "model": {
-            "spec": args.model,
-            "train": {"epochs": args.epochs, "lr": 0.1, "seed": 0},
+            "spec": model,
+            "train": {"epochs": args.epochs, "lr": 0.05, "seed": 0},
             "cache_dir": str(args.cache_dir),
         },
         "data": {
@@ -71,15 +86,42 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
             "root": str(args.data_root) if args.data_root else None,
             "batch_size": 128,
             "val_size": 5000,
-            "calib_size": 1024,
+            "val_subset": args.val_subset,
+            "calib_size": 512,
             "train_subset": args.train_subset,
             "test_subset": args.test_subset,
         },
         "device": {"name": args.device, "batch_size": args.latency_batch},
         "budget": {"fraction": 0.5},
-        "evaluation": {"lower_bound": 0.2, "bn_batches": 8, "val_batches": args.val_batches},
+        "evaluation": {
+            "lower_bound": 0.2,
+            "bn_batches": args.bn_batches,
+            "uniform_baseline": 0,
+        },
         "strategy": {"name": "random", "evaluations": args.evaluations},
         "ray": {"num_cpus": 2, "max_concurrent": 2},
+    }
+
+
+def oneshot_settings(strategy: str, steps: int, checkpoint_dir: Path, budget: float) -> dict[str, Any]:
+    """Sizes of the one-shot methods here: one-batch proxies, ``steps`` training steps.
+
+    AutoSlim slims in coarse steps (half a group's width) down to 90% of the budget: the path
+    stops on *predicted* latency, so a margin leaves measured points within the budget.
+    """
+    common = {"checkpoint_dir": str(checkpoint_dir), "bn_batches": 1, "val_batches": 1}
+    if strategy == "autoslim":
+        return {
+            **common,
+            "train": {"steps": steps, "batch_size": 64, "lr": 0.02, "random_widths": 1, "checkpoint_every": 100},
+            "slim": {"step_fraction": 0.5},
+            "stop_fraction": 0.9 * budget,
+        }
+    return {
+        **common,
+        "train": {"steps": steps, "batch_size": 64, "lr": 0.01, "hidden": 16, "checkpoint_every": 100},
+        "search": {"population": 8, "parents": 3, "generations": 4, "min_budget_use": 0.9},
+        "report_top": 3,
     }
 
 
@@ -95,8 +137,11 @@ def finetune_and_test(cfg_dict: dict[str, Any], policy: PruningPolicy, args: arg
     return float(evaluate_accuracy(model, ev.data.test))
 
 
-def run_one(args: argparse.Namespace, strategy: str, budget: float, seed: int) -> dict[str, Any]:
-    cfg = base_config(args)
+def run_one(
+    args: argparse.Namespace, model: str, strategy: str, budget: float, seed: int, steps: int | None = None
+) -> dict[str, Any]:
+    """One real search; its best policy within budget, fine-tuned and tested."""
+    cfg = base_config(args, model)
     cfg["budget"] = {"fraction": budget}
     cfg["seed"] = seed
     cfg["strategy"] = {"name": strategy, "evaluations": args.evaluations}
@@ -105,19 +150,27 @@ def run_one(args: argparse.Namespace, strategy: str, budget: float, seed: int) -
     from prunepilot.search.runner import run_search  # imports Ray: only when a search runs
 
     with tempfile.TemporaryDirectory() as tmp:
+        if strategy in ONESHOT:  # never resume an older run's training: its wall-clock would be free
+            cfg["strategy"]["settings"] = oneshot_settings(
+                strategy, steps or args.oneshot_steps, Path(tmp) / "ckpt", budget
+            )
         start = time.time()
         result = run_search(validate_config(cfg), Path(tmp) / "run", progress=False)
         wall = time.time() - start
     best = best_within_budget(result.candidates, result.budget_ms)
     ref = [0.0, 1.1 * float(result.base["latency_ms"])]
     hv = hypervolume(to_minimisation(result.front, (ACCURACY, LATENCY)), ref) if result.front else 0.0
+    train_s = max((float(c.get("train_seconds", 0.0)) for c in result.candidates), default=0.0)
     row: dict[str, Any] = {
+        "model": model,
         "strategy": strategy,
         "budget": budget,
         "seed": seed,
         "budget_ms": result.budget_ms,
         "evaluations": len(result.candidates),
         "wall_s": wall,
+        "oneshot_steps": cfg["strategy"].get("settings", {}).get("train", {}).get("steps"),
+        "train_seconds": train_s if strategy in ONESHOT else None,
         "hypervolume": hv,
         "best_acc": best["metrics"]["accuracy"] if best else None,
         "best_latency_ms": best["metrics"]["latency_ms"] if best else None,
@@ -132,15 +185,32 @@ def run_one(args: argparse.Namespace, strategy: str, budget: float, seed: int) -
     return row
 
 
+def calibrated_steps(pilot: dict[str, Any], target_s: float, min_steps: int) -> int:
+    """Training steps that make a one-shot search as long as ``target_s``, from a pilot run.
+
+    The pilot's wall-clock minus its training time is the fixed part (Ray, supernet build, the
+    search phase, scoring); the remaining target is spent on steps at the pilot's seconds per step.
+    """
+    steps, train_s = int(pilot["oneshot_steps"]), float(pilot["train_seconds"] or 0.0)
+    if train_s <= 0:
+        return steps
+    per_step = train_s / steps
+    fixed = max(0.0, float(pilot["wall_s"]) - train_s)
+    return max(min_steps, int((target_s - fixed) / per_step))
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    keys = sorted({(r["budget"], r["strategy"]) for r in rows}, key=lambda k: (-k[0], k[1]))
-    for budget, strategy in keys:
-        rs = [r for r in rows if r["budget"] == budget and r["strategy"] == strategy]
+    keys = list(dict.fromkeys((r["model"], r["budget"], r["strategy"]) for r in rows))
+    models = list(dict.fromkeys(k[0] for k in keys))
+    keys.sort(key=lambda k: (models.index(k[0]), -k[1], k[2]))
+    for model, budget, strategy in keys:
+        rs = [r for r in rows if (r["model"], r["budget"], r["strategy"]) == (model, budget, strategy)]
         accs = [r["best_acc"] for r in rs if r["best_acc"] is not None]
         ft = [r["finetuned_test_acc"] for r in rs if r.get("finetuned_test_acc") is not None]
         out.append(
             {
+                "model": model,
                 "budget": budget,
                 "strategy": strategy,
                 "seeds": len(rs),
@@ -160,6 +230,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summary_row(s: dict[str, Any]) -> list[Any]:
     """One table row from one ``summary`` entry (the JSON's own numbers, unformatted)."""
     return [
+        s["model"],
         s["budget"],
         s["strategy"],
         s["seeds"],
@@ -201,25 +272,28 @@ def compare(at: dict[str, dict[str, Any]], key: str, refs: tuple[str, ...], rela
 
 
 def comparison_notes(summary: list[dict[str, Any]]) -> list[str]:
-    """Per budget: where the searched strategies beat uniform and random, and where they do NOT."""
+    """Per model and budget: where the searched strategies beat uniform and random, and where they do NOT."""
     notes = []
-    for budget in sorted({s["budget"] for s in summary}, reverse=True):
-        at = {s["strategy"]: s for s in summary if s["budget"] == budget}
-        notes.append(
-            f"At {budget:.0%}, best accuracy within budget (median over seeds, BN-recalibrated, no fine-tune), best "
-            "searched strategy: "
-            + compare(at, "acc_median", BASELINES)
-        )
-        if any(s["ft_median"] is not None for s in at.values()):
+    models = list(dict.fromkeys(s.get("model", "?") for s in summary))
+    for model in models:
+        mine = [s for s in summary if s.get("model", "?") == model]
+        label = f"{model}, " if len(models) > 1 else ""
+        for budget in sorted({s["budget"] for s in mine}, reverse=True):
+            at = {s["strategy"]: s for s in mine if s["budget"] == budget}
+            where = f"{label}{budget:.0%}"
             notes.append(
-                f"At {budget:.0%}, test accuracy after the fixed short fine-tune (median over seeds), best searched "
-                "strategy: "
-                + compare(at, "ft_median", BASELINES)
+                f"At {where}, best accuracy within budget (median over seeds, BN-recalibrated, no fine-tune), best "
+                "searched strategy: " + compare(at, "acc_median", BASELINES)
             )
-        notes.append(
-            f"At {budget:.0%}, hypervolume of the front (median over seeds), best searched strategy: "
-            + compare(at, "hv_median", HV_BASELINES, relative=True)
-        )
+            if any(s["ft_median"] is not None for s in at.values()):
+                notes.append(
+                    f"At {where}, test accuracy after the fixed short fine-tune (median over seeds), best searched "
+                    "strategy: " + compare(at, "ft_median", BASELINES)
+                )
+            notes.append(
+                f"At {where}, hypervolume of the front (median over seeds), best searched strategy: "
+                + compare(at, "hv_median", HV_BASELINES, relative=True)
+            )
     return notes
 
 
@@ -230,6 +304,42 @@ def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extr
     return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
 
 
+def base_notes(doc: dict[str, Any]) -> list[str]:
+    """One line per model: its base accuracy and latency (the first row that has it)."""
+    notes, seen = [], set()
+    for row in doc.get("rows", []):
+        model = row.get("model", doc.get("settings", {}).get("model", "?"))
+        if model in seen or "base" not in row:
+            continue
+        seen.add(model)
+        base = row["base"]
+        notes.append(
+            f"Base {model}: held-out accuracy {base['accuracy']:.4f}, latency {base['latency_ms']:.3f} ms "
+            f"({base.get('latency_kind', '?')}); budgets are fractions of that latency."
+        )
+    return notes
+
+
+def oneshot_notes(doc: dict[str, Any]) -> list[str]:
+    """How the one-shot strategies' wall-clock was matched to random search's."""
+    notes = []
+    for cal in doc.get("calibration", []):
+        notes.append(
+            f"{cal['strategy']} on {cal['model']}: {cal['steps']} training steps, calibrated so that one search "
+            f"takes about the median random search's {cal['target_s']:.0f} s (pilot: {cal['pilot_steps']} steps, "
+            f"{cal['pilot_wall_s']:.0f} s wall of which {cal['pilot_train_s']:.0f} s training"
+            + (", kept as seed 0)." if cal["pilot_kept"] else ", re-run).")
+        )
+        fixed = cal["pilot_wall_s"] - (cal["pilot_train_s"] or 0.0)
+        if fixed > cal["target_s"]:
+            notes.append(
+                f"{cal['strategy']} on {cal['model']} does NOT fit random search's wall-clock: without training it "
+                f"already takes {fixed:.0f} s (search phase and scoring), so it runs with the minimum "
+                f"{cal['steps']} steps and its wall-clock column is longer than random's."
+            )
+    return notes
+
+
 def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     """The BENCHMARKS.md table for one ``search_quality.json`` document (also what the script prints)."""
     settings = doc.get("settings", {})
@@ -237,28 +347,33 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     versions = doc.get("versions", {})
     summary = doc["summary"]
     kinds = sorted({s["latency_kind"] for s in summary if s["latency_kind"]})
-    notes = []
-    base = doc["rows"][0]["base"] if doc.get("rows") else None
-    if base is not None:
-        notes.append(
-            f"Base {settings.get('model', '?')}: held-out accuracy {base['accuracy']:.4f}, latency "
-            f"{base['latency_ms']:.3f} ms ({base.get('latency_kind', '?')}); budgets are fractions of that latency."
-        )
+    notes = base_notes(doc)
     notes += [
-        f"Seeds: {settings.get('seeds', '?')} per strategy and budget (min/median/max over seeds); evaluation "
-        f"budget: {settings.get('evaluations', '?')} evaluations per search (one-shot strategies: their own phases, "
-        f"wall-clock reported); fine-tune: {settings.get('finetune_batches', '?')} batches, same recipe for every "
-        "strategy, scored on the test split"
+        f"Seeds: {settings.get('seeds', '?')} per strategy and budget (min/median/max over seeds; uniform is a "
+        f"deterministic sweep, run once); evaluation budget: {settings.get('evaluations', '?')} evaluations per "
+        "search; one-shot strategies: "
+        + (
+            f"{settings.get('oneshot_steps', '?')} training steps, not matched to random search's wall-clock"
+            if settings.get("no_calibrate") == "True"
+            else "the wall-clock of a random search instead (see below)"
+        )
+        + "; fine-tune: "
+        f"{settings.get('finetune_batches', '?')} batches, same recipe for every strategy, scored on the test split"
         + (" (quick run: subsets and budgets reduced)." if doc.get("quick") else "."),
+        f"Evaluation: BN recalibration on {settings.get('bn_batches', '?')} batches of 128, accuracy on "
+        f"{settings.get('val_subset', '?')} held-out images of the training split; base trained on "
+        f"{settings.get('train_subset', '?')} images for {settings.get('epochs', '?')} epochs; test subset "
+        f"{settings.get('test_subset', '?')}.",
         f"Latency: {' and '.join(kinds) or 'none recorded'} on device {settings.get('device', '?')} at batch "
         f"{settings.get('latency_batch', '?')}.",
         machine_note(machine.get("cpu"), machine.get("cores"), machine.get("platform"), versions),
     ]
+    notes += oneshot_notes(doc)
     if doc.get("skipped_strategies"):
         notes.append(f"Not registered yet (not run): {', '.join(doc['skipped_strategies'])}.")
     notes += comparison_notes(summary)
     return {
-        "title": f"Search quality: {settings.get('model', '?')} on Fashion-MNIST, every strategy at equal evaluations"
+        "title": "Search quality on Fashion-MNIST: every strategy at equal evaluations"
         + (" (quick)" if doc.get("quick") else ""),
         "columns": COLUMNS,
         "rows": [summary_row(s) for s in summary],
@@ -269,66 +384,118 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
 def print_table(table: dict[str, Any]) -> None:
     print(f"\n{table['title']}")
     print(
-        f"{'budget':>6} {'strategy':>13} {'seeds':>5} {'evals':>5} {'acc min/med/max':>22} "
+        f"{'model':>10} {'budget':>6} {'strategy':>13} {'seeds':>5} {'evals':>5} {'acc min/med/max':>22} "
         f"{'hv med':>8} {'ft test':>8} {'wall s':>7} latency"
     )
-    for budget, strategy, seeds, evals, lo, med, hi, hv, ft, wall, kind in table["rows"]:
+    for model, budget, strategy, seeds, evals, lo, med, hi, hv, ft, wall, kind in table["rows"]:
         acc = "-" if med is None else f"{lo:.4f}/{med:.4f}/{hi:.4f}"
         ft_text = "-" if ft is None else f"{ft:.4f}"
+        short = model.split("?")[0].removeprefix("torchvision:")[-10:]
         print(
-            f"{budget:>6.0%} {strategy:>13} {seeds:>5} {evals:>5.0f} {acc:>22} {hv:>8.4g} {ft_text:>8} {wall:>7.0f} "
-            f"{kind or '-'}"
+            f"{short:>10} {budget:>6.0%} {strategy:>13} {seeds:>5} {evals:>5.0f} {acc:>22} {hv:>8.4g} {ft_text:>8} "
+            f"{wall:>7.0f} {kind or '-'}"
         )
     for note in table["notes"]:
         print(f"- {note}")
 
 
+def run_model(
+    args: argparse.Namespace, model: str, budgets: list[float], strategies: list[str], doc: dict[str, Any]
+) -> None:
+    """Every strategy x budget x seed on one model; rows and calibrations appended to ``doc``."""
+    rows: list[dict[str, Any]] = doc["rows"]
+    steps: dict[str, int] = {}
+
+    def record(row: dict[str, Any], started: float) -> None:
+        rows.append(row)
+        print(
+            f"{model} budget {row['budget']:.0%} {row['strategy']:>13} seed {row['seed']}: best acc {row['best_acc']} "
+            f"hv {row['hypervolume']:.4g} evals {row['evaluations']} ({time.time() - started:.0f} s)",
+            flush=True,
+        )
+
+    for budget in budgets:
+        order = [s for s in strategies if s not in ONESHOT] + [s for s in strategies if s in ONESHOT]
+        for strategy in order:
+            seeds = range(1 if strategy in DETERMINISTIC else args.seeds)
+            for seed in seeds:
+                t = time.time()
+                if strategy in ONESHOT and strategy not in steps:
+                    randoms = [r["wall_s"] for r in rows if r["model"] == model and r["strategy"] == "random"]
+                    randoms = [] if args.no_calibrate else randoms
+                    if not randoms:  # nothing to match: run with the configured steps
+                        steps[strategy] = args.oneshot_steps
+                    else:
+                        target = statistics.median(randoms)
+                        pilot = run_one(args, model, strategy, budget, seed, args.oneshot_steps)
+                        steps[strategy] = calibrated_steps(pilot, target, args.min_oneshot_steps)
+                        kept = abs(pilot["wall_s"] - target) <= WALL_TOLERANCE * target
+                        doc["calibration"].append(
+                            {
+                                "model": model,
+                                "strategy": strategy,
+                                "target_s": target,
+                                "pilot_steps": pilot["oneshot_steps"],
+                                "pilot_wall_s": pilot["wall_s"],
+                                "pilot_train_s": pilot["train_seconds"],
+                                "steps": args.oneshot_steps if kept else steps[strategy],
+                                "pilot_kept": kept,
+                            }
+                        )
+                        if kept:
+                            steps[strategy] = args.oneshot_steps
+                            record(pilot, t)
+                            continue
+                record(run_one(args, model, strategy, budget, seed, steps.get(strategy)), t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="budget 0.5 only, 2 seeds, 12 evaluations")
+    ap.add_argument("--quick", action="store_true", help="ResNet-20 at 50%% only, 1 seed, 12 evaluations")
     ap.add_argument("--strategies", default=",".join(CANDIDATE + SESSION))
-    ap.add_argument("--budgets", default="0.7,0.5,0.3")
+    ap.add_argument("--budgets", default="0.7,0.5,0.3", help="budgets of --model (fractions of base latency)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--evaluations", type=int, default=40)
     ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--epochs", type=int, default=5, help="base-model training epochs (cached)")
-    ap.add_argument("--train-subset", type=int, default=20000)
-    ap.add_argument("--test-subset", type=int, default=5000)
-    ap.add_argument("--val-batches", type=int, default=4, help="held-out batches (x512) per candidate")
+    ap.add_argument("--second-model", default=SECOND_MODEL, help="a model that is not ours ('' to skip)")
+    ap.add_argument("--second-budgets", default="0.5", help="budgets of --second-model")
+    # the data and base-training settings equal bench/apply.py --quick's, so the two share a cached base
+    ap.add_argument("--epochs", type=int, default=3, help="base-model training epochs (cached)")
+    ap.add_argument("--train-subset", type=int, default=10000, help="training images (base training, fine-tune)")
+    ap.add_argument("--val-subset", type=int, default=1000, help="held-out training images scoring each candidate")
+    ap.add_argument("--test-subset", type=int, default=3000, help="test images for the fine-tuned scores")
+    ap.add_argument("--bn-batches", type=int, default=4, help="BN-recalibration batches (x128) per candidate")
     ap.add_argument("--finetune-batches", type=int, default=100, help="fine-tune batches for the best policy (0: off)")
+    ap.add_argument("--oneshot-steps", type=int, default=100, help="one-shot training steps of the pilot run")
+    ap.add_argument(
+        "--no-calibrate", action="store_true", help="one-shot strategies keep --oneshot-steps (no wall-clock match)"
+    )
+    ap.add_argument("--min-oneshot-steps", type=int, default=50, help="floor of the calibrated one-shot steps")
     ap.add_argument("--device", default="local-cpu-cputime")
     ap.add_argument("--latency-batch", type=int, default=32)
     ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"))
     ap.add_argument("--out", type=Path, default=Path("bench/results") / datetime.now().strftime("%Y-%m-%d"))
     args = ap.parse_args()
-    if args.quick:
-        args.budgets, args.seeds, args.evaluations, args.finetune_batches = "0.5", 2, 12, 30
+    if args.quick:  # a smoke run: one seed, no wall-clock calibration
+        args.budgets, args.seeds, args.evaluations, args.finetune_batches = "0.5", 1, 12, 30
+        args.second_model, args.oneshot_steps, args.no_calibrate = "", 50, True
     torch.set_num_threads(1)
+    import ray
+
     from prunepilot.search.strategies import strategy_names
 
     known = set(strategy_names())
     strategies = [s for s in args.strategies.split(",") if s in known]
     skipped = [s for s in args.strategies.split(",") if s not in known]
-    rows = []
-    for budget in (float(b) for b in args.budgets.split(",")):
-        for strategy in strategies:
-            for seed in range(args.seeds):
-                t = time.time()
-                rows.append(run_one(args, strategy, budget, seed))
-                r = rows[-1]
-                print(
-                    f"budget {budget:.0%} {strategy:>13} seed {seed}: best acc {r['best_acc']} "
-                    f"hv {r['hypervolume']:.4g} ({time.time() - t:.0f} s)",
-                    flush=True,
-                )
-    summary = summarise(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    doc = {
+    plan = [(args.model, [float(b) for b in args.budgets.split(",")])]
+    if args.second_model:
+        plan.append((args.second_model, [float(b) for b in args.second_budgets.split(",")]))
+    doc: dict[str, Any] = {
         "benchmark": "search_quality",
         "quick": args.quick,
-        "rows": rows,
-        "summary": summary,
+        "rows": [],
+        "calibration": [],
         "skipped_strategies": skipped,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
@@ -338,13 +505,24 @@ def main() -> None:
             "torch_pruning": TORCH_PRUNING_VERSION,
         },
     }
+    started = time.time()
+    # one local Ray for every search: its start-up is not charged to each strategy's wall-clock
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        for model, budgets in plan:
+            run_model(args, model, budgets, strategies, doc)
+    finally:
+        ray.shutdown()
+    doc["total_seconds"] = time.time() - started
+    doc["summary"] = summarise(doc["rows"])
     doc["table"] = quality_table(doc)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "search_quality.json").write_text(json.dumps(doc, indent=2, default=str))
     try:
         from prunepilot.search.plots import plot_fronts_png
 
         runs = {
-            f"{r['strategy']} {r['budget']:.0%} s{r['seed']}": [
+            f"{r['model'].split('?')[0]} {r['strategy']} {r['budget']:.0%} s{r['seed']}": [
                 {
                     "id": str(i),
                     "status": "ok",
@@ -353,13 +531,14 @@ def main() -> None:
                 }
                 for i, p in enumerate(r["front"])
             ]
-            for r in rows
+            for r in doc["rows"]
             if r["seed"] == 0
         }
         plot_fronts_png(runs, args.out / "search_quality_fronts.png")
     except Exception as exc:  # noqa: BLE001 - the table matters more than the figure
         print(f"(fronts plot skipped: {exc})")
     print_table(doc["table"])
+    print(f"total {doc['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

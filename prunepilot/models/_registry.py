@@ -6,7 +6,11 @@ bool or, failing those, kept as str):
 
 * a zoo name registered with :func:`register_model`: ``resnet20``, ``simplecnn?width_mult=0.5``;
 * ``torchvision:NAME``: a torchvision classification model, randomly initialised
-  (``weights=None``, never downloads): ``torchvision:vit_b_16?image_size=32``;
+  (``weights=None``, never downloads): ``torchvision:vit_b_16?image_size=32``. Two query keys
+  belong to prunepilot, not torchvision, and adapt the stem (the model's first ``Conv2d``) to
+  small or non-RGB images: ``adapt_stem=true`` rebuilds it for the data's input channels (e.g.
+  1 for Fashion-MNIST), ``stem_stride=N`` sets its stride (``stem_stride=1`` for 28x28 inputs):
+  ``torchvision:mobilenet_v2?adapt_stem=true&stem_stride=1``;
 * ``pkg.module:callable``: user code imported by path, called with ``num_classes=`` and
   ``in_channels=`` only when its signature declares a parameter of that name.
 
@@ -125,8 +129,7 @@ def parse_spec(spec: str) -> ParsedSpec:
             key, eq, value = item.partition("=")
             if not eq or not key.isidentifier():
                 raise ModelSpecError(
-                    f"model spec {spec!r}: query item {item!r} is not 'key=value' with a Python "
-                    "identifier as key"
+                    f"model spec {spec!r}: query item {item!r} is not 'key=value' with a Python identifier as key"
                 )
             if key in kwargs:
                 raise ModelSpecError(f"model spec {spec!r}: query key {key!r} is given twice")
@@ -191,34 +194,70 @@ def _build_torchvision(parsed: ParsedSpec, num_classes: int, in_channels: int) -
             f"model spec {parsed.spec!r}: {parsed.target!r} is not a torchvision classification "
             f"model{hint}. See torchvision.models.list_models(module=torchvision.models)."
         )
-    if in_channels != 3:
+    kwargs = dict(parsed.kwargs)
+    adapt = kwargs.pop("adapt_stem", False)
+    stride = kwargs.pop("stem_stride", None)
+    if not isinstance(adapt, bool):
+        raise ModelSpecError(f"model spec {parsed.spec!r}: adapt_stem={adapt!r} must be true or false")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise ModelSpecError(f"model spec {parsed.spec!r}: stem_stride={stride!r} must be an integer >= 1")
+    if in_channels != 3 and not adapt:
         raise ModelSpecError(
             f"model spec {parsed.spec!r}: torchvision models take 3 input channels, got "
-            f"in_channels={in_channels}. Write a builder 'pkg.module:fn' that adapts the stem and "
-            "use that spec instead."
+            f"in_channels={in_channels}. Add '?adapt_stem=true' to rebuild the first convolution for "
+            f"{in_channels} channels, or write a builder 'pkg.module:fn' that adapts the stem."
         )
     for key in ("weights", "num_classes"):
-        if key in parsed.kwargs:
+        if key in kwargs:
             raise ModelSpecError(
                 f"model spec {parsed.spec!r}: {key!r} cannot be set in the query (weights are "
                 "always None: prunepilot never downloads; num_classes comes from the data)"
             )
-    return _call(
+    model = _call(
         parsed,
         torchvision.models.get_model,
         parsed.target,
         weights=None,
         num_classes=num_classes,
-        **parsed.kwargs,
+        **kwargs,
     )
+    if adapt or stride is not None:
+        _adapt_stem(parsed, model, in_channels if adapt else None, stride)
+    return model
+
+
+def _adapt_stem(parsed: ParsedSpec, model: nn.Module, in_channels: int | None, stride: int | None) -> None:
+    """Replace the model's first ``Conv2d`` by one with ``in_channels`` inputs and/or ``stride``."""
+    found = next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if found is None:
+        raise ModelSpecError(f"model spec {parsed.spec!r}: adapt_stem/stem_stride need a Conv2d stem; none found")
+    name, old = found
+    if old.groups != 1:
+        raise ModelSpecError(
+            f"model spec {parsed.spec!r}: the first convolution {name!r} is grouped (groups={old.groups}); "
+            "adapt the stem in a builder 'pkg.module:fn' instead"
+        )
+    new = nn.Conv2d(
+        in_channels if in_channels is not None else old.in_channels,
+        old.out_channels,
+        old.kernel_size,  # type: ignore[arg-type]
+        stride=stride if stride is not None else old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
+        dilation=old.dilation,  # type: ignore[arg-type]
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
 def _build_imported(parsed: ParsedSpec, num_classes: int, in_channels: int) -> nn.Module:
     module_name, _, attr_path = parsed.target.partition(":")
     if not module_name or not attr_path:
-        raise ModelSpecError(
-            f"model spec {parsed.spec!r}: an import path must look like 'pkg.module:callable'"
-        )
+        raise ModelSpecError(f"model spec {parsed.spec!r}: an import path must look like 'pkg.module:callable'")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or anything the module raises while importing
@@ -272,8 +311,7 @@ def _check_kwargs(parsed: ParsedSpec, fn: Callable[..., Any], reserved: tuple[st
     for key in parsed.kwargs:
         if key not in accepted:
             raise ModelSpecError(
-                f"model spec {parsed.spec!r}: query key {key!r} is not accepted; accepted keys: "
-                f"{one_of(accepted)}"
+                f"model spec {parsed.spec!r}: query key {key!r} is not accepted; accepted keys: {one_of(accepted)}"
             )
 
 

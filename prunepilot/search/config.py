@@ -80,6 +80,12 @@ class EvaluationSection(_Strict):
     )
     round_to: int = Field(1, ge=1, description="Round group widths to multiples of this.")
     lower_bound: float = Field(0.1, gt=0, le=1, description="Smallest keep ratio a strategy may propose.")
+    fit_points: int = Field(
+        5,
+        ge=2,
+        description="Uniformly pruned models the driver measures to fit the budget-check latency "
+        "predictor (measured devices only; 2 = the base and the lower bound).",
+    )
     bn_batches: int = Field(8, ge=0, description="Calibration batches for BN recalibration (0 = off).")
     val_batches: int | None = Field(None, ge=1, description="Cap on held-out batches scored per candidate.")
     uniform_baseline: int = Field(

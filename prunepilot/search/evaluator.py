@@ -59,17 +59,39 @@ class Metrics:
 
 @dataclass(frozen=True)
 class LatencyFit:
-    """A fast latency predictor for budget checks: ``ms = intercept + slope * MACs``.
+    """A fast latency predictor for budget checks: ``ms = intercept + slope * MACs + byte_slope * bytes``.
 
-    Fitted by the driver from two latency figures of the base model and the uniformly
-    pruned model at the lower bound, so every trial uses the same one.
+    ``bytes`` is the analytic fp32 traffic of the compute layers (weights plus input and output
+    activations, :attr:`LayerShape.bytes <prunepilot.pruning.layers.LayerShape.bytes>`), which
+    grows linearly with the widths where MACs grow quadratically: on CPUs the memory-bound
+    part keeps a pruned model slower than its MACs suggest. Fitted by the driver
+    (:meth:`Evaluator.calibrate_fit`) by non-negative least squares on the measured latency of
+    uniformly pruned models (``evaluation.fit_points`` keep ratios from the lower bound to 1),
+    so every trial uses the same one. ``byte_slope`` 0 gives the affine-in-MACs fit of older runs.
     """
 
     intercept: float
     slope: float
+    byte_slope: float = 0.0
 
-    def __call__(self, macs: float) -> float:
-        return self.intercept + self.slope * macs
+    def __call__(self, macs: float, bytes_moved: float = 0.0) -> float:
+        return self.intercept + self.slope * macs + self.byte_slope * bytes_moved
+
+    @classmethod
+    def from_points(cls, macs: Sequence[float], bytes_moved: Sequence[float], ms: Sequence[float]) -> LatencyFit:
+        """Non-negative least squares of ``ms`` on ``[1, macs, bytes]`` (two points: the line through them)."""
+        import numpy as np
+        from scipy.optimize import nnls
+
+        y = np.asarray(ms, dtype=float)
+        if len(y) < 3:
+            slope = (y[-1] - y[0]) / max(1.0, float(macs[-1] - macs[0]))
+            return cls(intercept=float(y[-1] - slope * macs[-1]), slope=float(slope))
+        a = np.column_stack([np.ones_like(y), np.asarray(macs, float), np.asarray(bytes_moved, float)])
+        scale = np.where(a.max(axis=0) > 0, a.max(axis=0), 1.0)
+        coef, _ = nnls(a / scale, y)
+        coef = coef / scale
+        return cls(intercept=float(coef[0]), slope=float(coef[1]), byte_slope=float(coef[2]))
 
 
 class Evaluator:
@@ -96,17 +118,13 @@ class Evaluator:
         else:
             from prunepilot.training import TrainConfig, train_base_model
 
-            model, info = train_base_model(
-                spec, cfg.data, cfg.model.train or TrainConfig(), cfg.model.cache_dir
-            )
+            model, info = train_base_model(spec, cfg.data, cfg.model.train or TrainConfig(), cfg.model.cache_dir)
             self.base_checkpoint = str(Path(info["checkpoint"]).resolve())
         self.model: nn.Module = model.eval()
         self.space = PruningSpace.build(self.model, self.example, ignored_layers=cfg.model.ignored_layers)
         ev = cfg.evaluation
         self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
-        self.val = [
-            (x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches
-        ]
+        self.val = [(x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches]
         self.latency, self.batch_size = build_latency_model(cfg)
         self.fit: LatencyFit | None = None
         self._cache: dict[tuple[int, ...], Metrics] = {}
@@ -170,17 +188,36 @@ class Evaluator:
             return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
         if self.fit is None:
             raise RuntimeError("predict_latency_ms needs a LatencyFit; call calibrate_fit() or set .fit")
-        return float(self.fit(self.space.macs(widths)))
+        moved = sum(layer.bytes for layer in self.space.layers(widths)) if self.fit.byte_slope else 0.0
+        return float(self.fit(self.space.macs(widths), moved))
 
     def calibrate_fit(self) -> tuple[LatencyResult, LatencyResult]:
-        """Measure the base and the lower-bound uniform model; fit :attr:`fit`; return both."""
-        full = self.latency_of(self.model, self.space.full_widths())
-        low_policy = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound)
-        low = self.latency_of(self.prune(low_policy), low_policy.channels)
-        m_full, m_low = self.space.base_macs, self.space.macs(low_policy.channels)
-        slope = (full.ms - low.ms) / max(1.0, float(m_full - m_low))
-        self.fit = LatencyFit(intercept=full.ms - slope * m_full, slope=slope)
-        return full, low
+        """Measure uniformly pruned models from the lower bound to 1; fit :attr:`fit`.
+
+        ``evaluation.fit_points`` keep ratios, evenly spaced, for measured latency models (a
+        predicted one answers :meth:`predict_latency_ms` itself: only the two ends are taken). An
+        intermediate point whose pruned model fails is skipped. Returns the latency of the base
+        model and of the lower-bound model (the fastest a strategy can reach).
+        """
+        from prunepilot.errors import PruningError
+
+        lower = self.cfg.evaluation.lower_bound
+        points = self.cfg.evaluation.fit_points if self.latency.requires_model else 2
+        ratios = [lower + (1.0 - lower) * i / (points - 1) for i in range(points)]
+        macs, moved, results = [], [], []
+        for i, r in enumerate(ratios):
+            policy = PruningPolicy.uniform(self.space, r)
+            try:
+                model = self.model if r >= 1.0 else self.prune(policy)
+            except PruningError:
+                if 0 < i < len(ratios) - 1:
+                    continue  # the ends must work (they are the base and the reachable minimum)
+                raise
+            results.append(self.latency_of(model, policy.channels))
+            macs.append(float(self.space.macs(policy.channels)))
+            moved.append(float(sum(layer.bytes for layer in self.space.layers(policy.channels))))
+        self.fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
+        return results[-1], results[0]
 
     def base_metrics(self) -> Metrics:
         """The unpruned model, scored with the same protocol."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator
             "budget_ms": budget_ms,
             "base": base,
             "reachable_min_ms": low.ms,
-            "fit": {"intercept": ev.fit.intercept, "slope": ev.fit.slope} if ev.fit else None,
+            "fit": asdict(ev.fit) if ev.fit else None,
             "groups": len(ev.space.groups),
             "base_checkpoint": ev.base_checkpoint,
             "signature": ev.space.signature,
@@ -102,6 +102,7 @@ def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator
         budget_ms=budget_ms,
         fit_intercept=fit.intercept if fit else 0.0,
         fit_slope=fit.slope if fit else 0.0,
+        fit_byte_slope=fit.byte_slope if fit else 0.0,
         run_id=str(store.dir.resolve()),
         base_latency_ms=float(base["latency_ms"]),
     )

@@ -47,6 +47,7 @@ class SearchSetup:
     fit_slope: float
     run_id: str
     base_latency_ms: float
+    fit_byte_slope: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -112,7 +113,7 @@ def search_trial(
     s = SearchSetup.from_json(setup)
     cfg = SearchConfig.model_validate(s.config)
     torch.set_num_threads(cfg.ray.torch_threads)
-    ev = get_evaluator(cfg, base_state, LatencyFit(s.fit_intercept, s.fit_slope))
+    ev = get_evaluator(cfg, base_state, LatencyFit(s.fit_intercept, s.fit_slope, s.fit_byte_slope))
     seeded_key = f"_seeded_{s.run_id}"
     if prior and not getattr(ev, seeded_key, False):
         ev.seed_cache(prior)

@@ -79,7 +79,7 @@ def test_newest_results_picks_the_newest_table_per_benchmark(report: ModuleType,
         return path
 
     write("2026-11-20/amc.json", doc("amc", [[1, 2, 3]]), 5000)  # older by its path, though newer mtime
-    newest = write("2026-11-25/amc-quick.json", doc("amc", [[4, 5, 6]]), 2000)
+    newest = write("2026-11-25/amc.json", doc("amc", [[4, 5, 6]]), 2000)
     write("later-but-no-table.json", {"benchmark": "amc", "rows": []}, 3000)
     write("broken.json", "{not json", 3000)
     write("a-list.json", [1, 2], 3000)
@@ -91,8 +91,28 @@ def test_newest_results_picks_the_newest_table_per_benchmark(report: ModuleType,
     assert found["apply-quick"][0] == stem
 
     rendered = report.render_all(tmp_path, tmp_path)
-    assert "Source: `2026-11-25/amc-quick.json`" in rendered and "| 4 | 5 | 6 |" in rendered
+    assert "Source: `2026-11-25/amc.json`" in rendered and "| 4 | 5 | 6 |" in rendered
     assert "| 1 | 2 | 3 |" not in rendered
+
+
+def test_a_full_result_wins_over_newer_quick_ones(report: ModuleType, tmp_path: Path) -> None:
+    def write(rel: str, content: dict[str, Any]) -> Path:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+        return path
+
+    full = write("2026-11-20/amc.json", doc("amc", [["full"]]))
+    write("2026-11-25-quick/amc.json", doc("amc", [["quick folder"]]))  # quick by its folder
+    write("2026-11-26/amc.json", doc("amc", [["quick flag"]], quick=True))  # quick by its JSON
+    write("2026-11-27/amc.json", doc("amc", [["quick args"]], args={"quick": True}))
+    only_quick = write("2026-11-25-quick/oneshot.json", doc("oneshot", [["q"]], quick=True))
+    write("2026-11-24-quick/oneshot.json", doc("oneshot", [["older q"]], quick=True))
+
+    found = report.newest_results(tmp_path)
+    assert found["amc"][0] == full
+    assert found["oneshot"][0] == only_quick  # no full run: the newest quick one
+    assert report.is_quick(tmp_path / "x-quick.json", {}) and not report.is_quick(full, {"quick": False})
 
 
 def test_render_all_without_results_says_how_to_get_them(report: ModuleType, tmp_path: Path) -> None:
@@ -104,8 +124,11 @@ def test_render_all_without_results_says_how_to_get_them(report: ModuleType, tmp
 VERSIONS = {"python": "3.11.7", "prunepilot": "0.1.0", "platform": "Linux-x", "torch": "2.14.1", "torch_pruning": "1.6"}
 
 
-def summary_entry(strategy: str, acc: float, ft: float | None, hv: float, budget: float = 0.5) -> dict[str, Any]:
+def summary_entry(
+    strategy: str, acc: float, ft: float | None, hv: float, budget: float = 0.5, model: str = "resnet20"
+) -> dict[str, Any]:
     return {
+        "model": model,
         "budget": budget,
         "strategy": strategy,
         "seeds": 3,
@@ -122,6 +145,7 @@ def summary_entry(strategy: str, acc: float, ft: float | None, hv: float, budget
 
 def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
     sq = load("search_quality")
+    mnv2 = sq.SECOND_MODEL
     summary = [
         summary_entry("uniform", 0.80, 0.85, 5.0),
         summary_entry("random", 0.83, 0.86, 6.0),
@@ -129,11 +153,26 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
         summary_entry("amc-ddpg", 0.82, 0.84, 5.5),
         summary_entry("uniform", 0.50, None, 2.0, budget=0.3),
         summary_entry("amc-ddpg", 0.56, None, 2.5, budget=0.3),
+        summary_entry("uniform", 0.70, None, 3.0, model=mnv2),
+        summary_entry("autoslim", 0.69, None, 3.1, model=mnv2),
     ]
+    base = {"accuracy": 0.9, "latency_ms": 10.0, "latency_kind": "measured"}
     result = {
         "benchmark": "search_quality",
         "quick": True,
-        "rows": [{"base": {"accuracy": 0.9, "latency_ms": 10.0, "latency_kind": "measured"}}],
+        "rows": [{"model": "resnet20", "base": base}, {"model": mnv2, "base": {**base, "latency_ms": 20.0}}],
+        "calibration": [
+            {
+                "model": mnv2,
+                "strategy": "autoslim",
+                "target_s": 60.2,
+                "pilot_steps": 300,
+                "pilot_wall_s": 100.0,
+                "pilot_train_s": 50.0,
+                "steps": 60,
+                "pilot_kept": False,
+            },
+        ],  # fmt: skip
         "summary": summary,
         "skipped_strategies": ["metapruning"],
         "settings": {"model": "resnet20", "seeds": "3", "evaluations": "40", "device": "local-cpu-cputime"},
@@ -141,12 +180,15 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
         "versions": VERSIONS,
     }
     table = roundtrip(sq.quality_table(result))
-    keys = ["budget", "strategy", "seeds", "evals_median", "acc_min", "acc_median", "acc_max", "hv_median",
+    keys = ["model", "budget", "strategy", "seeds", "evals_median", "acc_min", "acc_median", "acc_max", "hv_median",
             "ft_median", "wall_median_s", "latency_kind"]  # fmt: skip
     assert table["rows"] == [[s[k] for k in keys] for s in summary]
     assert len(table["columns"]) == len(keys)
     notes = "\n".join(table["notes"])
+    assert "Base resnet20: held-out accuracy 0.9000, latency 10.000 ms (measured)" in notes
+    assert f"Base {mnv2}: held-out accuracy 0.9000, latency 20.000 ms" in notes
     # best searched at 50% (no fine-tune) is amc-ddpg 0.82: above uniform, below random
+    assert "At resnet20, 50%, best accuracy" in notes
     assert "amc-ddpg 0.82 vs uniform 0.8: +2.00 points (beats uniform); " in notes
     assert "amc-ddpg 0.82 vs random 0.83: -1.00 points (does NOT beat random)." in notes
     # after fine-tune optuna-tpe is best: beats both
@@ -156,11 +198,25 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "amc-ddpg 5.5 vs optuna-tpe 6.6: -16.67% (does NOT beat optuna-tpe)" in notes
     # at 30% only uniform and amc-ddpg ran, without fine-tune
     assert "amc-ddpg 0.56 vs uniform 0.5: +6.00 points (beats uniform); random not run." in notes
-    assert "At 30%, test accuracy" not in notes and "optuna-tpe not run" in notes
+    assert "At resnet20, 30%, test accuracy" not in notes and "optuna-tpe not run" in notes
+    # the second model gets its own verdicts
+    assert f"At {mnv2}, 50%, best accuracy" in notes and "autoslim 0.69 vs uniform 0.7: -1.00 points (does NOT" in notes
+    assert "autoslim on " + mnv2 + ": 60 training steps" in notes and "about the median random search's 60 s" in notes
+    assert "re-run" in notes
     assert "metapruning" in notes and "evaluation budget: 40 evaluations" in notes and "Seeds: 3" in notes
     assert_honest_notes(table, "measured")
     sq.print_table(table)
-    assert "0.8100/0.8200/0.8250" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0.8100/0.8200/0.8250" in out and "mobilenet_v2" in out
+
+
+def test_search_quality_calibrated_steps() -> None:
+    sq = load("search_quality")
+    pilot = {"oneshot_steps": 300, "train_seconds": 30.0, "wall_s": 80.0}
+    # fixed part 50 s; 0.1 s per step; a 70 s target leaves 20 s -> 200 steps
+    assert sq.calibrated_steps(pilot, 70.0, 10) == 200
+    # a target below the fixed part gets the floor
+    assert sq.calibrated_steps(pilot, 40.0, 10) == 10
 
 
 def amc_row(method: str, seed: int | None, val: float, test: float) -> dict[str, Any]:
@@ -199,11 +255,21 @@ def apply_variant(name: str, finetuned: float, diff: float, within: bool | None)
         "mean_keep": 0.47,
         "macs": {"before": 31_000_000, "after": 7_800_000, "ratio": 0.25},
         "params": {"before": 272_000, "after": 74_000, "ratio": 0.27},
-        "accuracy": {"before_pruning": 0.867, "after_pruning_no_recalibration": 0.10, "after_pruning": 0.32,
-                     "after_finetuning": finetuned},  # fmt: skip
-        "latency": {"kind": "measured", "search": {"ms": 8.4}, "pruned_ms": 8.9, "diff_pct": diff,
-                    "within_10pct": within, "diff_pct_drift_corrected": None,
-                    "within_10pct_drift_corrected": None},  # fmt: skip
+        "accuracy": {
+            "before_pruning": 0.867,
+            "after_pruning_no_recalibration": 0.10,
+            "after_pruning": 0.32,
+            "after_finetuning": finetuned,
+        },  # fmt: skip
+        "latency": {
+            "kind": "measured",
+            "search": {"ms": 8.4},
+            "pruned_ms": 8.9,
+            "diff_pct": diff,
+            "within_10pct": within,
+            "diff_pct_drift_corrected": None,
+            "within_10pct_drift_corrected": None,
+        },  # fmt: skip
         "exports": [{"format": "onnx", "ok": True, "max_abs_diff": 2e-6, "tolerance": 1e-4, "error": None}]
         if name == "policy"
         else [],
@@ -221,8 +287,16 @@ def test_apply_table(capsys: pytest.CaptureFixture[str]) -> None:
         "uniform_keep": 0.5,
         "search": [{}] * 10,
         "variants": variants,
-        "resnet50_apply": {"groups": 37, "wall_s": [0.9, 1.0], "cpu_s": [0.9, 1.0], "prune_s": [0.4, 0.4],
-                           "median_wall_s": 0.95, "median_cpu_s": 0.95, "target_s": 3.0, "met": True},  # fmt: skip
+        "resnet50_apply": {
+            "groups": 37,
+            "wall_s": [0.9, 1.0],
+            "cpu_s": [0.9, 1.0],
+            "prune_s": [0.4, 0.4],
+            "median_wall_s": 0.95,
+            "median_cpu_s": 0.95,
+            "target_s": 3.0,
+            "met": True,
+        },  # fmt: skip
         "device": "local-cpu-cputime-careful",
         "latency_batch": 16,
         "versions": VERSIONS,
@@ -245,10 +319,20 @@ def test_apply_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def predictor_result(model: str) -> dict[str, Any]:
     metrics = {
-        "lut (calibrated)": {"mape": 0.034, "within_5": 0.78, "within_10": 0.92, "spearman": 0.991,
-                             "false_within_budget": 0.0},  # fmt: skip
-        "roofline (raw)": {"mape": 0.668, "within_5": 0.0, "within_10": 0.0, "spearman": 0.992,
-                           "false_within_budget": 1.0},  # fmt: skip
+        "lut (calibrated)": {
+            "mape": 0.034,
+            "within_5": 0.78,
+            "within_10": 0.92,
+            "spearman": 0.991,
+            "false_within_budget": 0.0,
+        },  # fmt: skip
+        "roofline (raw)": {
+            "mape": 0.668,
+            "within_5": 0.0,
+            "within_10": 0.0,
+            "spearman": 0.992,
+            "false_within_budget": 1.0,
+        },  # fmt: skip
     }
     return {
         "model": model,

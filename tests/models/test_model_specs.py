@@ -62,8 +62,38 @@ def test_torchvision_vit_with_image_size_query() -> None:
 
 
 def test_torchvision_rejects_other_input_channels() -> None:
-    with pytest.raises(ModelSpecError, match=r"torchvision:resnet18.*in_channels=1.*builder"):
+    with pytest.raises(ModelSpecError, match=r"torchvision:resnet18.*in_channels=1.*adapt_stem=true"):
         build_model("torchvision:resnet18", in_channels=1)
+
+
+def test_torchvision_stem_adapted_for_grayscale_28x28() -> None:
+    model = build_model("torchvision:mobilenet_v2?adapt_stem=true&stem_stride=1", num_classes=10, in_channels=1)
+    stem = model.features[0][0]
+    assert (stem.in_channels, stem.stride, stem.out_channels) == (1, (1, 1), 32)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # stride 1 keeps 4x more positions after the stem than torchvision's stride 2
+    feats = model.features[0](torch.randn(1, 1, 28, 28))
+    assert feats.shape[-2:] == (28, 28)
+
+
+def test_torchvision_stem_stride_alone_keeps_rgb_input() -> None:
+    model = build_model("torchvision:resnet18?stem_stride=1", num_classes=3)
+    assert (model.conv1.in_channels, model.conv1.stride) == (3, (1, 1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("torchvision:resnet18?stem_stride=0", r"stem_stride=0 must be an integer >= 1"),
+        ("torchvision:resnet18?stem_stride=two", r"stem_stride='two' must be an integer"),
+        ("torchvision:resnet18?adapt_stem=yes", r"adapt_stem='yes' must be true or false"),
+    ],
+)
+def test_torchvision_stem_keys_bad_values(spec: str, match: str) -> None:
+    with pytest.raises(ModelSpecError, match=match):
+        build_model(spec)
 
 
 def test_user_builder_gets_only_the_arguments_it_declares(user_module) -> None:
