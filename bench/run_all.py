@@ -20,7 +20,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: (script, quick args, full args); ``{out}`` is the results folder of this run.
+#: (script, quick args, full args); ``{out}`` is the results folder of this run. The sizes are
+#: chosen to fit this 2-core machine: --quick in about 20 minutes (measured 21.5 min on a quiet
+#: machine before oneshot's fine-tunes went from 3 seeds to 1, about 2 minutes less), the full
+#: run in about 90 (estimated from its parts' measured times; not yet timed end to end). Each
+#: script's own defaults are larger: run a script alone for its full-size figures.
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("analytic_costs.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("measure_repeatability.py", ["--out-dir", "{out}"], ["--out-dir", "{out}"]),
@@ -30,10 +34,14 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--evaluations", "12", "--out-dir", "{out}"],
         ["--evaluations", "24", "--out-dir", "{out}"],
     ),
-    ("amc.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
-    ("oneshot.py", ["--quick", "--out", "{out}"], ["--out", "{out}"]),
-    ("apply.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
-    ("search_quality.py", ["--quick", "--out", "{out}"], ["--out", "{out}"]),
+    ("amc.py", ["--quick", "--out-dir", "{out}"], ["--episodes", "60", "--out-dir", "{out}"]),
+    ("oneshot.py", ["--quick", "--ft-seeds", "1", "--out", "{out}"], ["--quick", "--out", "{out}"]),
+    ("apply.py", ["--quick", "--out-dir", "{out}"], ["--quick", "--epochs", "2", "--out-dir", "{out}"]),
+    (
+        "search_quality.py",
+        ["--quick", "--out", "{out}"],
+        ["--evaluations", "12", "--finetune-batches", "60", "--out", "{out}"],
+    ),
 ]
 
 

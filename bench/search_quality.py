@@ -7,10 +7,11 @@ measured (``--device``, default ``local-cpu-cputime``: process CPU time, robust 
 For each model, budget (fractions of the base latency) and seed, each strategy runs as a real
 ``prunepilot search`` (Ray Tune on one local Ray started here with 2 CPUs) with the same number
 of evaluations. ``uniform`` is a deterministic sweep and runs once. The one-shot strategies
-(``autoslim``, ``metapruning``) get the same *wall-clock* as random search instead: their
-training steps are calibrated once per model so that a whole one-shot search takes as long as
-the median random search at the first budget (a pilot run measures seconds per step; the pilot
-is kept as seed 0 when it lands within 25% of the target, else re-run). Then the best policy
+(``autoslim``, ``metapruning``) train one supernet per seed that serves every budget (as in
+their papers) and get the *wall-clock* of the random searches that run instead: their training
+steps are calibrated once per model from a pilot run (seconds per step, and the fixed part:
+Ray, search phase, scoring); the pilot is kept as seed 0 when it is already at the minimum
+steps or within 25% of the target, else re-run. Then the best policy
 within the budget is fine-tuned briefly (same recipe for every strategy) and scored on the test
 split; search-time accuracies are on the held-out split of the training data.
 
@@ -61,11 +62,12 @@ COLUMNS = [
     "budget (x base latency)",
     "strategy",
     "seeds",
+    "seeds with a policy within budget",
     "evaluations (median)",
     "best acc min",
     "best acc median",
     "best acc max",
-    "hypervolume median",
+    "HV within budget (median)",
     "fine-tuned test acc median",
     "wall s median",
     "latency",
@@ -103,11 +105,15 @@ def base_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
     }
 
 
-def oneshot_settings(strategy: str, steps: int, checkpoint_dir: Path, budget: float) -> dict[str, Any]:
+def oneshot_settings(
+    strategy: str, steps: int, checkpoint_dir: Path, budgets: list[float], budget: float
+) -> dict[str, Any]:
     """Sizes of the one-shot methods here: one-batch proxies, ``steps`` training steps.
 
-    AutoSlim slims in coarse steps (half a group's width) down to 90% of the budget: the path
-    stops on *predicted* latency, so a margin leaves measured points within the budget.
+    One trained supernet serves every budget, as in both papers: the search runs at the
+    smallest budget (``budget``) and AutoSlim's slimming path continues to 90% of it (the path
+    stops on *predicted* latency; the margin leaves measured points within the budget), while
+    MetaPruning's evolution runs once per budget (``budget_scales``).
     """
     common = {"checkpoint_dir": str(checkpoint_dir), "bn_batches": 1, "val_batches": 1}
     if strategy == "autoslim":
@@ -121,6 +127,7 @@ def oneshot_settings(strategy: str, steps: int, checkpoint_dir: Path, budget: fl
         **common,
         "train": {"steps": steps, "batch_size": 64, "lr": 0.01, "hidden": 16, "checkpoint_every": 100},
         "search": {"population": 8, "parents": 3, "generations": 4, "min_budget_use": 0.9},
+        "budget_scales": [b / budget for b in sorted(budgets, reverse=True)],
         "report_top": 3,
     }
 
@@ -138,9 +145,16 @@ def finetune_and_test(cfg_dict: dict[str, Any], policy: PruningPolicy, args: arg
 
 
 def run_one(
-    args: argparse.Namespace, model: str, strategy: str, budget: float, seed: int, steps: int | None = None
-) -> dict[str, Any]:
-    """One real search; its best policy within budget, fine-tuned and tested."""
+    args: argparse.Namespace,
+    model: str,
+    strategy: str,
+    budgets: list[float],
+    seed: int,
+    steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """One real search at the smallest of ``budgets``; one row per budget (best policy within it,
+    fine-tuned and tested). Candidate strategies get one budget; one-shot ones get all."""
+    budget = min(budgets)
     cfg = base_config(args, model)
     cfg["budget"] = {"fraction": budget}
     cfg["seed"] = seed
@@ -152,37 +166,43 @@ def run_one(
     with tempfile.TemporaryDirectory() as tmp:
         if strategy in ONESHOT:  # never resume an older run's training: its wall-clock would be free
             cfg["strategy"]["settings"] = oneshot_settings(
-                strategy, steps or args.oneshot_steps, Path(tmp) / "ckpt", budget
+                strategy, steps or args.oneshot_steps, Path(tmp) / "ckpt", budgets, budget
             )
         start = time.time()
         result = run_search(validate_config(cfg), Path(tmp) / "run", progress=False)
         wall = time.time() - start
-    best = best_within_budget(result.candidates, result.budget_ms)
-    ref = [0.0, 1.1 * float(result.base["latency_ms"])]
+    base_ms = float(result.base["latency_ms"])
+    ref = [0.0, 1.1 * base_ms]
     hv = hypervolume(to_minimisation(result.front, (ACCURACY, LATENCY)), ref) if result.front else 0.0
     train_s = max((float(c.get("train_seconds", 0.0)) for c in result.candidates), default=0.0)
-    row: dict[str, Any] = {
-        "model": model,
-        "strategy": strategy,
-        "budget": budget,
-        "seed": seed,
-        "budget_ms": result.budget_ms,
-        "evaluations": len(result.candidates),
-        "wall_s": wall,
-        "oneshot_steps": cfg["strategy"].get("settings", {}).get("train", {}).get("steps"),
-        "train_seconds": train_s if strategy in ONESHOT else None,
-        "hypervolume": hv,
-        "best_acc": best["metrics"]["accuracy"] if best else None,
-        "best_latency_ms": best["metrics"]["latency_ms"] if best else None,
-        "latency_kind": best["metrics"]["latency_kind"] if best else None,
-        "base": result.base,
-        "front": [
-            {"accuracy": c["metrics"]["accuracy"], "latency_ms": c["metrics"]["latency_ms"]} for c in result.front
-        ],
-    }
-    if best is not None and args.finetune_batches > 0:
-        row["finetuned_test_acc"] = finetune_and_test(cfg, PruningPolicy.model_validate(best["policy"]), args)
-    return row
+    rows = []
+    for b in sorted(budgets, reverse=True):
+        budget_ms = result.budget_ms if b == budget else b * base_ms
+        best = best_within_budget(result.candidates, budget_ms)
+        row: dict[str, Any] = {
+            "model": model,
+            "strategy": strategy,
+            "budget": b,
+            "seed": seed,
+            "budget_ms": budget_ms,
+            "evaluations": len(result.candidates),
+            "wall_s": wall,
+            "shared_budgets": len(budgets),
+            "oneshot_steps": cfg["strategy"].get("settings", {}).get("train", {}).get("steps"),
+            "train_seconds": train_s if strategy in ONESHOT else None,
+            "hypervolume": hv,
+            "best_acc": best["metrics"]["accuracy"] if best else None,
+            "best_latency_ms": best["metrics"]["latency_ms"] if best else None,
+            "latency_kind": best["metrics"]["latency_kind"] if best else None,
+            "base": result.base,
+            "front": [
+                {"accuracy": c["metrics"]["accuracy"], "latency_ms": c["metrics"]["latency_ms"]} for c in result.front
+            ],
+        }
+        if best is not None and args.finetune_batches > 0:
+            row["finetuned_test_acc"] = finetune_and_test(cfg, PruningPolicy.model_validate(best["policy"]), args)
+        rows.append(row)
+    return rows
 
 
 def calibrated_steps(pilot: dict[str, Any], target_s: float, min_steps: int) -> int:
@@ -197,6 +217,25 @@ def calibrated_steps(pilot: dict[str, Any], target_s: float, min_steps: int) -> 
     per_step = train_s / steps
     fixed = max(0.0, float(pilot["wall_s"]) - train_s)
     return max(min_steps, int((target_s - fixed) / per_step))
+
+
+def budget_hypervolume(front: list[dict[str, Any]], budget_ms: float) -> float:
+    """Hypervolume of a front inside the budget, normalised to [0, 1].
+
+    The area under the staircase "best accuracy among points with latency <= l" for l from 0 to
+    the budget, divided by the budget: the mean best accuracy over latencies up to the budget.
+    Points over the budget count for nothing, so a strategy that spreads its evaluations over
+    the whole latency range does not win on points a user with this budget cannot pick.
+    """
+    if budget_ms <= 0:
+        return 0.0
+    points = sorted((p["latency_ms"], p["accuracy"]) for p in front if p["latency_ms"] <= budget_ms)
+    area, best = 0.0, 0.0
+    for i, (lat, acc) in enumerate(points):
+        best = max(best, acc)
+        upper = points[i + 1][0] if i + 1 < len(points) else budget_ms
+        area += (upper - lat) * best
+    return area / budget_ms
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,10 +253,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "budget": budget,
                 "strategy": strategy,
                 "seeds": len(rs),
+                "seeds_within": len(accs),
                 "acc_min": min(accs) if accs else None,
                 "acc_median": statistics.median(accs) if accs else None,
                 "acc_max": max(accs) if accs else None,
-                "hv_median": statistics.median(r["hypervolume"] for r in rs),
+                "hv_median": statistics.median(budget_hypervolume(r["front"], r["budget_ms"]) for r in rs),
                 "wall_median_s": statistics.median(r["wall_s"] for r in rs),
                 "evals_median": statistics.median(r["evaluations"] for r in rs),
                 "ft_median": statistics.median(ft) if ft else None,
@@ -234,6 +274,7 @@ def summary_row(s: dict[str, Any]) -> list[Any]:
         s["budget"],
         s["strategy"],
         s["seeds"],
+        s["seeds_within"],
         s["evals_median"],
         s["acc_min"],
         s["acc_median"],
@@ -291,7 +332,7 @@ def comparison_notes(summary: list[dict[str, Any]]) -> list[str]:
                     "strategy: " + compare(at, "ft_median", BASELINES)
                 )
             notes.append(
-                f"At {where}, hypervolume of the front (median over seeds), best searched strategy: "
+                f"At {where}, hypervolume of the front within the budget (median over seeds), best searched strategy: "
                 + compare(at, "hv_median", HV_BASELINES, relative=True)
             )
     return notes
@@ -325,8 +366,9 @@ def oneshot_notes(doc: dict[str, Any]) -> list[str]:
     notes = []
     for cal in doc.get("calibration", []):
         notes.append(
-            f"{cal['strategy']} on {cal['model']}: {cal['steps']} training steps, calibrated so that one search "
-            f"takes about the median random search's {cal['target_s']:.0f} s (pilot: {cal['pilot_steps']} steps, "
+            f"{cal['strategy']} on {cal['model']}: {cal['steps']} training steps, calibrated so that its one search "
+            f"for all budgets takes about as long as the random searches it replaces, {cal['target_s']:.0f} s "
+            f"(pilot: {cal['pilot_steps']} steps, "
             f"{cal['pilot_wall_s']:.0f} s wall of which {cal['pilot_train_s']:.0f} s training"
             + (", kept as seed 0)." if cal["pilot_kept"] else ", re-run).")
         )
@@ -349,6 +391,9 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     kinds = sorted({s["latency_kind"] for s in summary if s["latency_kind"]})
     notes = base_notes(doc)
     notes += [
+        "HV within budget: the mean, over latencies l from 0 to the budget, of the best held-out accuracy among "
+        "the front's points at latency <= l (0 to 1; points over the budget count for nothing). 'Seeds with a "
+        "policy within budget': the best-accuracy columns are over these seeds only.",
         f"Seeds: {settings.get('seeds', '?')} per strategy and budget (min/median/max over seeds; uniform is a "
         f"deterministic sweep, run once); evaluation budget: {settings.get('evaluations', '?')} evaluations per "
         "search; one-shot strategies: "
@@ -369,6 +414,16 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
         machine_note(machine.get("cpu"), machine.get("cores"), machine.get("platform"), versions),
     ]
     notes += oneshot_notes(doc)
+    if doc.get("interrupted"):
+        planned = [m for m in (settings.get("model"), settings.get("second_model")) if m]
+        done = {r.get("model") for r in doc.get("rows", [])}
+        missing = [m for m in planned if m not in done]
+        notes.append(
+            "This run was interrupted: only the rows it finished are shown"
+            + (f"; NOT run: {', '.join(missing)}." if missing else ".")
+        )
+    if doc.get("total_seconds"):
+        notes.append(f"Whole benchmark: {doc['total_seconds'] / 60:.0f} min.")
     if doc.get("skipped_strategies"):
         notes.append(f"Not registered yet (not run): {', '.join(doc['skipped_strategies'])}.")
     notes += comparison_notes(summary)
@@ -385,15 +440,15 @@ def print_table(table: dict[str, Any]) -> None:
     print(f"\n{table['title']}")
     print(
         f"{'model':>10} {'budget':>6} {'strategy':>13} {'seeds':>5} {'evals':>5} {'acc min/med/max':>22} "
-        f"{'hv med':>8} {'ft test':>8} {'wall s':>7} latency"
+        f"{'hv bud':>8} {'ft test':>8} {'wall s':>7} latency"
     )
-    for model, budget, strategy, seeds, evals, lo, med, hi, hv, ft, wall, kind in table["rows"]:
+    for model, budget, strategy, seeds, within, evals, lo, med, hi, hv, ft, wall, kind in table["rows"]:
         acc = "-" if med is None else f"{lo:.4f}/{med:.4f}/{hi:.4f}"
         ft_text = "-" if ft is None else f"{ft:.4f}"
         short = model.split("?")[0].removeprefix("torchvision:")[-10:]
         print(
-            f"{short:>10} {budget:>6.0%} {strategy:>13} {seeds:>5} {evals:>5.0f} {acc:>22} {hv:>8.4g} {ft_text:>8} "
-            f"{wall:>7.0f} {kind or '-'}"
+            f"{short:>10} {budget:>6.0%} {strategy:>13} {within:>2}/{seeds:<2} {evals:>5.0f} {acc:>22} {hv:>8.4g} "
+            f"{ft_text:>8} {wall:>7.0f} {kind or '-'}"
         )
     for note in table["notes"]:
         print(f"- {note}")
@@ -402,51 +457,58 @@ def print_table(table: dict[str, Any]) -> None:
 def run_model(
     args: argparse.Namespace, model: str, budgets: list[float], strategies: list[str], doc: dict[str, Any]
 ) -> None:
-    """Every strategy x budget x seed on one model; rows and calibrations appended to ``doc``."""
-    rows: list[dict[str, Any]] = doc["rows"]
-    steps: dict[str, int] = {}
+    """Every strategy x budget x seed on one model; rows and calibrations appended to ``doc``.
 
-    def record(row: dict[str, Any], started: float) -> None:
-        rows.append(row)
-        print(
-            f"{model} budget {row['budget']:.0%} {row['strategy']:>13} seed {row['seed']}: best acc {row['best_acc']} "
-            f"hv {row['hypervolume']:.4g} evals {row['evaluations']} ({time.time() - started:.0f} s)",
-            flush=True,
-        )
+    Candidate strategies and AMC search each budget separately; a one-shot strategy trains
+    once per seed and serves every budget from that run (its rows share wall-clock and front).
+    """
+    rows: list[dict[str, Any]] = doc["rows"]
+
+    def record(new: list[dict[str, Any]], started: float) -> None:
+        rows.extend(new)
+        for row in new:
+            print(
+                f"{model} budget {row['budget']:.0%} {row['strategy']:>13} seed {row['seed']}: best acc "
+                f"{row['best_acc']} hv {row['hypervolume']:.4g} evals {row['evaluations']} "
+                f"({time.time() - started:.0f} s)",
+                flush=True,
+            )
 
     for budget in budgets:
-        order = [s for s in strategies if s not in ONESHOT] + [s for s in strategies if s in ONESHOT]
-        for strategy in order:
-            seeds = range(1 if strategy in DETERMINISTIC else args.seeds)
-            for seed in seeds:
+        for strategy in (s for s in strategies if s not in ONESHOT):
+            for seed in range(1 if strategy in DETERMINISTIC else args.seeds):
                 t = time.time()
-                if strategy in ONESHOT and strategy not in steps:
-                    randoms = [r["wall_s"] for r in rows if r["model"] == model and r["strategy"] == "random"]
-                    randoms = [] if args.no_calibrate else randoms
-                    if not randoms:  # nothing to match: run with the configured steps
-                        steps[strategy] = args.oneshot_steps
-                    else:
-                        target = statistics.median(randoms)
-                        pilot = run_one(args, model, strategy, budget, seed, args.oneshot_steps)
-                        steps[strategy] = calibrated_steps(pilot, target, args.min_oneshot_steps)
-                        kept = abs(pilot["wall_s"] - target) <= WALL_TOLERANCE * target
-                        doc["calibration"].append(
-                            {
-                                "model": model,
-                                "strategy": strategy,
-                                "target_s": target,
-                                "pilot_steps": pilot["oneshot_steps"],
-                                "pilot_wall_s": pilot["wall_s"],
-                                "pilot_train_s": pilot["train_seconds"],
-                                "steps": args.oneshot_steps if kept else steps[strategy],
-                                "pilot_kept": kept,
-                            }
-                        )
-                        if kept:
-                            steps[strategy] = args.oneshot_steps
-                            record(pilot, t)
-                            continue
-                record(run_one(args, model, strategy, budget, seed, steps.get(strategy)), t)
+                record(run_one(args, model, strategy, [budget], seed), t)
+    for strategy in (s for s in strategies if s in ONESHOT):
+        steps = args.oneshot_steps
+        for seed in range(args.seeds):
+            t = time.time()
+            randoms = [r["wall_s"] for r in rows if r["model"] == model and r["strategy"] == "random"]
+            if seed > 0 or args.no_calibrate or not randoms:
+                record(run_one(args, model, strategy, budgets, seed, steps), t)
+                continue
+            # the one-shot run serves len(budgets) budgets: match the random searches it replaces
+            target = statistics.median(randoms) * len(budgets)
+            pilot = run_one(args, model, strategy, budgets, seed, steps)
+            steps = calibrated_steps(pilot[0], target, args.min_oneshot_steps)
+            kept = steps == args.oneshot_steps or abs(pilot[0]["wall_s"] - target) <= WALL_TOLERANCE * target
+            doc["calibration"].append(
+                {
+                    "model": model,
+                    "strategy": strategy,
+                    "target_s": target,
+                    "pilot_steps": pilot[0]["oneshot_steps"],
+                    "pilot_wall_s": pilot[0]["wall_s"],
+                    "pilot_train_s": pilot[0]["train_seconds"],
+                    "steps": args.oneshot_steps if kept else steps,
+                    "pilot_kept": kept,
+                }
+            )
+            if kept:
+                steps = args.oneshot_steps
+                record(pilot, t)
+            else:
+                record(run_one(args, model, strategy, budgets, seed, steps), t)
 
 
 def main() -> None:
@@ -466,7 +528,7 @@ def main() -> None:
     ap.add_argument("--test-subset", type=int, default=3000, help="test images for the fine-tuned scores")
     ap.add_argument("--bn-batches", type=int, default=4, help="BN-recalibration batches (x128) per candidate")
     ap.add_argument("--finetune-batches", type=int, default=100, help="fine-tune batches for the best policy (0: off)")
-    ap.add_argument("--oneshot-steps", type=int, default=100, help="one-shot training steps of the pilot run")
+    ap.add_argument("--oneshot-steps", type=int, default=50, help="one-shot training steps of the pilot run")
     ap.add_argument(
         "--no-calibrate", action="store_true", help="one-shot strategies keep --oneshot-steps (no wall-clock match)"
     )
@@ -476,7 +538,18 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"))
     ap.add_argument("--out", type=Path, default=Path("bench/results") / datetime.now().strftime("%Y-%m-%d"))
+    ap.add_argument(
+        "--from-partial",
+        type=Path,
+        default=None,
+        help="no searches: summarise the rows of an interrupted run's search_quality.partial.json",
+    )
     args = ap.parse_args()
+    if args.from_partial is not None:
+        doc = json.loads(args.from_partial.read_text())
+        doc["interrupted"] = True
+        finish(doc, args.out)
+        return
     if args.quick:  # a smoke run: one seed, no wall-clock calibration
         args.budgets, args.seeds, args.evaluations, args.finetune_batches = "0.5", 1, 12, 30
         args.second_model, args.oneshot_steps, args.no_calibrate = "", 50, True
@@ -506,18 +579,27 @@ def main() -> None:
         },
     }
     started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "search_quality.partial.json"
     # one local Ray for every search: its start-up is not charged to each strategy's wall-clock
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         for model, budgets in plan:
             run_model(args, model, budgets, strategies, doc)
+            partial.write_text(json.dumps(doc, indent=2, default=str))  # rows so far, if a later model fails
     finally:
         ray.shutdown()
     doc["total_seconds"] = time.time() - started
+    finish(doc, args.out)
+    partial.unlink(missing_ok=True)
+
+
+def finish(doc: dict[str, Any], out: Path) -> None:
+    """Summarise, tabulate, write the JSON and the fronts plot, print the table."""
     doc["summary"] = summarise(doc["rows"])
     doc["table"] = quality_table(doc)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_quality.json").write_text(json.dumps(doc, indent=2, default=str))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_quality.json").write_text(json.dumps(doc, indent=2, default=str))
     try:
         from prunepilot.search.plots import plot_fronts_png
 
@@ -534,11 +616,12 @@ def main() -> None:
             for r in doc["rows"]
             if r["seed"] == 0
         }
-        plot_fronts_png(runs, args.out / "search_quality_fronts.png")
+        plot_fronts_png(runs, out / "search_quality_fronts.png")
     except Exception as exc:  # noqa: BLE001 - the table matters more than the figure
         print(f"(fronts plot skipped: {exc})")
     print_table(doc["table"])
-    print(f"total {doc['total_seconds']:.0f} s")
+    if "total_seconds" in doc:
+        print(f"total {doc['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -197,7 +197,8 @@ class Evaluator:
         ``evaluation.fit_points`` keep ratios, evenly spaced, for measured latency models (a
         predicted one answers :meth:`predict_latency_ms` itself: only the two ends are taken). An
         intermediate point whose pruned model fails is skipped. Returns the latency of the base
-        model and of the lower-bound model (the fastest a strategy can reach).
+        model and of the lower-bound model (the fastest a strategy can reach); the fit is shifted
+        to pass through the latter, so predicted and measured reachable minimum agree.
         """
         from prunepilot.errors import PruningError
 
@@ -216,7 +217,11 @@ class Evaluator:
             results.append(self.latency_of(model, policy.channels))
             macs.append(float(self.space.macs(policy.channels)))
             moved.append(float(sum(layer.bytes for layer in self.space.layers(policy.channels))))
-        self.fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
+        fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
+        # Anchor the fit at the lower bound: the reachable minimum the driver checks the budget
+        # against (measured) is then the one strategies and environments see (predicted).
+        shift = results[0].ms - fit(macs[0], moved[0])
+        self.fit = LatencyFit(intercept=fit.intercept + shift, slope=fit.slope, byte_slope=fit.byte_slope)
         return results[-1], results[0]
 
     def base_metrics(self) -> Metrics:

@@ -132,6 +132,7 @@ def summary_entry(
         "budget": budget,
         "strategy": strategy,
         "seeds": 3,
+        "seeds_within": 2,
         "acc_min": acc - 0.01,
         "acc_median": acc,
         "acc_max": acc + 0.005,
@@ -180,8 +181,8 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
         "versions": VERSIONS,
     }
     table = roundtrip(sq.quality_table(result))
-    keys = ["model", "budget", "strategy", "seeds", "evals_median", "acc_min", "acc_median", "acc_max", "hv_median",
-            "ft_median", "wall_median_s", "latency_kind"]  # fmt: skip
+    keys = ["model", "budget", "strategy", "seeds", "seeds_within", "evals_median", "acc_min", "acc_median",
+            "acc_max", "hv_median", "ft_median", "wall_median_s", "latency_kind"]  # fmt: skip
     assert table["rows"] == [[s[k] for k in keys] for s in summary]
     assert len(table["columns"]) == len(keys)
     notes = "\n".join(table["notes"])
@@ -195,13 +196,15 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "optuna-tpe 0.87 vs uniform 0.85: +2.00 points (beats uniform); optuna-tpe 0.87 vs random 0.86" in notes
     # hypervolume: optuna-tpe beats random; against optuna-tpe itself the best other is amc-ddpg, below it
     assert "optuna-tpe 6.6 vs random 6: +10.00% (beats random)" in notes
+    assert "within the budget (median over seeds)" in notes and "points over the budget count for nothing" in notes
     assert "amc-ddpg 5.5 vs optuna-tpe 6.6: -16.67% (does NOT beat optuna-tpe)" in notes
     # at 30% only uniform and amc-ddpg ran, without fine-tune
     assert "amc-ddpg 0.56 vs uniform 0.5: +6.00 points (beats uniform); random not run." in notes
     assert "At resnet20, 30%, test accuracy" not in notes and "optuna-tpe not run" in notes
     # the second model gets its own verdicts
     assert f"At {mnv2}, 50%, best accuracy" in notes and "autoslim 0.69 vs uniform 0.7: -1.00 points (does NOT" in notes
-    assert "autoslim on " + mnv2 + ": 60 training steps" in notes and "about the median random search's 60 s" in notes
+    assert "autoslim on " + mnv2 + ": 60 training steps" in notes
+    assert "about as long as the random searches it replaces, 60 s" in notes
     assert "re-run" in notes
     assert "metapruning" in notes and "evaluation budget: 40 evaluations" in notes and "Seeds: 3" in notes
     assert_honest_notes(table, "measured")
@@ -434,3 +437,16 @@ def test_run_all_passes_only_flags_the_scripts_accept() -> None:
         source = (BENCH / script).read_text()
         for flag in {a for a in quick + full if a.startswith("--")}:
             assert re.search(rf"add_argument\([^)]*\"{flag}\"", source), f"{script} has no {flag} option"
+
+
+def test_search_quality_budget_hypervolume() -> None:
+    sq = load("search_quality")
+    front = [
+        {"latency_ms": 2.0, "accuracy": 0.5},
+        {"latency_ms": 6.0, "accuracy": 0.8},
+        {"latency_ms": 12.0, "accuracy": 0.9},  # over the budget: counts for nothing
+    ]
+    # best acc 0 on [0, 2), 0.5 on [2, 6), 0.8 on [6, 10] -> (0.5 * 4 + 0.8 * 4) / 10
+    assert sq.budget_hypervolume(front, 10.0) == pytest.approx(0.52)
+    assert sq.budget_hypervolume(front, 1.0) == 0.0
+    assert sq.budget_hypervolume([], 10.0) == 0.0

@@ -73,3 +73,13 @@ def test_calibrate_fit_measures_fit_points_uniform_models_and_predicts_between_t
     )
     # the fitted predictor is closer to the truth than the old line through the two ends
     assert abs(ev.predict_latency_ms(mid.channels) - truth) < abs(two_point(ev.space.macs(mid.channels)) - truth)
+
+
+def test_calibrated_fit_passes_through_the_measured_lower_bound(tmp_path: Path) -> None:
+    """The budget check (driver, measured) and the strategies (fit) agree on the reachable minimum."""
+    cfg = validate_config(tiny_config(tmp_path, **{"evaluation.fit_points": 5}))
+    ev = Evaluator(cfg)
+    ev.latency = _Concave()  # type: ignore[assignment]
+    _, low = ev.calibrate_fit()
+    lowest = PruningPolicy.uniform(ev.space, cfg.evaluation.lower_bound)
+    assert ev.predict_latency_ms(lowest.channels) == pytest.approx(low.ms, rel=1e-9)

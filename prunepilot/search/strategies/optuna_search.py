@@ -34,11 +34,12 @@ class NSGA2Settings(ProjectedSettings):
     project: bool = Field(False, description="Shrink proposals into the latency budget.")
 
 
-def _optuna_search(sampler: Any, metric: str | list[str], mode: str | list[str], seed: int) -> Any:
+def _optuna_search(sampler: Any, metric: str | list[str], mode: str | list[str]) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     # Tune's max_concurrent_trials (from the ray config) limits concurrency for the searcher.
-    return OptunaSearch(sampler=sampler, metric=metric, mode=mode, seed=seed)
+    # The sampler carries the seed: OptunaSearch ignores (and warns about) its own with a sampler.
+    return OptunaSearch(sampler=sampler, metric=metric, mode=mode)
 
 
 @register_strategy
@@ -58,7 +59,7 @@ class OptunaTPE(RatioProposal):
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
-            search_alg=_optuna_search(sampler, "score", "max", ctx.seed),
+            search_alg=_optuna_search(sampler, "score", "max"),
         )
 
 
@@ -79,5 +80,5 @@ class OptunaNSGA2(RatioProposal):
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
-            search_alg=_optuna_search(sampler, ["accuracy", "latency_ms"], ["max", "min"], ctx.seed),
+            search_alg=_optuna_search(sampler, ["accuracy", "latency_ms"], ["max", "min"]),
         )
