@@ -414,6 +414,16 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
         machine_note(machine.get("cpu"), machine.get("cores"), machine.get("platform"), versions),
     ]
     notes += oneshot_notes(doc)
+    if len(doc.get("sources", [])) > 1:
+        notes.append(
+            "Combined from separate runs of this script (same settings unless listed): "
+            + "; ".join(
+                f"{src['file']}: strategies {src['settings'].get('strategies', '?')}, evaluations "
+                f"{src['settings'].get('evaluations', '?')}"
+                for src in doc["sources"]
+            )
+            + "."
+        )
     if doc.get("interrupted"):
         planned = [m for m in (settings.get("model"), settings.get("second_model")) if m]
         done = {r.get("model") for r in doc.get("rows", [])}
@@ -541,13 +551,26 @@ def main() -> None:
     ap.add_argument(
         "--from-partial",
         type=Path,
+        nargs="+",
         default=None,
-        help="no searches: summarise the rows of an interrupted run's search_quality.partial.json",
+        help="no searches: summarise the rows of these runs' JSON (an interrupted run's search_quality.partial.json, "
+        "or finished runs of other models, e.g. one per model) as one table",
     )
     args = ap.parse_args()
     if args.from_partial is not None:
-        doc = json.loads(args.from_partial.read_text())
-        doc["interrupted"] = True
+        docs = [json.loads(path.read_text()) for path in args.from_partial]
+        doc = {k: v for k, v in docs[0].items() if k not in ("summary", "table", "total_seconds")}
+        doc["rows"] = [row for d in docs for row in d["rows"]]
+        doc["calibration"] = [cal for d in docs for cal in d.get("calibration", [])]
+        pairs = zip(args.from_partial, docs, strict=True)
+        doc["sources"] = [{"file": str(path), "settings": d.get("settings", {})} for path, d in pairs]
+        models = list(dict.fromkeys(row["model"] for row in doc["rows"]))
+        doc["interrupted"] = any("summary" not in d for d in docs)
+        doc["settings"] = {
+            **doc.get("settings", {}),
+            "model": models[0] if models else "?",
+            "second_model": models[1] if len(models) > 1 else doc.get("settings", {}).get("second_model", ""),
+        }
         finish(doc, args.out)
         return
     if args.quick:  # a smoke run: one seed, no wall-clock calibration
