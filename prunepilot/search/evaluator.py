@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +188,12 @@ class Evaluator:
             return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
         if self.fit is None:
             raise RuntimeError("predict_latency_ms needs a LatencyFit; call calibrate_fit() or set .fit")
-        moved = sum(layer.bytes for layer in self.space.layers(widths)) if self.fit.byte_slope else 0.0
+        moved = self._bytes_moved(widths) if self.fit.byte_slope else 0.0
         return float(self.fit(self.space.macs(widths), moved))
+
+    def _bytes_moved(self, widths: Mapping[str, int]) -> float:
+        """Analytic fp32 traffic of the compute layers at ``widths`` (the fit's second feature)."""
+        return float(sum(layer.bytes for layer in self.space.layers(widths)))
 
     def calibrate_fit(self) -> tuple[LatencyResult, LatencyResult]:
         """Measure uniformly pruned models from the lower bound to 1; fit :attr:`fit`.
@@ -216,12 +220,11 @@ class Evaluator:
                 raise
             results.append(self.latency_of(model, policy.channels))
             macs.append(float(self.space.macs(policy.channels)))
-            moved.append(float(sum(layer.bytes for layer in self.space.layers(policy.channels))))
+            moved.append(self._bytes_moved(policy.channels))
         fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
         # Anchor the fit at the lower bound: the reachable minimum the driver checks the budget
         # against (measured) is then the one strategies and environments see (predicted).
-        shift = results[0].ms - fit(macs[0], moved[0])
-        self.fit = LatencyFit(intercept=fit.intercept + shift, slope=fit.slope, byte_slope=fit.byte_slope)
+        self.fit = replace(fit, intercept=fit.intercept + results[0].ms - fit(macs[0], moved[0]))
         return results[-1], results[0]
 
     def base_metrics(self) -> Metrics:

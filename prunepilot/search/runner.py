@@ -100,9 +100,7 @@ def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator
     setup = SearchSetup(
         config=cfg.model_dump(mode="json"),
         budget_ms=budget_ms,
-        fit_intercept=fit.intercept if fit else 0.0,
-        fit_slope=fit.slope if fit else 0.0,
-        fit_byte_slope=fit.byte_slope if fit else 0.0,
+        fit=asdict(fit) if fit else None,
         run_id=str(store.dir.resolve()),
         base_latency_ms=float(base["latency_ms"]),
     )

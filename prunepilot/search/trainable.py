@@ -43,11 +43,9 @@ class SearchSetup:
 
     config: dict[str, Any]
     budget_ms: float
-    fit_intercept: float
-    fit_slope: float
+    fit: dict[str, float] | None
     run_id: str
     base_latency_ms: float
-    fit_byte_slope: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -113,7 +111,7 @@ def search_trial(
     s = SearchSetup.from_json(setup)
     cfg = SearchConfig.model_validate(s.config)
     torch.set_num_threads(cfg.ray.torch_threads)
-    ev = get_evaluator(cfg, base_state, LatencyFit(s.fit_intercept, s.fit_slope, s.fit_byte_slope))
+    ev = get_evaluator(cfg, base_state, LatencyFit(**s.fit) if s.fit else None)
     seeded_key = f"_seeded_{s.run_id}"
     if prior and not getattr(ev, seeded_key, False):
         ev.seed_cache(prior)
