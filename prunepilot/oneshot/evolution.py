@@ -6,8 +6,11 @@ population from them by **mutation** (each group redrawn with probability ``muta
 **crossover** (each group from one of two parents). The constraint is enforced by
 **rejection**: a draw is kept only if its predicted latency lies in
 ``[min_budget_use * budget, budget]``, so no candidate exceeds the budget and none is
-needlessly small. Scoring is the caller's (generated weights plus BN recalibration for
-MetaPruning); nothing is trained here.
+needlessly small. When no draw lands in that band (a budget near the lattice's floor, where
+few assignments are that fast), the floor is dropped and the search runs in ``[0, budget]``
+(:attr:`EvolutionResult.floor_relaxed`); only a budget below every assignment raises.
+Scoring is the caller's (generated weights plus BN recalibration for MetaPruning); nothing
+is trained here.
 """
 
 from __future__ import annotations
@@ -55,11 +58,16 @@ class Individual:
 
 @dataclass
 class EvolutionResult:
-    """Every individual scored (best first in :attr:`ranked`) and the rejection counts."""
+    """Every individual scored (best first in :attr:`ranked`) and the rejection counts.
+
+    ``floor_ms`` is the band's lower end actually used: 0 when ``floor_relaxed`` (no draw fell
+    in ``[min_budget_use * budget, budget]``, so the floor was dropped).
+    """
 
     budget_ms: float
     floor_ms: float
     individuals: list[Individual] = field(default_factory=list)
+    floor_relaxed: bool = False
     rejected_over: int = 0
     rejected_under: int = 0
     duplicates: int = 0
@@ -82,8 +90,11 @@ def evolve(
 ) -> EvolutionResult:
     """Search width assignments with predicted latency in ``[min_budget_use*budget, budget]``.
 
+    If no draw falls in the band, the floor is dropped (``floor_relaxed``) and the search runs in
+    ``[0, budget]``.
+
     Raises:
-        ValueError: no assignment in the band was found (the message gives the reachable range).
+        ValueError: no assignment within the budget was found (the message gives the reachable range).
     """
     began = time.perf_counter()
     res = EvolutionResult(budget_ms, cfg.min_budget_use * budget_ms)
@@ -111,12 +122,20 @@ def evolve(
         return out
 
     population = draw(lambda: grid.random_around(gen), cfg.population)
+    if not population and res.floor_ms > 0:
+        if log:
+            log(f"no assignment in [{res.floor_ms:.4g}, {budget_ms:.4g}] ms; searching [0, {budget_ms:.4g}] ms")
+        res.floor_ms, res.floor_relaxed = 0.0, True
+        population = draw(lambda: grid.random_around(gen), cfg.population)
+        smallest = grid.smallest()
+        if not population and grid.key(smallest) not in seen and latency_of(smallest) <= budget_ms:
+            population = [(smallest, latency_of(smallest))]  # the floor itself fits: breed from it
     if not population:
         lo, hi = latency_of(grid.smallest()), latency_of(grid.full())
         raise ValueError(
-            f"no width assignment with predicted latency in [{res.floor_ms:.4g}, {budget_ms:.4g}] ms was found "
+            f"no width assignment with predicted latency at most {budget_ms:.4g} ms was found "
             f"in {cfg.population * cfg.max_attempts} draws; this lattice reaches [{lo:.4g}, {hi:.4g}] ms. "
-            "Lower min_budget_use, raise the budget, or lower evaluation.lower_bound"
+            "Raise the budget or lower evaluation.lower_bound"
         )
     for generation in range(cfg.generations):
         for w, lat in population:

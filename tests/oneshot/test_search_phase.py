@@ -9,6 +9,7 @@ from oneshot_helpers import Zoo, batches, tiny_data
 from prunepilot.oneshot import (
     EvolutionSearch,
     GreedySlimming,
+    PathStep,
     PruningNet,
     Score,
     Supernet,
@@ -117,3 +118,47 @@ def test_metapruning_search_with_generated_weights(zoo: Zoo) -> None:
     assert all(torch.equal(before[k], v) for k, v in _params(net).items())
     assert all(0.8 * budget <= i.latency_ms <= budget for i in res.individuals)
     assert 0.0 <= res.ranked[0].score.accuracy <= 1.0
+
+
+def test_autoslim_max_trials_scores_a_seeded_subset_per_step(zoo: Zoo) -> None:
+    sup = Supernet.build(zoo.model, zoo.example, space=zoo.space, verify=False)
+    grid = WidthGrid.from_space(zoo.space, 0.3, round_to=2)
+    data = batches(tiny_data(16), 8)
+    latency = lambda w: zoo.space.macs(w) / 1e6  # noqa: E731
+    stop = 0.6 * latency(grid.full())
+
+    def slim(max_trials: int | None, seed: int) -> list[PathStep]:
+        cfg = GreedySlimming(step_fraction=0.5, max_trials=max_trials)
+        gen = torch.Generator().manual_seed(seed)
+        return greedy_slim(sup, grid, latency, data[:1], data[1:], stop_ms=stop, cfg=cfg, gen=gen).path
+
+    full = slim(None, 0)
+    assert len(grid.names) > 2 and full[1].trials == len(grid.names)  # the paper's step: every group scored
+    sub = slim(2, 0)
+    assert all(p.trials <= 2 for p in sub[1:]) and sub[-1].latency_ms <= stop
+    lats = [p.latency_ms for p in sub]
+    assert all(b < a for a, b in zip(lats, lats[1:], strict=False))
+    assert [p.widths for p in slim(2, 0)] == [p.widths for p in sub]  # same seed, same path
+    paths = {tuple(tuple(sorted(p.widths.items())) for p in slim(1, s)) for s in range(6)}
+    assert len(paths) > 1  # the subset is drawn, not fixed
+
+
+def test_evolution_drops_the_floor_when_the_band_is_empty(zoo: Zoo) -> None:
+    grid = WidthGrid.from_space(zoo.space, 0.2)
+    latency = lambda w: zoo.space.macs(w) / 1e6  # noqa: E731
+    floor = latency(grid.smallest())
+    budget = 1.0005 * floor  # just above the lattice's floor; the band [b, b] holds no assignment
+    cfg = EvolutionSearch(population=4, parents=2, generations=2, min_budget_use=1.0, max_attempts=20)
+    res = evolve(_fake_score, grid, latency, budget, cfg, torch.Generator().manual_seed(0))
+    assert res.floor_relaxed and res.floor_ms == 0.0
+    assert res.individuals and all(i.latency_ms <= budget for i in res.individuals)
+    assert min(i.latency_ms for i in res.individuals) < cfg.min_budget_use * budget  # below the old floor
+    in_band = evolve(
+        _fake_score,
+        grid,
+        latency,
+        0.6 * latency(grid.full()),
+        cfg.model_copy(update={"min_budget_use": 0.5}),
+        torch.Generator().manual_seed(0),
+    )
+    assert not in_band.floor_relaxed and in_band.floor_ms > 0

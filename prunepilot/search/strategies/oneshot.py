@@ -202,7 +202,15 @@ class AutoSlimStrategy(Strategy):
         stop = s.stop_fraction * full_ms if s.stop_fraction is not None else ctx.budget_ms
         with torch.no_grad():
             path = greedy_slim(
-                run.supernet, run.grid, run.latency, run.calib, run.val, stop_ms=stop, cfg=s.slim, log=log.info
+                run.supernet,
+                run.grid,
+                run.latency,
+                run.calib,
+                run.val,
+                stop_ms=stop,
+                cfg=s.slim,
+                gen=torch.Generator().manual_seed(ctx.seed),
+                log=log.info,
             )
         run.timings["search_seconds"] = path.seconds
         for step in path.path:
@@ -268,6 +276,7 @@ class MetaPruningStrategy(Strategy):
                         "scored": len(found.individuals),
                         "rejected_over_budget": found.rejected_over,
                         "rejected_under_floor": found.rejected_under,
+                        "floor_relaxed": found.floor_relaxed,
                     },
                     weights=lambda w: net.generate(w),
                 )
