@@ -346,6 +346,57 @@ def comparison_notes(summary: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+#: the issue's targets: best searched strategy over uniform, no fine-tune, at 30% (points x 0.01) ...
+TARGET_NO_FT = (0.3, 0.03)
+#: ... and after the fine-tune at 50%
+TARGET_FT = (0.5, 0.005)
+#: strategies compared with random and TPE at equal evaluations (the one-shot ones get equal wall-clock)
+EQUAL_EVALUATIONS = ("optuna-nsga2", "amc-ddpg")
+
+
+def _best(
+    at: dict[tuple[float, str], dict[str, Any]], budget: float, key: str, names: Any
+) -> tuple[str, float] | None:
+    """The strategy among ``names`` with the highest ``key`` at ``budget``, and that value."""
+    scored = [(at[budget, n][key], n) for n in names if (budget, n) in at and at[budget, n][key] is not None]
+    return (max(scored)[1], max(scored)[0]) if scored else None
+
+
+def target_notes(summary: list[dict[str, Any]]) -> list[str]:
+    """The issue's three targets, each MET or NOT MET, per model (a target whose budget did not run is skipped)."""
+    notes = []
+    models = list(dict.fromkeys(s.get("model", "?") for s in summary))
+    for model in models:
+        at = {(s["budget"], s["strategy"]): s for s in summary if s.get("model", "?") == model}
+
+        searched = [n for (_b, n) in at if n not in BASELINES]
+        for (budget, margin), key, what in (
+            (TARGET_NO_FT, "acc_median", "no fine-tune"),
+            (TARGET_FT, "ft_median", "after the fine-tune"),
+        ):
+            top, ref = _best(at, budget, key, searched), at.get((budget, "uniform"), {}).get(key)
+            if top is None or ref is None:
+                continue
+            diff = top[1] - ref
+            verdict = "MET" if diff >= margin - 1e-12 else "NOT MET"
+            notes.append(
+                f"Target at {model}, {budget:.0%}, {what}: best searched strategy beats uniform by >= "
+                f"{100 * margin:.1f} points. {top[0]} {top[1]:.4g} vs uniform {ref:.4g} ({100 * diff:+.2f}): {verdict}."
+            )
+        for budget in sorted({b for (b, _n) in at}, reverse=True):
+            refs = _best(at, budget, "hv_median", ("random", "optuna-tpe"))
+            for group, names in (("equal evaluations", EQUAL_EVALUATIONS), ("equal wall-clock", ONESHOT)):
+                top = _best(at, budget, "hv_median", names)
+                if top is None or refs is None:
+                    continue
+                verdict = "MET" if top[1] > refs[1] else "NOT MET"
+                notes.append(
+                    f"Target at {model}, {budget:.0%}, HV within budget, {group}: {top[0]} {top[1]:.4g} vs the better "
+                    f"of random and optuna-tpe ({refs[0]} {refs[1]:.4g}): {verdict}."
+                )
+    return notes
+
+
 def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
     """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
     machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
@@ -453,6 +504,7 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     if doc.get("skipped_strategies"):
         notes.append(f"Not registered yet (not run): {', '.join(doc['skipped_strategies'])}.")
     notes += comparison_notes(summary)
+    notes += target_notes(summary)
     return {
         "title": "Search quality on Fashion-MNIST: every strategy at equal evaluations"
         + (" (quick)" if doc.get("quick") else ""),

@@ -213,6 +213,34 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0.8100/0.8200/0.8250" in out and "mobilenet_v2" in out
 
 
+def test_search_quality_target_verdicts() -> None:
+    sq = load("search_quality")
+    summary = [
+        summary_entry("uniform", 0.14, None, 0.10, budget=0.3),
+        summary_entry("autoslim", 0.18, None, 0.12, budget=0.3),
+        summary_entry("random", 0.16, None, 0.11, budget=0.3),
+        summary_entry("amc-ddpg", 0.15, None, 0.09, budget=0.3),
+        summary_entry("uniform", 0.50, 0.700, 0.30),
+        summary_entry("optuna-tpe", 0.52, 0.703, 0.35),
+        summary_entry("random", 0.51, 0.710, 0.33),
+        summary_entry("optuna-nsga2", 0.49, 0.702, 0.36),
+    ]
+    notes = "\n".join(sq.target_notes(summary))
+    # 30%, no fine-tune: autoslim +4 points over uniform (random is a baseline, not a searched strategy)
+    assert "Target at resnet20, 30%, no fine-tune: best searched strategy beats uniform by >= 3.0 points. " in notes
+    assert "autoslim 0.18 vs uniform 0.14 (+4.00): MET." in notes
+    # 50% after fine-tune: tpe +0.3 points only
+    assert "optuna-tpe 0.703 vs uniform 0.7 (+0.30): NOT MET." in notes
+    # HV: nsga2 0.36 beats the better of random/tpe (tpe 0.35); at 30% amc 0.09 loses to random 0.11, autoslim wins
+    assert "50%, HV within budget, equal evaluations: optuna-nsga2 0.36 vs the better of random and optuna-tpe" in notes
+    assert "(optuna-tpe 0.35): MET." in notes
+    assert "30%, HV within budget, equal evaluations: amc-ddpg 0.09 vs the better of random and optuna-tpe " in notes
+    assert "(random 0.11): NOT MET." in notes
+    assert "30%, HV within budget, equal wall-clock: autoslim 0.12 vs" in notes
+    assert "50%, HV within budget, equal wall-clock" not in notes  # no one-shot strategy ran there
+    assert "30%, after the fine-tune" not in notes  # no fine-tune figures at 30%
+
+
 def test_search_quality_calibrated_steps() -> None:
     sq = load("search_quality")
     pilot = {"oneshot_steps": 300, "train_seconds": 30.0, "wall_s": 80.0}
