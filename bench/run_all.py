@@ -6,12 +6,17 @@
 Benchmarks run sequentially (never two at once: they measure latency on this machine) and
 write into ``bench/results/<date>/`` (``<date>-quick/`` with ``--quick``, so a smoke run never
 overwrites a full result; BENCHMARKS.md shows a full result over a quick one). A benchmark that
-fails is reported and the others still run; the exit code is non-zero if any failed.
+fails is reported and the others still run; the exit code is non-zero if any failed. The run's
+own timing (seconds per benchmark, total against the 20/90-minute target) goes to
+``run_all.json`` in the same folder, which BENCHMARKS.md shows as a table too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -19,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: minutes each size must fit in on the 2-core machine (the issue's targets)
+TARGET_MINUTES = {"quick": 20, "full": 90}
 
 #: (script, quick args, full args); ``{out}`` is the results folder of this run. The sizes are
 #: chosen to fit this 2-core machine: --quick in about 20 minutes (measured 21.5 min on a quiet
@@ -45,6 +52,44 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
 ]
 
 
+def _commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def timing_doc(timings: list[dict[str, object]], total_s: float, size: str, partial: bool = False) -> dict[str, object]:
+    """``run_all.json``: seconds per benchmark and the total against the size's target."""
+    target = TARGET_MINUTES[size]
+    minutes = total_s / 60
+    verdict = "MET" if minutes <= target else "NOT MET"
+    notes = [
+        f"Total {minutes:.1f} min for the {size} run (target: {target} min on this 2-core machine): {verdict}"
+        + (" (a partial run with --only: not comparable with the target)." if partial else "."),
+        "Benchmarks run one after another; the time includes training (or loading from the cache) each base model.",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+        f"commit {_commit() or 'unknown'}.",
+    ]
+    failed = [str(t["script"]) for t in timings if t["exit"] != 0]
+    if failed:
+        notes.append(f"FAILED (non-zero exit): {', '.join(failed)}.")
+    return {
+        "benchmark": f"run_all_{size}",
+        "quick": size == "quick",
+        "total_seconds": total_s,
+        "timings": timings,
+        "table": {
+            "title": f"run_all.py{' --quick' if size == 'quick' else ''}: time per benchmark",
+            "columns": ["script", "arguments", "exit", "seconds"],
+            "rows": [[t["script"], t["args"], t["exit"], t["seconds"]] for t in timings],
+            "notes": notes,
+        },
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the ~20-minute configuration of every benchmark")
@@ -53,6 +98,8 @@ def main() -> int:
     out = HERE / "results" / (datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     failed = []
+    timings: list[dict[str, object]] = []
+    began = time.time()
     for script, quick, full in BENCHMARKS:
         if args.only and script.removesuffix(".py") not in args.only.split(","):
             continue
@@ -61,9 +108,14 @@ def main() -> int:
         print(f"\n=== {script} {' '.join(extra)}", flush=True)
         start = time.time()
         code = subprocess.call(cmd)
-        print(f"=== {script}: exit {code} after {time.time() - start:.0f} s", flush=True)
+        seconds = time.time() - start
+        print(f"=== {script}: exit {code} after {seconds:.0f} s", flush=True)
+        timings.append({"script": script, "args": " ".join(a.replace(str(out), "<out>") for a in extra),
+                        "exit": code, "seconds": seconds})  # fmt: skip
         if code != 0:
             failed.append(script)
+    doc = timing_doc(timings, time.time() - began, "quick" if args.quick else "full", partial=bool(args.only))
+    (out / "run_all.json").write_text(json.dumps(doc, indent=2))
     subprocess.call(
         [
             sys.executable,

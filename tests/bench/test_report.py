@@ -478,3 +478,27 @@ def test_search_quality_budget_hypervolume() -> None:
     assert sq.budget_hypervolume(front, 10.0) == pytest.approx(0.52)
     assert sq.budget_hypervolume(front, 1.0) == 0.0
     assert sq.budget_hypervolume([], 10.0) == 0.0
+
+
+def test_run_all_timing_table(tmp_path: Path, report: ModuleType) -> None:
+    run_all = load("run_all")
+    timings = [
+        {"script": "amc.py", "args": "--quick --out-dir <out>", "exit": 0, "seconds": 30.5},
+        {"script": "apply.py", "args": "--quick --out-dir <out>", "exit": 1, "seconds": 700.0},
+    ]
+    quick = roundtrip(run_all.timing_doc(timings, 1230.0, "quick"))
+    assert quick["table"]["rows"] == [[t["script"], t["args"], t["exit"], t["seconds"]] for t in timings]
+    notes = "\n".join(quick["table"]["notes"])
+    assert "Total 20.5 min for the quick run (target: 20 min on this 2-core machine): NOT MET." in notes
+    assert "FAILED (non-zero exit): apply.py." in notes
+    full = run_all.timing_doc(timings[:1], 80 * 60.0, "full")
+    assert "Total 80.0 min for the full run (target: 90 min on this 2-core machine): MET." in full["table"]["notes"][0]
+    assert not any("FAILED" in n for n in full["table"]["notes"])
+    # both sizes appear in BENCHMARKS.md: they are different benchmarks, not a quick one hidden by a full one
+    (tmp_path / "2026-01-01-quick").mkdir()
+    (tmp_path / "2026-01-01").mkdir()
+    (tmp_path / "2026-01-01-quick" / "run_all.json").write_text(json.dumps(quick))
+    (tmp_path / "2026-01-01" / "run_all.json").write_text(json.dumps(full))
+    rendered = report.render_all(tmp_path, tmp_path)
+    assert "### run_all.py --quick: time per benchmark" in rendered
+    assert "### run_all.py: time per benchmark" in rendered
