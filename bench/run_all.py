@@ -65,7 +65,11 @@ def timing_doc(timings: list[dict[str, object]], total_s: float, size: str, part
     """``run_all.json``: seconds per benchmark and the total against the size's target."""
     target = TARGET_MINUTES[size]
     minutes = total_s / 60
-    verdict = "MET" if minutes <= target else "NOT MET"
+    failed = [str(t["script"]) for t in timings if t["exit"] != 0]
+    if failed:
+        verdict = "not comparable with the target (a benchmark failed)"
+    else:
+        verdict = "MET" if minutes <= target else "NOT MET"
     notes = [
         f"Total {minutes:.1f} min for the {size} run (target: {target} min on this 2-core machine): {verdict}"
         + (" (a partial run with --only: not comparable with the target)." if partial else "."),
@@ -73,7 +77,6 @@ def timing_doc(timings: list[dict[str, object]], total_s: float, size: str, part
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
         f"commit {_commit() or 'unknown'}.",
     ]
-    failed = [str(t["script"]) for t in timings if t["exit"] != 0]
     if failed:
         notes.append(f"FAILED (non-zero exit): {', '.join(failed)}.")
     return {

@@ -213,6 +213,33 @@ def run_one(
     return rows
 
 
+def failed_rows(
+    model: str, strategy: str, budgets: list[float], seed: int, error: Exception, wall_s: float
+) -> list[dict[str, Any]]:
+    """Rows for a search that raised: no policy, no front, the error kept (the table counts the seed)."""
+    return [
+        {
+            "model": model,
+            "strategy": strategy,
+            "budget": b,
+            "seed": seed,
+            "budget_ms": None,
+            "evaluations": 0,
+            "wall_s": wall_s,
+            "shared_budgets": len(budgets),
+            "oneshot_steps": None,
+            "train_seconds": None,
+            "hypervolume": 0.0,
+            "best_acc": None,
+            "best_latency_ms": None,
+            "latency_kind": None,
+            "front": [],
+            "error": f"{type(error).__name__}: {error}",
+        }
+        for b in sorted(budgets, reverse=True)
+    ]
+
+
 def calibrated_steps(pilot: dict[str, Any], target_s: float, min_steps: int) -> int:
     """Training steps that make a one-shot search as long as ``target_s``, from a pilot run.
 
@@ -265,7 +292,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "acc_min": min(accs) if accs else None,
                 "acc_median": statistics.median(accs) if accs else None,
                 "acc_max": max(accs) if accs else None,
-                "hv_median": statistics.median(budget_hypervolume(r["front"], r["budget_ms"]) for r in rs),
+                "hv_median": statistics.median(
+                    budget_hypervolume(r["front"], r["budget_ms"]) if r["budget_ms"] else 0.0 for r in rs
+                ),
+                "failed": sum(1 for r in rs if r.get("error")),
                 "wall_median_s": statistics.median(r["wall_s"] for r in rs),
                 "evals_median": statistics.median(r["evaluations"] for r in rs),
                 "ft_median": statistics.median(ft) if ft else None,
@@ -503,6 +533,14 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"Whole benchmark: {doc['total_seconds'] / 60:.0f} min.")
     if doc.get("skipped_strategies"):
         notes.append(f"Not registered yet (not run): {', '.join(doc['skipped_strategies'])}.")
+    failures = [r for r in doc.get("rows", []) if r.get("error")]
+    seen_failures = {(r["model"], r["strategy"], r["seed"]): r["error"] for r in failures}
+    if seen_failures:
+        notes.append(
+            "FAILED searches (counted in 'seeds', with no policy): "
+            + "; ".join(f"{m} {st} seed {sd}: {err}" for (m, st, sd), err in seen_failures.items())
+            + "."
+        )
     notes += comparison_notes(summary)
     notes += target_notes(summary)
     return {
@@ -533,7 +571,12 @@ def print_table(table: dict[str, Any]) -> None:
 
 
 def run_model(
-    args: argparse.Namespace, model: str, budgets: list[float], strategies: list[str], doc: dict[str, Any]
+    args: argparse.Namespace,
+    model: str,
+    budgets: list[float],
+    strategies: list[str],
+    doc: dict[str, Any],
+    save: Any = None,
 ) -> None:
     """Every strategy x budget x seed on one model; rows and calibrations appended to ``doc``.
 
@@ -544,6 +587,8 @@ def run_model(
 
     def record(new: list[dict[str, Any]], started: float) -> None:
         rows.extend(new)
+        if save is not None:
+            save()  # rows so far, after every search
         for row in new:
             print(
                 f"{model} budget {row['budget']:.0%} {row['strategy']:>13} seed {row['seed']}: best acc "
@@ -556,18 +601,21 @@ def run_model(
         for strategy in (s for s in strategies if s not in ONESHOT):
             for seed in range(1 if strategy in DETERMINISTIC else args.seeds):
                 t = time.time()
-                record(run_one(args, model, strategy, [budget], seed), t)
+                record(guarded(args, model, strategy, [budget], seed), t)
     for strategy in (s for s in strategies if s in ONESHOT):
         steps = args.oneshot_steps
         for seed in range(args.seeds):
             t = time.time()
             randoms = [r["wall_s"] for r in rows if r["model"] == model and r["strategy"] == "random"]
             if seed > 0 or args.no_calibrate or not randoms:
-                record(run_one(args, model, strategy, budgets, seed, steps), t)
+                record(guarded(args, model, strategy, budgets, seed, steps), t)
                 continue
             # the one-shot run serves len(budgets) budgets: match the random searches it replaces
             target = statistics.median(randoms) * len(budgets)
-            pilot = run_one(args, model, strategy, budgets, seed, steps)
+            pilot = guarded(args, model, strategy, budgets, seed, steps)
+            if pilot[0].get("error"):
+                record(pilot, t)
+                continue
             steps = calibrated_steps(pilot[0], target, args.min_oneshot_steps)
             kept = steps == args.oneshot_steps or abs(pilot[0]["wall_s"] - target) <= WALL_TOLERANCE * target
             doc["calibration"].append(
@@ -586,7 +634,23 @@ def run_model(
                 steps = args.oneshot_steps
                 record(pilot, t)
             else:
-                record(run_one(args, model, strategy, budgets, seed, steps), t)
+                record(guarded(args, model, strategy, budgets, seed, steps), t)
+
+
+def guarded(
+    args: argparse.Namespace, model: str, strategy: str, budgets: list[float], seed: int, steps: int | None = None
+) -> list[dict[str, Any]]:
+    """:func:`run_one`, but a search that raises becomes rows with its error (the benchmark goes on).
+
+    E.g. a budget near the lattice's floor: each search measures the base and the lower-bound
+    model again, and on this CPU their ratio moves by several points between searches.
+    """
+    started = time.time()
+    try:
+        return run_one(args, model, strategy, budgets, seed, steps)
+    except Exception as exc:  # noqa: BLE001 - recorded in the row and the table's notes
+        print(f"{model} {strategy} seed {seed} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return failed_rows(model, strategy, budgets, seed, exc, time.time() - started)
 
 
 def main() -> None:
@@ -675,10 +739,12 @@ def main() -> None:
     partial = args.out / "search_quality.partial.json"
     # one local Ray for every search: its start-up is not charged to each strategy's wall-clock
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    def save() -> None:
+        partial.write_text(json.dumps(doc, indent=2, default=str))
+
     try:
         for model, budgets in plan:
-            run_model(args, model, budgets, strategies, doc)
-            partial.write_text(json.dumps(doc, indent=2, default=str))  # rows so far, if a later model fails
+            run_model(args, model, budgets, strategies, doc, save)
     finally:
         ray.shutdown()
     doc["total_seconds"] = time.time() - started

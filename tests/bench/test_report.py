@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -239,6 +239,33 @@ def test_search_quality_target_verdicts() -> None:
     assert "30%, HV within budget, equal wall-clock: autoslim 0.12 vs" in notes
     assert "50%, HV within budget, equal wall-clock" not in notes  # no one-shot strategy ran there
     assert "30%, after the fine-tune" not in notes  # no fine-tune figures at 30%
+
+
+def test_search_quality_a_failed_search_is_a_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    sq = load("search_quality")
+
+    def run_one(args: Any, model: str, strategy: str, budgets: list[float], seed: int, steps: Any = None) -> Any:
+        if seed == 1:
+            raise ValueError("budget 7.673 ms is below the reachable minimum of 8.613 ms")
+        front = [{"accuracy": 0.4, "latency_ms": 5.0}]
+        return [{"model": model, "strategy": strategy, "budget": b, "seed": seed, "budget_ms": 10.0, "evaluations": 12,
+                 "wall_s": 30.0, "hypervolume": 1.0, "best_acc": 0.4, "best_latency_ms": 5.0,
+                 "latency_kind": "measured", "front": front} for b in budgets]  # fmt: skip
+
+    monkeypatch.setattr(sq, "run_one", run_one)
+    saved: list[int] = []
+    doc: dict[str, Any] = {"rows": [], "calibration": []}
+    args = SimpleNamespace(seeds=3, no_calibrate=True, oneshot_steps=50, min_oneshot_steps=50)
+    sq.run_model(args, "resnet20", [0.3], ["random"], doc, save=lambda: saved.append(len(doc["rows"])))
+    assert [r["seed"] for r in doc["rows"]] == [0, 1, 2] and saved == [1, 2, 3]  # saved after every search
+    failed = doc["rows"][1]
+    assert failed["best_acc"] is None and failed["front"] == [] and "below the reachable minimum" in failed["error"]
+    (entry,) = sq.summarise(doc["rows"])
+    assert (entry["seeds"], entry["seeds_within"], entry["failed"]) == (3, 2, 1)
+    assert entry["hv_median"] == pytest.approx(sq.budget_hypervolume([{"accuracy": 0.4, "latency_ms": 5.0}], 10.0))
+    doc["summary"] = sq.summarise(doc["rows"])
+    notes = "\n".join(sq.quality_table(doc)["notes"])
+    assert "FAILED searches (counted in 'seeds', with no policy): resnet20 random seed 1: ValueError: budget" in notes
 
 
 def test_search_quality_calibrated_steps() -> None:
@@ -489,7 +516,9 @@ def test_run_all_timing_table(tmp_path: Path, report: ModuleType) -> None:
     quick = roundtrip(run_all.timing_doc(timings, 1230.0, "quick"))
     assert quick["table"]["rows"] == [[t["script"], t["args"], t["exit"], t["seconds"]] for t in timings]
     notes = "\n".join(quick["table"]["notes"])
-    assert "Total 20.5 min for the quick run (target: 20 min on this 2-core machine): NOT MET." in notes
+    assert "Total 20.5 min for the quick run (target: 20 min on this 2-core machine): not comparable" in notes
+    over = run_all.timing_doc(timings[:1], 1230.0, "quick")["table"]["notes"][0]
+    assert "Total 20.5 min for the quick run (target: 20 min on this 2-core machine): NOT MET." in over
     assert "FAILED (non-zero exit): apply.py." in notes
     full = run_all.timing_doc(timings[:1], 80 * 60.0, "full")
     assert "Total 80.0 min for the full run (target: 90 min on this 2-core machine): MET." in full["table"]["notes"][0]
