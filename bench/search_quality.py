@@ -686,13 +686,14 @@ def main() -> None:
         nargs="+",
         default=None,
         help="no searches: summarise the rows of these runs' JSON (an interrupted run's search_quality.partial.json, "
-        "or finished runs of other models, e.g. one per model) as one table",
+        "or finished runs of other models, e.g. one per model) as one table; where two files hold the same model "
+        "and strategy, the later file's rows replace the earlier's (a re-run wins)",
     )
     args = ap.parse_args()
     if args.from_partial is not None:
         docs = [json.loads(path.read_text()) for path in args.from_partial]
         doc = {k: v for k, v in docs[0].items() if k not in ("summary", "table", "total_seconds")}
-        doc["rows"] = [row for d in docs for row in d["rows"]]
+        doc["rows"] = merge_rows([d["rows"] for d in docs])
         doc["calibration"] = [cal for d in docs for cal in d.get("calibration", [])]
         pairs = zip(args.from_partial, docs, strict=True)
         doc["sources"] = [{"file": str(path), "settings": d.get("settings", {})} for path, d in pairs]
@@ -750,6 +751,15 @@ def main() -> None:
     doc["total_seconds"] = time.time() - started
     finish(doc, args.out)
     partial.unlink(missing_ok=True)
+
+
+def merge_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of several runs as one list; a later run's (model, strategy) replaces an earlier run's rows."""
+    merged: list[dict[str, Any]] = []
+    for rows in runs:
+        redone = {(r["model"], r["strategy"]) for r in rows}
+        merged = [r for r in merged if (r["model"], r["strategy"]) not in redone] + list(rows)
+    return merged
 
 
 def finish(doc: dict[str, Any], out: Path) -> None:

@@ -268,6 +268,20 @@ def test_search_quality_a_failed_search_is_a_row_not_a_crash(monkeypatch: pytest
     assert "FAILED searches (counted in 'seeds', with no policy): resnet20 random seed 1: ValueError: budget" in notes
 
 
+def test_search_quality_merge_rows_a_rerun_wins() -> None:
+    sq = load("search_quality")
+    first = [{"model": "a", "strategy": "random", "seed": s, "run": 1} for s in range(3)]
+    first += [{"model": "a", "strategy": "uniform", "seed": 0, "run": 1}]
+    first += [{"model": "b", "strategy": "random", "seed": 0, "run": 1}]
+    second = [{"model": "a", "strategy": "random", "seed": s, "run": 2} for s in range(3)]
+    second += [{"model": "a", "strategy": "autoslim", "seed": 0, "run": 2}]
+    merged = sq.merge_rows([first, second])
+    assert [(r["model"], r["strategy"], r["run"]) for r in merged] == [
+        ("a", "uniform", 1), ("b", "random", 1), ("a", "random", 2), ("a", "random", 2), ("a", "random", 2),
+        ("a", "autoslim", 2),
+    ]  # fmt: skip
+
+
 def test_search_quality_calibrated_steps() -> None:
     sq = load("search_quality")
     pilot = {"oneshot_steps": 300, "train_seconds": 30.0, "wall_s": 80.0}
