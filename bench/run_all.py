@@ -28,10 +28,14 @@ HERE = Path(__file__).resolve().parent
 TARGET_MINUTES = {"quick": 20, "full": 90}
 
 #: (script, quick args, full args); ``{out}`` is the results folder of this run. The sizes are
-#: chosen to fit this 2-core machine: --quick in about 20 minutes (measured 21.5 min on a quiet
-#: machine before oneshot's fine-tunes went from 3 seeds to 1, about 2 minutes less), the full
-#: run in about 90 (estimated from its parts' measured times; not yet timed end to end). Each
-#: script's own defaults are larger: run a script alone for its full-size figures.
+#: chosen to fit this 2-core machine. --quick: 19.1 min measured from a fresh clone (2026-11-24,
+#: /usr/bin/time). Full: NOT yet timed end to end. Its first attempt (2026-11-24, commit 85bf9d4)
+#: took 36 min for everything before search_quality (latency_predictors 7.1, amc 13.9 of which
+#: 7 training its base, oneshot 7.5, apply 4.6, throughput 2.0), then search_quality failed after
+#: 19 min (an unreachable budget, now recorded as a failed row). From the measured parts, the
+#: sizes below (amc's base 3 epochs on 10,000 images, one fine-tune seed for oneshot, 8
+#: evaluations per search) add up to about 88 min; AutoSlim on mobilenet_v2 alone takes about
+#: 6 min per seed. Each script's own defaults are larger: run a script alone for full-size figures.
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("analytic_costs.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("measure_repeatability.py", ["--out-dir", "{out}"], ["--out-dir", "{out}"]),
@@ -41,13 +45,17 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--evaluations", "12", "--out-dir", "{out}"],
         ["--evaluations", "24", "--out-dir", "{out}"],
     ),
-    ("amc.py", ["--quick", "--out-dir", "{out}"], ["--episodes", "60", "--out-dir", "{out}"]),
-    ("oneshot.py", ["--quick", "--ft-seeds", "1", "--out", "{out}"], ["--quick", "--out", "{out}"]),
+    (
+        "amc.py",
+        ["--quick", "--out-dir", "{out}"],
+        ["--episodes", "60", "--epochs", "3", "--train-subset", "10000", "--out-dir", "{out}"],
+    ),
+    ("oneshot.py", ["--quick", "--ft-seeds", "1", "--out", "{out}"], ["--quick", "--ft-seeds", "1", "--out", "{out}"]),
     ("apply.py", ["--quick", "--out-dir", "{out}"], ["--quick", "--epochs", "2", "--out-dir", "{out}"]),
     (
         "search_quality.py",
         ["--quick", "--out", "{out}"],
-        ["--evaluations", "12", "--finetune-batches", "60", "--out", "{out}"],
+        ["--evaluations", "8", "--finetune-batches", "60", "--out", "{out}"],
     ),
 ]
 
