@@ -516,7 +516,14 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
             "Combined from separate runs of this script (same settings unless listed): "
             + "; ".join(
                 f"{src['file']}: strategies {src['settings'].get('strategies', '?')}, evaluations "
-                f"{src['settings'].get('evaluations', '?')}"
+                f"{src['settings'].get('evaluations', '?')}, one-shot sizing "
+                + (
+                    f"{src['oneshot_sizing']['margin']:.0%} of the budget, {src['oneshot_sizing']['slim_trials']} "
+                    "AutoSlim groups per step"
+                    if src.get("oneshot_sizing")
+                    else "from before slim.max_trials (AutoSlim scores every group; one-shot searches aim at 90% of "
+                    "the smallest budget for AutoSlim and [90%, 100%] of each budget for MetaPruning)"
+                )
                 for src in doc["sources"]
             )
             + "."
@@ -696,7 +703,11 @@ def main() -> None:
         doc["rows"] = merge_rows([d["rows"] for d in docs])
         doc["calibration"] = [cal for d in docs for cal in d.get("calibration", [])]
         pairs = zip(args.from_partial, docs, strict=True)
-        doc["sources"] = [{"file": str(path), "settings": d.get("settings", {})} for path, d in pairs]
+        doc["sources"] = [
+            {"file": str(path), "settings": d.get("settings", {}), "oneshot_sizing": d.get("oneshot_sizing")}
+            for path, d in pairs
+        ]
+        doc.pop("oneshot_sizing", None)  # per source instead (see quality_table's "Combined" note)
         models = list(dict.fromkeys(row["model"] for row in doc["rows"]))
         doc["interrupted"] = any("summary" not in d for d in docs)
         doc["settings"] = {
