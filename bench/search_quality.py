@@ -32,6 +32,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ HV_BASELINES = ("random", "optuna-tpe")
 SECOND_MODEL = "torchvision:mobilenet_v2?adapt_stem=true&stem_stride=1"
 #: one-shot searches aim this share of each budget on predicted latency (margin for the fit's error)
 ONESHOT_MARGIN = 0.9
+#: MetaPruning's band starts at this share of each budget (its evolution's min_budget_use x margin)
+ONESHOT_FLOOR = 0.8
 #: groups AutoSlim scores per slimming step (drawn at random; the paper scores all)
 SLIM_TRIALS = 4
 #: a pilot one-shot run within this share of the target wall-clock is kept as seed 0
@@ -134,7 +137,7 @@ def oneshot_settings(
     return {
         **common,
         "train": {"steps": steps, "batch_size": 64, "lr": 0.01, "hidden": 16, "checkpoint_every": 100},
-        "search": {"population": 8, "parents": 3, "generations": 4, "min_budget_use": 0.8 / ONESHOT_MARGIN},
+        "search": {"population": 8, "parents": 3, "generations": 4, "min_budget_use": ONESHOT_FLOOR / ONESHOT_MARGIN},
         "budget_scales": [ONESHOT_MARGIN * b / budget for b in sorted(budgets, reverse=True)],
         "report_top": 3,
     }
@@ -187,56 +190,64 @@ def run_one(
     for b in sorted(budgets, reverse=True):
         budget_ms = result.budget_ms if b == budget else b * base_ms
         best = best_within_budget(result.candidates, budget_ms)
-        row: dict[str, Any] = {
-            "model": model,
-            "strategy": strategy,
-            "budget": b,
-            "seed": seed,
-            "budget_ms": budget_ms,
-            "evaluations": len(result.candidates),
-            "wall_s": wall,
-            "shared_budgets": len(budgets),
-            "oneshot_steps": cfg["strategy"].get("settings", {}).get("train", {}).get("steps"),
-            "train_seconds": train_s if strategy in ONESHOT else None,
-            "hypervolume": hv,
-            "best_acc": best["metrics"]["accuracy"] if best else None,
-            "best_latency_ms": best["metrics"]["latency_ms"] if best else None,
-            "latency_kind": best["metrics"]["latency_kind"] if best else None,
-            "base": result.base,
-            "front": [
+        row = result_row(
+            model,
+            strategy,
+            b,
+            seed,
+            budgets,
+            wall,
+            budget_ms=budget_ms,
+            evaluations=len(result.candidates),
+            oneshot_steps=cfg["strategy"].get("settings", {}).get("train", {}).get("steps"),
+            train_seconds=train_s if strategy in ONESHOT else None,
+            hypervolume=hv,
+            best_acc=best["metrics"]["accuracy"] if best else None,
+            best_latency_ms=best["metrics"]["latency_ms"] if best else None,
+            latency_kind=best["metrics"]["latency_kind"] if best else None,
+            base=result.base,
+            front=[
                 {"accuracy": c["metrics"]["accuracy"], "latency_ms": c["metrics"]["latency_ms"]} for c in result.front
             ],
-        }
+        )
         if best is not None and args.finetune_batches > 0:
             row["finetuned_test_acc"] = finetune_and_test(cfg, PruningPolicy.model_validate(best["policy"]), args)
         rows.append(row)
     return rows
 
 
+def result_row(
+    model: str, strategy: str, budget: float, seed: int, budgets: list[float], wall_s: float, **fields: Any
+) -> dict[str, Any]:
+    """One row of ``search_quality.json``: a search's outcome at one budget (``fields`` override the
+    defaults, which describe a search with no policy and no front)."""
+    return {
+        "model": model,
+        "strategy": strategy,
+        "budget": budget,
+        "seed": seed,
+        "budget_ms": 0.0,
+        "evaluations": 0,
+        "wall_s": wall_s,
+        "shared_budgets": len(budgets),
+        "oneshot_steps": None,
+        "train_seconds": None,
+        "hypervolume": 0.0,
+        "best_acc": None,
+        "best_latency_ms": None,
+        "latency_kind": None,
+        "front": [],
+        **fields,
+    }
+
+
 def failed_rows(
     model: str, strategy: str, budgets: list[float], seed: int, error: Exception, wall_s: float
 ) -> list[dict[str, Any]]:
     """Rows for a search that raised: no policy, no front, the error kept (the table counts the seed)."""
+    error_text = f"{type(error).__name__}: {error}"
     return [
-        {
-            "model": model,
-            "strategy": strategy,
-            "budget": b,
-            "seed": seed,
-            "budget_ms": None,
-            "evaluations": 0,
-            "wall_s": wall_s,
-            "shared_budgets": len(budgets),
-            "oneshot_steps": None,
-            "train_seconds": None,
-            "hypervolume": 0.0,
-            "best_acc": None,
-            "best_latency_ms": None,
-            "latency_kind": None,
-            "front": [],
-            "error": f"{type(error).__name__}: {error}",
-        }
-        for b in sorted(budgets, reverse=True)
+        result_row(model, strategy, b, seed, budgets, wall_s, error=error_text) for b in sorted(budgets, reverse=True)
     ]
 
 
@@ -292,9 +303,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "acc_min": min(accs) if accs else None,
                 "acc_median": statistics.median(accs) if accs else None,
                 "acc_max": max(accs) if accs else None,
-                "hv_median": statistics.median(
-                    budget_hypervolume(r["front"], r["budget_ms"]) if r["budget_ms"] else 0.0 for r in rs
-                ),
+                "hv_median": statistics.median(budget_hypervolume(r["front"], r["budget_ms"]) for r in rs),
                 "failed": sum(1 for r in rs if r.get("error")),
                 "wall_median_s": statistics.median(r["wall_s"] for r in rs),
                 "evals_median": statistics.median(r["evaluations"] for r in rs),
@@ -457,7 +466,7 @@ def oneshot_notes(doc: dict[str, Any]) -> list[str]:
     if sizing:
         notes.append(
             f"One-shot sizing: both aim {sizing['margin']:.0%} of each budget on predicted latency (AutoSlim's path "
-            f"stops there; MetaPruning searches [{sizing['margin'] - 0.1:.0%}, {sizing['margin']:.0%}] x budget, "
+            f"stops there; MetaPruning searches [{sizing['floor']:.0%}, {sizing['margin']:.0%}] x budget, "
             f"without the floor when nothing lies in that band); AutoSlim scores {sizing['slim_trials']} random "
             "groups per slimming step (the paper scores all); one-batch proxy scores."
         )
@@ -583,7 +592,7 @@ def run_model(
     budgets: list[float],
     strategies: list[str],
     doc: dict[str, Any],
-    save: Any = None,
+    save: Callable[[], None] | None = None,
 ) -> None:
     """Every strategy x budget x seed on one model; rows and calibrations appended to ``doc``.
 
@@ -736,7 +745,7 @@ def main() -> None:
         "quick": args.quick,
         "rows": [],
         "calibration": [],
-        "oneshot_sizing": {"margin": ONESHOT_MARGIN, "slim_trials": SLIM_TRIALS},
+        "oneshot_sizing": {"margin": ONESHOT_MARGIN, "floor": ONESHOT_FLOOR, "slim_trials": SLIM_TRIALS},
         "skipped_strategies": skipped,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
@@ -751,6 +760,7 @@ def main() -> None:
     partial = args.out / "search_quality.partial.json"
     # one local Ray for every search: its start-up is not charged to each strategy's wall-clock
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+
     def save() -> None:
         partial.write_text(json.dumps(doc, indent=2, default=str))
 

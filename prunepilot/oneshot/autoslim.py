@@ -184,7 +184,6 @@ def greedy_slim(
     result = SlimmingResult([PathStep(0, dict(widths), lat, score, None, 1)], scored=1)
     while lat > stop_ms and len(result.path) <= cfg.max_steps:
         best: tuple[tuple[float, float], str, Widths, float, Score] | None = None
-        trials = 0
         moves = []
         for name in grid.names:
             w = grid.step_down(widths, name, cfg.step_fraction)
@@ -199,7 +198,6 @@ def greedy_slim(
             moves = [moves[i] for i in keep]
         for name, trial, trial_lat in moves:
             s = supernet.score(trial, calib, val)
-            trials += 1
             if cfg.criterion == "accuracy":
                 key = s.key()
             else:
@@ -207,11 +205,11 @@ def greedy_slim(
                 key = ((s.accuracy - score.accuracy) / saved, -(s.loss - score.loss) / saved)
             if best is None or key > best[0]:
                 best = (key, name, trial, trial_lat, s)
-        result.scored += trials
+        result.scored += len(moves)
         if best is None:
             break  # every group is at its floor or cannot lower the latency
         _key, name, widths, lat, score = best
-        result.path.append(PathStep(len(result.path), dict(widths), lat, score, name, trials))
+        result.path.append(PathStep(len(result.path), dict(widths), lat, score, name, len(moves)))
         if log:
             log(f"slim step {len(result.path) - 1}: {name} -> {widths[name]}, {lat:.3f} ms, acc {score.accuracy:.4f}")
     result.seconds = time.perf_counter() - began

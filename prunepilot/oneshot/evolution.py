@@ -122,16 +122,16 @@ def evolve(
         return out
 
     population = draw(lambda: grid.random_around(gen), cfg.population)
+    lowest = latency_of(grid.smallest())
     if not population and res.floor_ms > 0:
         if log:
             log(f"no assignment in [{res.floor_ms:.4g}, {budget_ms:.4g}] ms; searching [0, {budget_ms:.4g}] ms")
         res.floor_ms, res.floor_relaxed = 0.0, True
         population = draw(lambda: grid.random_around(gen), cfg.population)
-        smallest = grid.smallest()
-        if not population and grid.key(smallest) not in seen and latency_of(smallest) <= budget_ms:
-            population = [(smallest, latency_of(smallest))]  # the floor itself fits: breed from it
+        if not population and lowest <= budget_ms:
+            population = [(grid.smallest(), lowest)]  # the floor itself fits: breed from it
     if not population:
-        lo, hi = latency_of(grid.smallest()), latency_of(grid.full())
+        lo, hi = lowest, latency_of(grid.full())
         raise ValueError(
             f"no width assignment with predicted latency at most {budget_ms:.4g} ms was found "
             f"in {cfg.population * cfg.max_attempts} draws; this lattice reaches [{lo:.4g}, {hi:.4g}] ms. "
