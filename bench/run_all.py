@@ -29,17 +29,18 @@ TARGET_MINUTES = {"quick": 20, "full": 90}
 
 #: (script, quick args, full args); ``{out}`` is the results folder of this run. The sizes are
 #: chosen to fit this 2-core machine. --quick: 19.1 min measured from a fresh clone (2026-11-24,
-#: /usr/bin/time). Full: NOT yet timed end to end. Its first attempt (2026-11-24, commit 85bf9d4)
-#: took 36 min for everything before search_quality (latency_predictors 7.1, amc 13.9 of which
-#: 7 training its base, oneshot 7.5, apply 4.6, throughput 2.0), then search_quality failed after
-#: 19 min (an unreachable budget, now recorded as a failed row). From the measured parts, the
-#: sizes below (amc's base 3 epochs on 10,000 images, one fine-tune seed for oneshot, 8
-#: evaluations per search) add up to about 88 min; AutoSlim on mobilenet_v2 alone takes about
-#: 6 min per seed. Each script's own defaults are larger: run a script alone for full-size figures.
+#: /usr/bin/time). Full: its second attempt (2026-11-24, commit c7791f9, fresh clone) measured
+#: analytic_costs 18 s, repeatability 25 s, latency_predictors 442 s, throughput 123 s, amc 402 s
+#: (its base trained in it), oneshot 377 s, apply 362 s, and search_quality's ResNet-20 part 31
+#: min; it was stopped at 62 min, before mobilenet_v2 (estimated 30-35 min more, AutoSlim alone
+#: about 6 min a seed), as it would not have fit. So the full run now uses latency_predictors'
+#: quick size (its full-size result, 7 min alone, is committed separately) and AutoSlim scores 2
+#: groups per slimming step instead of 4. Each script's own defaults are larger: run a script
+#: alone for full-size figures.
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("analytic_costs.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
     ("measure_repeatability.py", ["--out-dir", "{out}"], ["--out-dir", "{out}"]),
-    ("latency_predictors.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
+    ("latency_predictors.py", ["--quick", "--out-dir", "{out}"], ["--quick", "--out-dir", "{out}"]),
     (
         "search_throughput.py",
         ["--evaluations", "12", "--out-dir", "{out}"],
@@ -55,7 +56,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     (
         "search_quality.py",
         ["--quick", "--out", "{out}"],
-        ["--evaluations", "8", "--finetune-batches", "60", "--out", "{out}"],
+        ["--evaluations", "8", "--finetune-batches", "60", "--slim-trials", "2", "--out", "{out}"],
     ),
 ]
 

@@ -20,7 +20,10 @@ split; search-time accuracies are on the held-out split of the training data.
 
 Writes ``bench/results/<date>/search_quality.json`` (``--out``) and ``search_quality_fronts.png``;
 the JSON carries the table (:func:`quality_table`, the one the script prints) from which
-``bench/report.py`` generates BENCHMARKS.md.
+``bench/report.py`` generates BENCHMARKS.md. ``--from-partial`` summarises finished or
+interrupted runs' JSON instead of searching; rows from more than one run make a table of their
+own (benchmark ``search_quality_combined``, titled "combined from N runs"), shown beside the
+newest single run's, never in its place.
 """
 
 from __future__ import annotations
@@ -113,7 +116,12 @@ def base_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
 
 def oneshot_settings(
-    strategy: str, steps: int, checkpoint_dir: Path, budgets: list[float], budget: float
+    strategy: str,
+    steps: int,
+    checkpoint_dir: Path,
+    budgets: list[float],
+    budget: float,
+    slim_trials: int | None = SLIM_TRIALS,
 ) -> dict[str, Any]:
     """Sizes of the one-shot methods here: one-batch proxies, ``steps`` training steps.
 
@@ -122,7 +130,8 @@ def oneshot_settings(
     land within it: AutoSlim's slimming path runs down to 90% of the smallest budget, and
     MetaPruning's evolution runs once per budget in [0.8, 0.9] x budget (``budget_scales``,
     ``min_budget_use``; the floor is dropped when nothing lies in that band). AutoSlim scores
-    ``SLIM_TRIALS`` groups per slimming step, drawn at random, instead of every group: with 25
+    ``slim_trials`` groups per slimming step (``--slim-trials``, default ``SLIM_TRIALS``), drawn at
+    random, instead of every group: with 25
     groups (mobilenet_v2) and about 2 s per proxy score here, the paper's full step alone
     outlasts the random searches it is compared with.
     """
@@ -131,7 +140,7 @@ def oneshot_settings(
         return {
             **common,
             "train": {"steps": steps, "batch_size": 64, "lr": 0.02, "random_widths": 1, "checkpoint_every": 100},
-            "slim": {"step_fraction": 0.5, "max_trials": SLIM_TRIALS},
+            "slim": {"step_fraction": 0.5, "max_trials": slim_trials},
             "stop_fraction": ONESHOT_MARGIN * budget,
         }
     return {
@@ -177,7 +186,7 @@ def run_one(
     with tempfile.TemporaryDirectory() as tmp:
         if strategy in ONESHOT:  # never resume an older run's training: its wall-clock would be free
             cfg["strategy"]["settings"] = oneshot_settings(
-                strategy, steps or args.oneshot_steps, Path(tmp) / "ckpt", budgets, budget
+                strategy, steps or args.oneshot_steps, Path(tmp) / "ckpt", budgets, budget, args.slim_trials
             )
         start = time.time()
         result = run_search(validate_config(cfg), Path(tmp) / "run", progress=False)
@@ -561,7 +570,8 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     notes += target_notes(summary)
     return {
         "title": "Search quality on Fashion-MNIST: every strategy at equal evaluations"
-        + (" (quick)" if doc.get("quick") else ""),
+        + (" (quick)" if doc.get("quick") else "")
+        + (f" (combined from {len(doc['sources'])} runs)" if len(doc.get("sources", [])) > 1 else ""),
         "columns": COLUMNS,
         "rows": [summary_row(s) for s in summary],
         "notes": notes,
@@ -691,6 +701,9 @@ def main() -> None:
         "--no-calibrate", action="store_true", help="one-shot strategies keep --oneshot-steps (no wall-clock match)"
     )
     ap.add_argument("--min-oneshot-steps", type=int, default=50, help="floor of the calibrated one-shot steps")
+    ap.add_argument(
+        "--slim-trials", type=int, default=SLIM_TRIALS, help="groups AutoSlim scores per slimming step (at random)"
+    )
     ap.add_argument("--device", default="local-cpu-cputime")
     ap.add_argument("--latency-batch", type=int, default=32)
     ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
@@ -711,12 +724,10 @@ def main() -> None:
         doc = {k: v for k, v in docs[0].items() if k not in ("summary", "table", "total_seconds")}
         doc["rows"] = merge_rows([d["rows"] for d in docs])
         doc["calibration"] = [cal for d in docs for cal in d.get("calibration", [])]
-        pairs = zip(args.from_partial, docs, strict=True)
-        doc["sources"] = [
-            {"file": str(path), "settings": d.get("settings", {}), "oneshot_sizing": d.get("oneshot_sizing")}
-            for path, d in pairs
-        ]
+        doc["sources"] = combined_sources(args.from_partial, docs)
         doc.pop("oneshot_sizing", None)  # per source instead (see quality_table's "Combined" note)
+        if len(doc["sources"]) > 1:  # not one run: its own table, beside the newest single run's
+            doc["benchmark"] = "search_quality_combined"
         models = list(dict.fromkeys(row["model"] for row in doc["rows"]))
         doc["interrupted"] = any("summary" not in d for d in docs)
         doc["settings"] = {
@@ -745,7 +756,7 @@ def main() -> None:
         "quick": args.quick,
         "rows": [],
         "calibration": [],
-        "oneshot_sizing": {"margin": ONESHOT_MARGIN, "floor": ONESHOT_FLOOR, "slim_trials": SLIM_TRIALS},
+        "oneshot_sizing": {"margin": ONESHOT_MARGIN, "floor": ONESHOT_FLOOR, "slim_trials": args.slim_trials},
         "skipped_strategies": skipped,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
@@ -772,6 +783,19 @@ def main() -> None:
     doc["total_seconds"] = time.time() - started
     finish(doc, args.out)
     partial.unlink(missing_ok=True)
+
+
+def combined_sources(paths: list[Path], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs behind a ``--from-partial`` table; a file that is itself combined lists its own sources."""
+    sources: list[dict[str, Any]] = []
+    for path, d in zip(paths, docs, strict=True):
+        if d.get("sources"):
+            sources += d["sources"]
+        else:
+            sources.append(
+                {"file": str(path), "settings": d.get("settings", {}), "oneshot_sizing": d.get("oneshot_sizing")}
+            )
+    return sources
 
 
 def merge_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from prunepilot.envs import PruningEnv
 from prunepilot.policies.agents import get_agent
@@ -152,6 +153,9 @@ def run_agent(
     evals_before = pruning_env.evaluations
     start = time.perf_counter()
     model = spec.build(pruning_env, config, steps)
+    # Our own silent logger: SB3's default (verbose=0, no tensorboard) still makes an empty
+    # tempdir/SB3-<time> folder on every learn(), one per trial, and never removes it.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     recorder = EpisodeRecorder(config.episodes, on_episode)
     model.learn(total_timesteps=config.episodes * steps, callback=recorder)
     records = recorder.records

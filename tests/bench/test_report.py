@@ -282,6 +282,46 @@ def test_search_quality_merge_rows_a_rerun_wins() -> None:
     ]  # fmt: skip
 
 
+def test_search_quality_combined_runs_get_their_own_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: ModuleType
+) -> None:
+    sq = load("search_quality")
+    base = {"accuracy": 0.9, "latency_ms": 10.0, "latency_kind": "measured"}
+
+    def run_doc(strategy: str, acc: float, **extra: Any) -> dict[str, Any]:
+        rows = [
+            sq.result_row("resnet20", strategy, 0.5, seed, [0.5], 10.0, best_acc=acc, best_latency_ms=4.0,
+                          latency_kind="measured", base=base, budget_ms=5.0)
+            for seed in range(2)
+        ]  # fmt: skip
+        return {"benchmark": "search_quality", "rows": rows, "settings": {"evaluations": "8"}, **extra}
+
+    single, other = tmp_path / "single.json", tmp_path / "other.json"
+    single.write_text(json.dumps(run_doc("random", 0.6, oneshot_sizing={"margin": 0.9, "slim_trials": 4})))
+    other.write_text(json.dumps(run_doc("uniform", 0.5)))
+    # one run summarised again is still that run's table
+    monkeypatch.setattr("sys.argv", ["sq", "--from-partial", str(single), "--out", str(tmp_path / "one")])
+    sq.main()
+    alone = json.loads((tmp_path / "one" / "search_quality.json").read_text())
+    assert alone["benchmark"] == "search_quality" and "combined" not in alone["table"]["title"]
+    # two runs make a combined table, which names both sources
+    monkeypatch.setattr("sys.argv", ["sq", "--from-partial", str(single), str(other), "--out", str(tmp_path / "two")])
+    sq.main()
+    combined = json.loads((tmp_path / "two" / "search_quality.json").read_text())
+    assert combined["benchmark"] == "search_quality_combined"
+    assert combined["table"]["title"].endswith("(combined from 2 runs)")
+    assert [s["file"] for s in combined["sources"]] == [str(single), str(other)]
+    # combining a combined file keeps its original sources, and both tables are shown
+    monkeypatch.setattr("sys.argv", ["sq", "--from-partial", str(tmp_path / "two" / "search_quality.json"),
+                                     "--out", str(tmp_path / "three")])  # fmt: skip
+    sq.main()
+    again = json.loads((tmp_path / "three" / "search_quality.json").read_text())
+    assert [s["file"] for s in again["sources"]] == [str(single), str(other)]
+    assert again["benchmark"] == "search_quality_combined" and again["rows"] == combined["rows"]
+    shown = report.newest_results(tmp_path)
+    assert set(shown) == {"search_quality", "search_quality_combined"}
+
+
 def test_search_quality_calibrated_steps() -> None:
     sq = load("search_quality")
     pilot = {"oneshot_steps": 300, "train_seconds": 30.0, "wall_s": 80.0}

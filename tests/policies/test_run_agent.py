@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +56,14 @@ def test_greedy_episode_is_deterministic_and_within_budget(make_tiny_env: Callab
     a, b = greedy_episode(result.model, env), greedy_episode(result.model, env)
     assert a.policy.channels == b.policy.channels and b.cache_hit
     assert a.predicted_latency_ms <= env.budget_ms
+
+
+def test_run_agent_leaves_no_sb3_log_folder(
+    make_tiny_env: Callable[..., PruningEnv], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SB3's default logger makes an empty ``tempdir/SB3-<time>`` per learn(); ours writes nothing."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    result = run_agent(make_tiny_env(0.4), AgentConfig(name="amc-ddpg", episodes=3, warmup_episodes=2, seed=0))
+    assert len(result.episodes) == 3
+    assert list(tmp_path.iterdir()) == []
