@@ -35,7 +35,8 @@ TARGET_MINUTES = {"quick": 20, "full": 90}
 #: min; it was stopped at 62 min, before mobilenet_v2 (estimated 30-35 min more, AutoSlim alone
 #: about 6 min a seed), as it would not have fit. So the full run now uses latency_predictors'
 #: quick size (its full-size result, 7 min alone, is committed separately) and AutoSlim scores 2
-#: groups per slimming step instead of 4. Each script's own defaults are larger: run a script
+#: groups per slimming step instead of 4. Timed so (commit 915b0dc, fresh clone, /usr/bin/time):
+#: 1:26:14, search_quality 67 min of it. Each script's own defaults are larger: run a script
 #: alone for full-size figures.
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("analytic_costs.py", ["--quick", "--out-dir", "{out}"], ["--out-dir", "{out}"]),
