@@ -130,10 +130,9 @@ def oneshot_settings(
     land within it: AutoSlim's slimming path runs down to 90% of the smallest budget, and
     MetaPruning's evolution runs once per budget in [0.8, 0.9] x budget (``budget_scales``,
     ``min_budget_use``; the floor is dropped when nothing lies in that band). AutoSlim scores
-    ``slim_trials`` groups per slimming step (``--slim-trials``, default ``SLIM_TRIALS``), drawn at
-    random, instead of every group: with 25
-    groups (mobilenet_v2) and about 2 s per proxy score here, the paper's full step alone
-    outlasts the random searches it is compared with.
+    ``slim_trials`` groups per slimming step (``--slim-trials``, default ``SLIM_TRIALS``), drawn
+    at random, instead of every group: with 25 groups (mobilenet_v2) and about 2 s per proxy
+    score here, the paper's full step alone outlasts the random searches it is compared with.
     """
     common = {"checkpoint_dir": str(checkpoint_dir), "bn_batches": 1, "val_batches": 1}
     if strategy == "autoslim":
@@ -529,7 +528,7 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
         machine_note(machine.get("cpu"), machine.get("cores"), machine.get("platform"), versions),
     ]
     notes += oneshot_notes(doc)
-    if len(doc.get("sources", [])) > 1:
+    if is_combined(doc):
         notes.append(
             "Combined from separate runs of this script (same settings unless listed): "
             + "; ".join(
@@ -571,7 +570,7 @@ def quality_table(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "title": "Search quality on Fashion-MNIST: every strategy at equal evaluations"
         + (" (quick)" if doc.get("quick") else "")
-        + (f" (combined from {len(doc['sources'])} runs)" if len(doc.get("sources", [])) > 1 else ""),
+        + (f" (combined from {len(doc['sources'])} runs)" if is_combined(doc) else ""),
         "columns": COLUMNS,
         "rows": [summary_row(s) for s in summary],
         "notes": notes,
@@ -726,7 +725,7 @@ def main() -> None:
         doc["calibration"] = [cal for d in docs for cal in d.get("calibration", [])]
         doc["sources"] = combined_sources(args.from_partial, docs)
         doc.pop("oneshot_sizing", None)  # per source instead (see quality_table's "Combined" note)
-        if len(doc["sources"]) > 1:  # not one run: its own table, beside the newest single run's
+        if is_combined(doc):  # not one run: its own table, beside the newest single run's
             doc["benchmark"] = "search_quality_combined"
         models = list(dict.fromkeys(row["model"] for row in doc["rows"]))
         doc["interrupted"] = any("summary" not in d for d in docs)
@@ -783,6 +782,11 @@ def main() -> None:
     doc["total_seconds"] = time.time() - started
     finish(doc, args.out)
     partial.unlink(missing_ok=True)
+
+
+def is_combined(doc: dict[str, Any]) -> bool:
+    """Whether a ``search_quality.json`` document merges rows from more than one run."""
+    return len(doc.get("sources", [])) > 1
 
 
 def combined_sources(paths: list[Path], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
