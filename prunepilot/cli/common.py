@@ -24,11 +24,15 @@ def fail_on_error() -> Iterator[None]:
 
 
 def parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
-    """Parse ``1,3,32,32`` into a shape tuple, or raise naming the flag."""
-    try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        shape = ()
-    if len(shape) < 2 or any(s <= 0 for s in shape):
-        raise ConfigError(f"{flag} {text!r} is not a shape; give positive sizes like 1,3,32,32")
-    return shape
+    """Parse ``1,3,32,32`` (or ``1x3x32x32``) into a shape tuple, or raise naming the flag.
+
+    Every part must be a positive integer: ``1,3,x`` or ``1,3,,32`` are refused, not shortened.
+    """
+    parts = [p.strip() for p in text.strip().split("," if "," in text else "x")]
+    bad = [p for p in parts if not (p.isascii() and p.isdigit() and int(p) > 0)]
+    if bad or len(parts) < 2:
+        what = f"{bad[0]!r} is not a positive integer" if bad else "a shape needs at least 2 sizes"
+        raise ConfigError(
+            f"{flag} {text!r} is not a shape ({what}); give positive integer sizes like 1,3,32,32 (N,C,H,W)"
+        )
+    return tuple(int(p) for p in parts)

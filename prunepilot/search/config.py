@@ -8,11 +8,15 @@ happens in exactly one place: :mod:`prunepilot.search.trainable`.
 
 from __future__ import annotations
 
+import difflib
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from prunepilot.data import DataConfig
 from prunepilot.errors import ConfigError
@@ -20,7 +24,8 @@ from prunepilot.training import TrainConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `inf`, `.inf`, `1e400` (which overflows to inf) and `nan` are refused
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -60,7 +65,7 @@ class DeviceSection(_Strict):
 class BudgetSection(_Strict):
     """The latency budget: absolute milliseconds or a fraction of the base model's latency."""
 
-    ms: float | None = Field(None, gt=0, description="Budget in milliseconds on the device.")
+    ms: float | None = Field(None, gt=0, description="Budget in milliseconds on the device (a finite number > 0).")
     fraction: float | None = Field(
         None, gt=0, le=1, description="Budget as a fraction of the base model's latency (0, 1]."
     )
@@ -97,6 +102,14 @@ class EvaluationSection(_Strict):
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, v: str) -> str:
+        from prunepilot.pruning import canonical_importance
+
+        canonical_importance(v)  # raises ValueError listing the criteria; the name is kept as given
+        return v
 
 
 class StrategySection(_Strict):
@@ -154,21 +167,72 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> SearchConfig:
-    """Validate a plain dict; raises :class:`ConfigError` naming the field and accepted values."""
+    """Validate a plain dict; raises :class:`ConfigError` naming the field and accepted values.
+
+    Besides the fields' own checks, the strategy (name and settings), the device and the latency
+    model names are looked up here, so a bad name is refused before any model, data or Ray.
+    """
     try:
         cfg = SearchConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors()[:5]:
-            where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            got = err.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"field {where!r}: {err['msg']}{shown}")
+        lines = [_error_line(err) for err in exc.errors()[:5]]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     from prunepilot.search.strategies import check_strategy
 
     check_strategy(cfg.strategy.name, cfg.strategy.settings)
+    _check_device(cfg, source)
     return cfg
+
+
+def _check_device(cfg: SearchConfig, source: str) -> None:
+    """Look up ``device.name`` and the latency model names (cheap: YAML files and a registry)."""
+    from prunepilot.hw_models.devices import load_device
+    from prunepilot.hw_models.registry import latency_model_class
+
+    checks: list[tuple[str, Callable[[str], object], str]] = [("device.name", load_device, cfg.device.name)]
+    checks += [
+        (f"device.{key}", latency_model_class, name)
+        for key, name in (("latency_model", cfg.device.latency_model), ("remeasure_with", cfg.device.remeasure_with))
+        if name is not None
+    ]
+    for where, look_up, name in checks:
+        try:
+            look_up(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: field {where!r}: {exc}") from None
+
+
+def _error_line(err: ErrorDetails) -> str:
+    """One pydantic error as ``field 'a.b': what is wrong (got X); what is accepted``."""
+    loc = tuple(err["loc"])
+    where = ".".join(str(x) for x in loc) or "(top level)"
+    section, field = _section_of(loc)
+    if err["type"] == "extra_forbidden":
+        accepted = list(section.model_fields) if section is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), accepted, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        owner = ".".join(str(x) for x in loc[:-1]) or "the top level"
+        return f"unknown field {where!r}{hint}; accepted fields of {owner}: {', '.join(accepted) or '(none)'}"
+    got = err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    shown = "" if isinstance(got, dict) or repr(got) in msg else f" (got {got!r})"
+    described = section.model_fields[field].description if section is not None and field else None
+    return f"field {where!r}: {msg}{shown}" + (f"; {' '.join(described.split())}" if described else "")
+
+
+def _section_of(loc: tuple[int | str, ...]) -> tuple[type[BaseModel] | None, str | None]:
+    """The pydantic model that declares (or would declare) the field at ``loc``, and its name."""
+    model: type[BaseModel] | None = SearchConfig
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part)) if model is not None else None
+        if info is None:
+            return None, None
+        candidates = (info.annotation, *get_args(info.annotation))
+        model = next((t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    if model is None or not loc:
+        return model, None
+    name = str(loc[-1])
+    return model, name if name in model.model_fields else None
 
 
 def load_config(path: str | Path, overrides: Overrides | None = None) -> SearchConfig:
@@ -193,17 +257,21 @@ def budget_override(text: str | None) -> Overrides:
     if text is None:
         return {}
     t = text.strip().lower()
+    key, number, per = "ms", t.removesuffix("ms"), 1.0
+    if t.endswith("%"):
+        key, number, per = "fraction", t[:-1], 100.0
+    elif t.endswith("x"):
+        key, number = "fraction", t[:-1]
     try:
-        if t.endswith("%"):
-            return {"budget": {"fraction": float(t[:-1]) / 100}}
-        if t.endswith("x"):
-            return {"budget": {"fraction": float(t[:-1])}}
-        return {"budget": {"ms": float(t.removesuffix("ms"))}}
+        value = float(number) / per
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
         raise ConfigError(
-            f"--budget {text!r} is not understood; give milliseconds (12.5 or 12.5ms) or a fraction "
+            f"--budget {text!r} is not understood; give finite milliseconds (12.5 or 12.5ms) or a fraction "
             "of the base latency (50% or 0.5x)"
-        ) from None
+        )
+    return {"budget": {key: value}}
 
 
 Kind = Literal["measured", "predicted"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,8 @@ class Evaluator:
         from prunepilot.models import build_model, load_model
 
         self.cfg = cfg
+        # The device's latency model first: a bad device or setting fails before data and model.
+        self.latency, self.batch_size = build_latency_model(cfg)
         torch.manual_seed(cfg.seed)
         self.data = build_data(cfg.data)
         c, h, w = self.data.input_shape
@@ -125,7 +127,6 @@ class Evaluator:
         ev = cfg.evaluation
         self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
         self.val = [(x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches]
-        self.latency, self.batch_size = build_latency_model(cfg)
         self.fit: LatencyFit | None = None
         self._cache: dict[tuple[int, ...], Metrics] = {}
         #: Whether the last :meth:`evaluate` call was answered from the cache.
@@ -195,7 +196,9 @@ class Evaluator:
         """Analytic fp32 traffic of the compute layers at ``widths`` (the fit's second feature)."""
         return float(sum(layer.bytes for layer in self.space.layers(widths)))
 
-    def calibrate_fit(self) -> tuple[LatencyResult, LatencyResult]:
+    def calibrate_fit(
+        self, on_range: Callable[[LatencyResult, LatencyResult], object] | None = None
+    ) -> tuple[LatencyResult, LatencyResult]:
         """Measure uniformly pruned models from the lower bound to 1; fit :attr:`fit`.
 
         ``evaluation.fit_points`` keep ratios, evenly spaced, for measured latency models (a
@@ -203,29 +206,55 @@ class Evaluator:
         intermediate point whose pruned model fails is skipped. Returns the latency of the base
         model and of the lower-bound model (the fastest a strategy can reach); the fit is shifted
         to pass through the latter, so predicted and measured reachable minimum agree.
+
+        The two ends are measured first and handed to ``on_range(base, lowest)`` before any
+        intermediate point, so a budget check that raises there costs two measurements, not all.
         """
         from prunepilot.errors import PruningError
 
         lower = self.cfg.evaluation.lower_bound
         points = self.cfg.evaluation.fit_points if self.latency.requires_model else 2
         ratios = [lower + (1.0 - lower) * i / (points - 1) for i in range(points)]
+        ratios = [ratios[0], ratios[-1], *ratios[1:-1]]  # the ends first
         macs, moved, results = [], [], []
         for i, r in enumerate(ratios):
             policy = PruningPolicy.uniform(self.space, r)
             try:
                 model = self.model if r >= 1.0 else self.prune(policy)
             except PruningError:
-                if 0 < i < len(ratios) - 1:
+                if i >= 2:
                     continue  # the ends must work (they are the base and the reachable minimum)
                 raise
             results.append(self.latency_of(model, policy.channels))
             macs.append(float(self.space.macs(policy.channels)))
             moved.append(self._bytes_moved(policy.channels))
+            if i == 1 and on_range is not None:
+                on_range(results[1], results[0])
         fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
         # Anchor the fit at the lower bound: the reachable minimum the driver checks the budget
         # against (measured) is then the one strategies and environments see (predicted).
         self.fit = replace(fit, intercept=fit.intercept + results[0].ms - fit(macs[0], moved[0]))
-        return results[-1], results[0]
+        return results[1], results[0]
+
+    def predicted_range_ms(self) -> tuple[float, float] | None:
+        """``(base, lowest)`` latency from a predicted latency model without pruning anything.
+
+        Exact for predicted models (their figure depends on the widths only); None for measured
+        ones, which must time the models.
+        """
+        if self.latency.requires_model:
+            return None
+        lowest = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound).channels
+
+        def ms(widths: Mapping[str, int]) -> float:
+            return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
+
+        return ms(self.space.full_widths()), ms(lowest)
+
+    def lowest_macs_share(self) -> float:
+        """MACs of the all-lower-bound model over the base model's (analytic, no pruning)."""
+        lowest = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound).channels
+        return self.space.macs(lowest) / max(1, self.space.base_macs)
 
     def base_metrics(self) -> Metrics:
         """The unpruned model, scored with the same protocol."""

@@ -12,6 +12,7 @@ the stored candidates, so nothing stored is evaluated again.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -54,19 +55,61 @@ def default_run_dir(cfg: SearchConfig) -> Path:
     return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+#: Safety factor of the analytic floor (:func:`check_budget_floor`): a pruned model's latency is
+#: taken to shrink at most twice as fast as its MACs (in practice it shrinks slower: fixed
+#: per-layer costs and memory traffic stay), so no reachable budget is refused on MACs alone.
+FLOOR_MARGIN = 0.5
+
+
+def _up(x: float, digits: int = 3) -> float:
+    """``x`` rounded up at ``digits`` decimals, so a shown minimum is itself accepted."""
+    return math.ceil(x * 10**digits) / 10**digits
+
+
 def _resolve_budget(cfg: SearchConfig, base_ms: float, min_ms: float) -> float:
-    budget = cfg.budget.ms if cfg.budget.ms is not None else float(cfg.budget.fraction or 1.0) * base_ms
+    """The budget in ms; refuses one below ``min_ms`` (every group at the lower bound)."""
+    if cfg.budget.ms is not None:
+        budget, given = cfg.budget.ms, f"budget.ms {cfg.budget.ms:g}"
+    else:
+        budget = float(cfg.budget.fraction or 1.0) * base_ms
+        given = f"budget.fraction {cfg.budget.fraction:g} ({budget:.3f} ms of the base model's {base_ms:.3f} ms)"
     if budget < min_ms:
         raise ConfigError(
-            f"field 'budget': {budget:.3f} ms is below the reachable minimum of {min_ms:.3f} ms "
-            f"(every group at the lower bound {cfg.evaluation.lower_bound}); raise the budget or lower "
-            "evaluation.lower_bound"
+            f"field 'budget': {given} is below the reachable minimum of {min_ms:.3f} ms (every group at "
+            f"evaluation.lower_bound {cfg.evaluation.lower_bound}); accepted: budget.ms >= {_up(min_ms)} (the "
+            f"base model takes {base_ms:.3f} ms) or budget.fraction from {_up(min_ms / base_ms, 4)} to 1; raise "
+            "the budget or lower evaluation.lower_bound"
         )
     return budget
 
 
+def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
+    """Refuse a budget below anything reachable before measuring (or pruning) anything.
+
+    A predicted latency model gives the exact range from the widths alone. For a measured one a
+    ``budget.fraction`` below :data:`FLOOR_MARGIN` times the all-lower-bound model's share of
+    the base MACs is refused; the exact check follows as soon as the two ends are measured
+    (:meth:`Evaluator.calibrate_fit`'s ``on_range``).
+    """
+    predicted = ev.predicted_range_ms()
+    if predicted is not None:
+        _resolve_budget(cfg, *predicted)
+        return
+    fraction = cfg.budget.fraction
+    floor = FLOOR_MARGIN * ev.lowest_macs_share()
+    if fraction is not None and fraction < floor:
+        lower = cfg.evaluation.lower_bound
+        raise ConfigError(
+            f"field 'budget.fraction': {fraction:g} is below what any policy can reach: with every group at "
+            f"evaluation.lower_bound {lower} the model keeps {ev.lowest_macs_share():.2%} of the base MACs, and "
+            f"latency does not shrink below {FLOOR_MARGIN:g} x that share; accepted: budget.fraction from about "
+            f"{_up(floor, 4)} to 1 (the exact minimum is measured next); raise the budget or lower "
+            "evaluation.lower_bound"
+        )
+
+
 def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
-    """Driver-side set-up before Ray starts: base metrics, latency fit, budget check."""
+    """Driver-side set-up before Ray starts: budget floor, base metrics, latency fit, budget check."""
     info = store.read_info() if resume else {}
     ev = get_evaluator(cfg)
     if resume and "fit" in info:
@@ -76,8 +119,9 @@ def prepare(cfg: SearchConfig, store: RunStore, resume: bool) -> tuple[Evaluator
         base = info["base"]
         budget_ms = float(info["budget_ms"])
     else:
+        check_budget_floor(cfg, ev)
         console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
-        full, low = ev.calibrate_fit()
+        full, low = ev.calibrate_fit(on_range=lambda base, lowest: _resolve_budget(cfg, base.ms, lowest.ms))
         base = ev.base_metrics().to_dict()
         budget_ms = _resolve_budget(cfg, base["latency_ms"], low.ms)
         info = {
@@ -208,9 +252,12 @@ def _trial_error(trial: Any) -> str:
 def run_search(
     cfg: SearchConfig, run_dir: Path | None = None, *, resume: bool = False, progress: bool = True
 ) -> SearchResult:
-    """Run (or resume) a search and return its candidates and Pareto front."""
-    from ray import tune
+    """Run (or resume) a search and return its candidates and Pareto front.
 
+    A search that fails leaves no folder in the way of the next try: with nothing evaluated,
+    what it wrote is removed (:meth:`RunStore.abandon`); otherwise every record stays and
+    ``run.json`` says ``failed``, ready for ``--resume``.
+    """
     run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg))
     store = RunStore(run_dir)
     if resume:
@@ -222,6 +269,19 @@ def run_search(
         if (store.dir / "config.yaml").exists():
             raise ConfigError(f"run folder {str(run_dir)!r} already holds a search; use --resume or another --run-dir")
         store.write_config(cfg.model_dump(mode="json"))
+    try:
+        return _search(cfg, store, resume, progress)
+    except BaseException as exc:
+        try:
+            store.abandon(f"{type(exc).__name__}: {exc}")
+        except OSError as cleanup:  # never hide the search's own error behind the clean-up's
+            log.warning("could not clean up run folder %s: %s", run_dir, cleanup)
+        raise
+
+
+def _search(cfg: SearchConfig, store: RunStore, resume: bool, progress: bool) -> SearchResult:
+    from ray import tune
+
     ev, setup, info = prepare(cfg, store, resume)
     strategy = get_strategy(cfg.strategy.name, cfg.strategy.settings)
     ctx = DriverContext(
@@ -349,6 +409,7 @@ def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, 
     front = remeasure_front(front, ev, cfg.evaluation.remeasure_top)
     (store.dir / "front.json").write_text(json.dumps(front, indent=2, default=str) + "\n")
     failed = sum(1 for r in records if r.get("status") == "failed")
+    info = {k: v for k, v in info.items() if k not in ("error", "failed_at")}  # an earlier try's failure
     info = {**info, "status": "finished", "finished": time.time(), "candidates": len(ok), "failed": failed}
     store.write_info(info)
     return SearchResult(store.dir, ok, front, budget_ms, info["base"], failed)

@@ -68,6 +68,10 @@ def _write(tmp_path: Path, **changes) -> Path:
         ({"strategy.evaluations": "many"}, "strategy.evaluations"),
         ({"strategy.settings": {"projection": True}}, "accepted settings: project"),
         ({"evaluation.unknown_field": 1}, "evaluation.unknown_field"),
+        ({"evaluation.importanc": "l2"}, "did you mean 'importance'?); accepted fields of evaluation: importance"),
+        ({"evaluation.importance": "l7"}, "unknown importance criterion 'l7'"),
+        ({"budget": {"ms": float("inf")}}, "field 'budget.ms': Input should be a finite number"),
+        ({"device.latency_model": "rooflin"}, "unknown latency model 'rooflin'"),
     ],
 )
 def test_bad_config_fails_before_ray(tmp_path, changes, needle) -> None:
@@ -83,7 +87,7 @@ def test_unreachable_budget_is_refused_with_the_minimum(tmp_path) -> None:
     with pytest.raises(ConfigError, match="reachable minimum of"):
         run_search(cfg, tmp_path / "run", progress=False)
     assert not ray.is_initialized()
-    assert not (tmp_path / "run" / "tune").exists()
+    assert not (tmp_path / "run").exists()  # nothing evaluated: nothing left to block the next try
 
 
 def test_cli_overrides(tmp_path) -> None:
