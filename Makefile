@@ -8,7 +8,7 @@ PP := $(VENV)/bin/prunepilot
 PYTEST_ARGS ?=
 DEMO_RUN ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install-dev demo test lint typecheck pytest clean
+.PHONY: install-dev demo test lint typecheck pytest wheel-check clean
 
 # torch/torchvision come from pyproject's ranges; pip picks local wheels where the machine has them.
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,10 @@ test: install-dev
 	$(VENV)/bin/ruff check prunepilot tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# build the wheel, install it into a fresh venv and run devices/init/search from an empty folder
+wheel-check: install-dev
+	bash .ci/wheel_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info

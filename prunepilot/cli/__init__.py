@@ -30,15 +30,12 @@ def _root(
 
 
 def _register_commands() -> None:
-    from prunepilot.cli import apply, prune, search
+    from prunepilot.cli import apply, hw, init, prune, search
 
+    init.register(app)
     prune.register(app)
     search.register(app)
     apply.register(app)
-    try:
-        from prunepilot.cli import hw  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - hardware commands are optional while developing
-        return
     hw.register(app)
 
 

@@ -7,14 +7,18 @@ Example (``configs/devices/local-cpu.yaml``)::
     latency_model: torch-cpu
     settings: {threads: 1}
 
-``load_device("local-cpu")`` finds it in the device directories (``$PRUNEPILOT_DEVICES``,
-``./configs/devices``, the repository's ``configs/devices``); a path works too. Every shipped
+``load_device("local-cpu")`` finds it in the device directories, searched in this order:
+``$PRUNEPILOT_DEVICES`` (``os.pathsep``-separated), ``./configs/devices`` under the working
+directory, the user's ``$XDG_CONFIG_HOME/prunepilot/devices`` (``~/.config/prunepilot/devices``),
+and last the devices shipped inside the package (``prunepilot/configs/devices``, found with
+:mod:`importlib.resources`, so an installed wheel has them); a path works too. Every shipped
 roofline profile (:mod:`prunepilot.hw_models.roofline`) is also a device of the same name whose
 latency model is ``roofline``. Files are validated on load: an error names the file and field.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any
@@ -63,14 +67,26 @@ class DeviceConfig(BaseModel):
         return get_latency_model(self.latency_model, **self.settings)
 
 
+def shipped_config_dir() -> Path:
+    """The example and device configs shipped inside the package (``prunepilot/configs``)."""
+    return Path(str(importlib.resources.files("prunepilot") / "configs"))
+
+
+def user_device_dir() -> Path:
+    """The user's own device folder: ``$XDG_CONFIG_HOME/prunepilot/devices`` (default ``~/.config``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "prunepilot" / "devices"
+
+
 def device_dirs() -> list[Path]:
-    """Folders searched for device YAMLs, in order."""
+    """Folders searched for device YAMLs, in order (the first file of a name wins)."""
     dirs = []
     env = os.environ.get("PRUNEPILOT_DEVICES")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs.append(Path.cwd() / "configs" / "devices")
-    dirs.append(Path(__file__).resolve().parents[2] / "configs" / "devices")
+    dirs.append(user_device_dir())
+    dirs.append(shipped_config_dir() / "devices")
     seen: list[Path] = []
     for d in dirs:
         if d.resolve() not in [s.resolve() for s in seen]:
@@ -149,7 +165,8 @@ def load_device(name_or_path: str | Path) -> DeviceConfig:
         )
     known = sorted(set(files) | set(shipped_profiles()))
     raise ConfigError(
-        f"unknown device {name!r}; known devices are {one_of(known)}; add a YAML under configs/devices/ or pass a path"
+        f"unknown device {name!r}; known devices are {one_of(known)}; add a YAML under "
+        f"{user_device_dir()} (or a folder in $PRUNEPILOT_DEVICES) or pass a YAML path"
     )
 
 
