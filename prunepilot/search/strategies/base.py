@@ -107,6 +107,9 @@ def strategy_class(name: str) -> type[Strategy]:
     """The strategy class called ``name``; the error lists the valid names."""
     _load_builtins()
     if name not in _REGISTRY:
+        broken = import_failure(name)
+        if broken is not None:
+            raise ConfigError(f"field 'strategy.name': {broken}")
         raise ConfigError(f"field 'strategy.name': unknown strategy {name!r}; choose {one_of(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
@@ -134,18 +137,39 @@ def validate_settings(name: str, model: type[StrategySettings], settings: Mappin
         ) from None
 
 
+#: Built-in strategy modules that need optional parts of the package, and what they register.
+_OPTIONAL_BUILTINS: dict[str, tuple[str, ...]] = {
+    "prunepilot.search.strategies.agents": ("amc-ddpg", "ppo", "sac", "td3"),
+    "prunepilot.search.strategies.oneshot": ("autoslim", "metapruning"),
+}
+#: module -> "ExcType: message" of a built-in module whose import failed (reported, never hidden)
+_IMPORT_ERRORS: dict[str, str] = {}
+
+
 def _load_builtins() -> None:
     # Importing the modules runs their @register_strategy decorators.
+    import importlib
+
     from prunepilot.search.strategies import (
         optuna_search,  # noqa: F401
         sampling,  # noqa: F401
     )
 
-    try:
-        from prunepilot.search.strategies import agents  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:  # pragma: no cover - agents need prunepilot.policies
-        pass
-    try:
-        from prunepilot.search.strategies import oneshot  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:  # pragma: no cover - one-shot search lands separately
-        pass
+    for module in _OPTIONAL_BUILTINS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # a broken dependency: remembered and named when asked for
+            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+        else:
+            _IMPORT_ERRORS.pop(module, None)
+
+
+def import_failure(name: str) -> str | None:
+    """Why built-in strategy ``name`` is unavailable (its module's import error), or None."""
+    for module, names in _OPTIONAL_BUILTINS.items():
+        if name in names and module in _IMPORT_ERRORS:
+            return (
+                f"strategy {name!r} is built in, but its module {module} failed to import "
+                f"({_IMPORT_ERRORS[module]}); install the missing package or reinstall prunepilot with its dependencies"
+            )
+    return None
