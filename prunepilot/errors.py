@@ -25,6 +25,10 @@ class CheckpointError(PrunepilotError, ValueError):
     """A checkpoint cannot be loaded safely or does not match the model."""
 
 
+class UntrustedCodeError(ConfigError):
+    """A file names code to import and call (an import-path spec) and the user did not opt in."""
+
+
 class DataError(PrunepilotError, ValueError):
     """A dataset cannot be found or built."""
 

@@ -1,4 +1,4 @@
-"""The output folder of ``prunepilot apply``: never clobber what is not ours.
+"""The output folder of ``prunepilot apply`` and ``prunepilot prune``: never clobber what is not ours.
 
 * A new or empty folder is used as it is.
 * An existing, non-empty folder is refused unless ``overwrite`` (then it is deleted and made
@@ -21,8 +21,11 @@ CONFIG_FILE = "apply.json"
 _MARKERS = (CONFIG_FILE, "pruned.json")
 
 
-def prepare_out_dir(out: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+def prepare_out_dir(out: Path, *, overwrite: bool = False, resume: bool = False, resumable: bool = True) -> None:
     """Create (or, as allowed, clear) ``out`` and check that it is writable.
+
+    Call it only once every input has loaded, so that a bad input leaves ``out`` as it was.
+    ``resumable=False`` (``prunepilot prune``) leaves ``--resume`` out of the advice.
 
     Raises:
         ConfigError: ``out`` is occupied and neither flag allows it, ``overwrite`` would delete
@@ -40,9 +43,11 @@ def prepare_out_dir(out: Path, *, overwrite: bool = False, resume: bool = False)
             )
     elif occupied:
         if not overwrite:
+            resume_hint = "--resume to continue an interrupted apply there, " if resumable else ""
             raise ConfigError(
-                f"--out {str(out)!r} already exists and is not empty; pass --overwrite to replace it, "
-                "--resume to continue an interrupted apply there, or choose another folder (nothing was changed)"
+                f"--out {str(out)!r} already exists and is not empty; pass --overwrite to replace it "
+                f"(only a folder prunepilot apply or prune wrote), {resume_hint}or choose another folder "
+                "(nothing was changed)"
             )
         if not any((out / marker).is_file() for marker in _MARKERS):
             raise ConfigError(

@@ -34,8 +34,9 @@ from prunepilot.apply.outdir import check_resume, prepare_out_dir, write_config
 from prunepilot.apply.portability import build_space, fit_policy
 from prunepilot.apply.schedule import interpolate_widths
 from prunepilot.data import DataBundle, build_data
-from prunepilot.errors import ConfigError
+from prunepilot.errors import ConfigError, one_of
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, count_macs_params, recalibrate_bn
+from prunepilot.pruning.adapter import DATA_DEPENDENT, IMPORTANCE_CRITERIA
 from prunepilot.pruning.io import save_pruned
 from prunepilot.training import distillation_loss, evaluate_accuracy, fit
 
@@ -97,6 +98,12 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
         raise ConfigError("--distill needs fine-tuning: give --epochs N (N > 0) or --finetune CONFIG.yaml")
     if cfg.fine_tunes() and cfg.data is None:
         raise ConfigError("fine-tuning needs data: give --data NAME (and --data-root or $PRUNEPILOT_DATA)")
+    if policy.importance in DATA_DEPENDENT and cfg.data is None:
+        free = one_of(sorted(set(IMPORTANCE_CRITERIA) - DATA_DEPENDENT))
+        raise ConfigError(
+            f"the policy's importance {policy.importance!r} ({str(cfg.policy)!r}) scores channels on calibration "
+            f"data: give --data NAME, or set the policy's importance field to a data-free criterion: {free}"
+        )
     data = build_data(cfg.data) if cfg.data is not None else None
     num_classes, in_channels, input_shape = _shapes(cfg, data)
     ignored = cfg.ignored_layers if cfg.ignored_layers is not None else (search.ignored_layers or ())
@@ -109,9 +116,7 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
 
     base = load_model(cfg.model, cfg.checkpoint, num_classes=num_classes, in_channels=in_channels).eval()
     say(f"matching the policy to {cfg.model}")
-    space, trace_x = build_space(
-        base, input_shape, num_classes, ignored_layers=ignored, signature=policy.signature
-    )
+    space, trace_x = build_space(base, input_shape, num_classes, ignored_layers=ignored, signature=policy.signature)
     target, match = fit_policy(policy, space, by_ratio=cfg.by_ratio)
 
     # 2. the output folder (only now: a bad input above leaves nothing behind)
@@ -351,4 +356,3 @@ def _versions() -> dict[str, str]:
     from prunepilot.hw_models.base import runtime_versions
 
     return runtime_versions("torchvision", "onnx", "onnxruntime")
-

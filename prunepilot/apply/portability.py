@@ -45,11 +45,13 @@ def fit_policy(policy: PruningPolicy, space: PruningSpace, *, by_ratio: bool = F
         metadata records the original signature under ``adapted_from``).
 
     Raises:
-        PolicyError: the signatures differ and ``by_ratio`` is off (lists the groups that
-            differ, and suggests ``--by-ratio`` when it would apply), or ``by_ratio`` cannot
-            match the groups.
+        PolicyError: the policy leaves out one of the model's groups or its keep ratios disagree
+            with its channels (see :meth:`PruningPolicy.check`); the signatures differ and
+            ``by_ratio`` is off (lists the groups that differ, and suggests ``--by-ratio`` when
+            it would apply), or ``by_ratio`` cannot match the groups.
     """
     if policy.signature == space.signature:
+        policy.check(space)  # every group present, ratios agreeing with channels
         return policy, "signature"
     if not by_ratio:
         try:

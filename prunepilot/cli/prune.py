@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunepilot.cli.common import fail_on_error, parse_shape
-from prunepilot.errors import ConfigError
+from prunepilot.cli.common import err_console, fail_on_error, parse_shape
+from prunepilot.errors import ConfigError, PrunepilotError
+
+if TYPE_CHECKING:
+    from prunepilot.data import DataConfig
+    from prunepilot.pruning import PruningPolicy
 
 console = Console()
 
@@ -30,6 +33,11 @@ def prune(
     ),
     run: Path | None = typer.Option(
         None, "--run", help="Take --model, --checkpoint and --data from a search run folder."
+    ),
+    trust_code: bool = typer.Option(
+        False,
+        "--trust-code",
+        help="Allow --run's config.yaml to name an import-path model spec or data name (runs its code).",
     ),
     uniform: float | None = typer.Option(
         None, "--uniform", help="Keep this ratio of every group, in (0, 1]."
@@ -51,12 +59,17 @@ def prune(
     input_shape: str | None = typer.Option(
         None, "--input-shape", help="Example input N,C,H,W, e.g. 1,3,32,32 (default: from --data)."
     ),
-    importance: str = typer.Option(
-        "l1", "--importance", help="Channel criterion: l1, l2, bn-scale, taylor, hessian, random."
+    importance: str | None = typer.Option(
+        None,
+        "--importance",
+        help="Channel criterion: l1, l2, bn-scale, taylor, hessian, random (default: the --policy "
+        "file's, else l1; one that differs from the policy's wins, with a warning).",
     ),
     round_to: int = typer.Option(1, "--round-to", help="Round widths to multiples of this."),
     ignore: list[str] = typer.Option([], "--ignore", help="Module name never to prune (repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an --out folder an earlier prune or apply wrote (never another)."
+    ),
 ) -> None:
     """Prune a model structurally and write it with its policy and a report.
 
@@ -64,7 +77,7 @@ def prune(
     """
     with fail_on_error():
         if run is not None:
-            model, checkpoint, data, data_root = _from_run(run, model, checkpoint, data, data_root)
+            model, checkpoint, data, data_root = _from_run(run, model, checkpoint, data, data_root, trust_code)
         if model is None:
             raise ConfigError("give --model SPEC (or --run RUN to take it from a search run)")
         report = run_prune(
@@ -87,43 +100,49 @@ def prune(
 
 
 def _from_run(
-    run: Path, model: str | None, checkpoint: Path | None, data: str | None, data_root: Path | None
+    run: Path,
+    model: str | None,
+    checkpoint: Path | None,
+    data: str | None,
+    data_root: Path | None,
+    trust_code: bool,
 ) -> tuple[str, Path | None, str | None, Path | None]:
-    """Fill model, checkpoint and data from a run folder (explicit flags win)."""
-    from prunepilot.search.store import RunStore
+    """Fill model, checkpoint and data from a run folder (explicit flags win).
 
+    The run's model spec and data name are code when they are import paths; they are used only
+    with ``--trust-code`` (see :mod:`prunepilot.trust`), unless --model / --data replace them.
+    """
+    from prunepilot.search.store import RunStore
+    from prunepilot.trust import require_trusted
+
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"--run {str(run)!r} is not a prunepilot run folder (no config.yaml); give a run folder")
     store = RunStore(run)
+    source = str(run / "config.yaml")
     cfg = store.read_config()
+    model_cfg, data_cfg = cfg.get("model"), cfg.get("data")
+    if not isinstance(model_cfg, dict) or not isinstance(data_cfg, dict):
+        raise ConfigError(f"{source} has no 'model' and 'data' sections; it is not a search run's config")
+    spec, name = model_cfg.get("spec"), data_cfg.get("name")
+    for key, value, given, flag in (("model.spec", spec, model, "--model"), ("data.name", name, data, "--data")):
+        if given is None and not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}; or give {flag} yourself")
+    require_trusted(
+        model=None if model is not None else spec,
+        data=None if data is not None else name,
+        source=source,
+        trust_code=trust_code,
+        alternative="or give --model SPEC / --data NAME yourself to replace the run's",
+    )
     info = store.read_info()
-    ckpt = info.get("base_checkpoint") or cfg["model"].get("checkpoint")
-    root = cfg["data"].get("root")
+    ckpt = info.get("base_checkpoint") or model_cfg.get("checkpoint")
+    root = data_cfg.get("root")
     return (
-        model or cfg["model"]["spec"],
+        model or str(spec),
         checkpoint or (Path(ckpt) if ckpt else None),
-        data or cfg["data"]["name"],
+        data or str(name),
         data_root or (Path(root) if root else None),
     )
-
-
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing non-empty folder unless ``overwrite``; check writability."""
-    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
-    if occupied:
-        if not overwrite:
-            raise ConfigError(
-                f"--out {str(out)!r} already exists; pass --overwrite to replace it (nothing was changed)"
-            )
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out {str(out)!r} is not writable: {exc.strerror}") from None
 
 
 def run_prune(
@@ -138,18 +157,23 @@ def run_prune(
     num_classes: int,
     in_channels: int,
     input_shape: str | None,
-    importance: str,
+    importance: str | None,
     round_to: int,
     ignore: list[str],
     overwrite: bool,
 ) -> dict[str, Any]:
-    """The ``prune`` command as a function; returns the report it writes."""
+    """The ``prune`` command as a function; returns the report it writes.
+
+    Every input (policy, data, model, checkpoint) loads, and the model is pruned, before ``out``
+    is touched, so a bad input leaves ``out`` as it was; ``overwrite`` replaces only a folder an
+    earlier prune or apply wrote (:mod:`prunepilot.apply.outdir`).
+    """
+    from prunepilot.apply.outdir import prepare_out_dir
     from prunepilot.models import load_model
     from prunepilot.pruning import (
         PruningPolicy,
         PruningSpace,
         apply_policy,
-        canonical_importance,
         recalibrate_bn,
     )
     from prunepilot.pruning.io import save_pruned
@@ -159,34 +183,33 @@ def run_prune(
         raise ConfigError("give exactly one of --uniform RATIO or --policy POLICY.json")
     if uniform is not None and not 0 < uniform <= 1:
         raise ConfigError(f"--uniform {uniform} is outside (0, 1]; it is the share of channels to KEEP")
-    try:
-        criterion = canonical_importance(importance)
-    except ValueError as exc:
-        raise ConfigError(f"--importance: {exc}") from None
+    given = PruningPolicy.load(policy_path) if policy_path is not None else None  # a bad file fails first
+    criterion = _choose_importance(importance, given, policy_path)
+    _check_data_for(criterion, data is not None, importance, policy_path)
     bundle = None
     if data is not None:
-        from prunepilot.data import DataConfig, build_data
+        from prunepilot.data import build_data
 
-        bundle = build_data(DataConfig(name=data, root=data_root))
+        bundle = build_data(_data_config(data, data_root))
         num_classes, in_channels = bundle.num_classes, bundle.input_shape[0]
         shape: tuple[int, ...] = (1, *bundle.input_shape)
     elif input_shape is not None:
         shape = parse_shape(input_shape, flag="--input-shape")
     else:
         raise ConfigError("give --input-shape N,C,H,W (e.g. 1,3,32,32) or --data to take it from a dataset")
-    if policy_path is not None:
-        given = PruningPolicy.load(policy_path)  # fail on a bad file before anything heavy
-    prepare_out_dir(out, overwrite)
 
     base = load_model(model, checkpoint, num_classes=num_classes, in_channels=in_channels).eval()
     example = torch.zeros(*shape)
     space = PruningSpace.build(base, example, ignored_layers=tuple(ignore))
-    if uniform is not None:
+    if given is None:
+        assert uniform is not None  # exactly one of the two, checked above
         pol = PruningPolicy.uniform(space, uniform, round_to=round_to, importance=criterion)
     else:
-        pol = given
+        pol = given.model_copy(update={"importance": criterion})
     calib = [(x, y) for x, y in bundle.calib] if bundle is not None else None
-    pruned = apply_policy(base, pol, example, space=space, importance=criterion, calib_batches=calib)
+    # checks the policy first: another model's, a missing group or disagreeing ratios fail here
+    pruned = apply_policy(base, pol, example, space=space, calib_batches=calib)
+    prepare_out_dir(out, overwrite=overwrite, resumable=False)  # only now: every input has loaded and pruned
     report: dict[str, Any] = {
         "model": model,
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -217,6 +240,62 @@ def run_prune(
     )
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _choose_importance(flag: str | None, policy: PruningPolicy | None, policy_path: Path | None) -> str:
+    """The criterion to prune with: ``--importance`` if given, else the policy file's, else l1.
+
+    A ``--importance`` that differs from the policy file's wins (the widths are the policy's
+    either way; only which channels are kept changes), with a warning naming both.
+    """
+    from prunepilot.pruning import canonical_importance
+
+    if flag is None:
+        return policy.importance if policy is not None else "l1"
+    try:
+        chosen = canonical_importance(flag)
+    except ValueError as exc:
+        raise ConfigError(f"--importance: {exc}") from None
+    if policy is not None and chosen != policy.importance:
+        err_console.print(
+            f"[bold yellow]warning:[/] --importance {chosen!r} replaces the importance {policy.importance!r} "
+            f"of {str(policy_path)!r}; the written policy.json records {chosen!r}. Leave --importance out "
+            "to use the policy's.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return chosen
+
+
+def _check_data_for(criterion: str, has_data: bool, flag: str | None, policy_path: Path | None) -> None:
+    """Data-dependent criteria need calibration batches: refuse them without --data, up front."""
+    from prunepilot.errors import one_of
+    from prunepilot.pruning.adapter import DATA_DEPENDENT, IMPORTANCE_CRITERIA
+
+    if criterion in DATA_DEPENDENT and not has_data:
+        where = f"--importance {criterion!r}"
+        if flag is None:
+            where = f"the importance {criterion!r} of {str(policy_path)!r}"
+        free = one_of(sorted(set(IMPORTANCE_CRITERIA) - DATA_DEPENDENT))
+        raise ConfigError(
+            f"{where} scores channels on calibration data: give --data NAME, or choose a data-free criterion "
+            f"with --importance: {free}"
+        )
+
+
+def _data_config(name: str, root: Path | None) -> DataConfig:
+    """``DataConfig(name, root)``, its validation error as one :class:`ConfigError` line."""
+    from pydantic import ValidationError
+
+    from prunepilot.data import DataConfig
+
+    try:
+        return DataConfig(name=name, root=root)
+    except ValidationError as exc:
+        cause = exc.errors()[0].get("ctx", {}).get("error")
+        if isinstance(cause, PrunepilotError):
+            raise cause from None
+        raise ConfigError(f"--data {name!r}: {exc.errors()[0]['msg']}") from None
 
 
 def _print_report(report: dict[str, Any]) -> None:

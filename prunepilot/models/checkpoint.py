@@ -16,7 +16,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,33 @@ CHECKPOINT_FORMAT = "prunepilot.checkpoint/v1"
 _WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DistributedDataParallel, torch.compile
 _MAX_LISTED = 10
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-_RESAVE_HINT = (
-    "Re-save only the weights where the model class is importable: torch.save(model.state_dict(), path)"
+_REFUSALS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (re.compile(r"GLOBAL (\S+) was not an allowed global"), lambda m: f"the global {m.group(1)!r}"),
+    (
+        re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked"),
+        lambda m: f"the global {m.group(1)!r} (its module {m.group(2)!r} is never allowed)",
+    ),
+    (re.compile(r"call reduce for unrecognized function ([^\n]+)"), lambda m: f"a call of {m.group(1).strip()}"),
+    (
+        re.compile(r"allowlisted via `add_safe_globals`,? but got ([^\n]+)"),
+        lambda m: f"an object of {m.group(1).strip()}",
+    ),
 )
+"""torch's weights-only refusals, as (pattern, description of what was refused)."""
+_TORCH_BOILERPLATE = (
+    "Weights only load failed",
+    "In PyTorch 2.6",
+    "(1)",
+    "(2)",
+    "Please file an issue",
+    "Check the documentation of torch.load",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_NEVER_UNPICKLES = (
+    "prunepilot never unpickles objects (unpickling can run code): checkpoints are read with "
+    "weights_only=True only, and there is no option to read them otherwise."
+)
+_RESAVE_HINT = "Re-save only the weights where the model class is importable: torch.save(model.state_dict(), path)"
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **meta: Any) -> Path:
@@ -135,18 +158,17 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = _UNSAFE_GLOBAL.search(str(exc))
-        if unsafe is None:
+        refused = _refused_global(str(exc))
+        if refused is None:
             raise CheckpointError(
-                f"checkpoint {str(path)!r} is not a readable torch checkpoint: the weights_only=True "
-                f"unpickler failed ({_last_reason(exc)}). If it was written by torch.save of a whole "
+                f"checkpoint {str(path)!r} is not a readable torch checkpoint: the weights_only=True unpickler "
+                f"stopped ({_last_reason(exc)}). {_NEVER_UNPICKLES} If it was written by torch.save of a whole "
                 f"object, {_RESAVE_HINT[0].lower()}{_RESAVE_HINT[1:]}"
-            ) from exc
+            ) from None  # torch's own text advises weights_only=False: not relayed
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be loaded with weights_only=True: it pickles "
-            f"{unsafe.group(1)}, not only tensors and containers (a whole nn.Module or another "
-            f"object was saved). {_RESAVE_HINT}"
-        ) from exc
+            f"checkpoint {str(path)!r} was refused: it pickles {refused}, not only tensors and plain containers "
+            f"(a whole nn.Module or another object was saved). {_NEVER_UNPICKLES} {_RESAVE_HINT}"
+        ) from None
     except Exception as exc:  # truncated files, non-torch files, zip errors
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a readable torch checkpoint: {type(exc).__name__}: {exc}"
@@ -158,12 +180,22 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _refused_global(text: str) -> str | None:
+    """The global torch's weights-only unpickler refused, described, or None if it names none."""
+    for pattern, describe in _REFUSALS:
+        found = pattern.search(text)
+        if found:
+            return describe(found)
+    return None
+
+
 def _last_reason(exc: Exception) -> str:
-    """The informative part of torch's weights-only error: the unpickler's own message."""
-    text = str(exc)
+    """The unpickler's own message, without torch's advice to load with ``weights_only=False``."""
+    text = _ANSI.sub("", str(exc))
     _, _, reason = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (reason or text).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    lines = [line.strip() for line in (reason or text).splitlines()]
+    kept = [line for line in lines if line and not any(line.startswith(b) for b in _TORCH_BOILERPLATE)]
+    return kept[0] if kept else type(exc).__name__
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

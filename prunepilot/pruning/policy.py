@@ -151,9 +151,15 @@ class PruningPolicy(BaseModel):
     def check(self, space: PruningSpace) -> None:
         """Raise :class:`PolicyError` unless this policy was made for ``space``'s architecture.
 
-        The message lists the groups that differ (missing, extra, or of another width).
+        The message lists the groups that differ (missing, extra, or of another width). With a
+        matching signature, every group of the model must be in ``channels`` and
+        ``keep_ratios``, and each keep ratio must round to its channel count (see
+        :meth:`check_agreement`): a group left out would otherwise stay at full width without a
+        word, and ratios that say another width than the channels would be ignored silently.
         """
         if self.signature == space.signature:
+            _check_complete(self, space.full_widths(), source="policy", whose="the model's groups")
+            self.check_agreement(space)
             return
         mine, theirs = self.group_channels, space.full_widths()
         diffs = [f"{n}: only in the policy ({mine[n]} ch)" for n in sorted(set(mine) - set(theirs))]
@@ -168,6 +174,32 @@ class PruningPolicy(BaseModel):
         raise PolicyError(
             f"policy signature {self.signature} does not match the model's {space.signature}: {detail}{more}"
         )
+
+    def check_agreement(self, space: PruningSpace) -> None:
+        """Raise :class:`PolicyError` for a group whose keep ratio does not round to its channels.
+
+        A ratio agrees with a channel count when rounding it the way :meth:`from_ratios` does
+        gives that count, or when the count is one of the two widths on the rounding grid
+        (multiples of ``lcm(round_to, group multiple)``) next to ``ratio * full channels``.
+        """
+        bad = []
+        for g in space.groups:
+            ratio, width = self.keep_ratios[g.name], self.channels[g.name]
+            step = math.lcm(self.round_to, max(1, g.multiple))
+            if width != round_width(ratio, g.channels, g.multiple, self.round_to) and not (
+                abs(width - ratio * g.channels) < step
+            ):
+                bad.append(
+                    f"{g.name!r}: keep_ratios {ratio!r} (= {ratio * g.channels:.1f} of {g.channels} channels, "
+                    f"rounds to {round_width(ratio, g.channels, g.multiple, self.round_to)}) but channels {width}"
+                )
+        if bad:
+            more = f" (+{len(bad) - 10} more)" if len(bad) > 10 else ""
+            raise PolicyError(
+                f"policy keep_ratios and channels disagree for {len(bad)} group(s): {'; '.join(bad[:10])}{more}. "
+                "Make them agree: a group's keep ratio is its channels divided by its group_channels (or "
+                "rebuild the policy with PruningPolicy.from_ratios / from_widths)"
+            )
 
     def widths(self) -> dict[str, int]:
         """Channels kept per group (a copy)."""
@@ -202,14 +234,19 @@ class PruningPolicy(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             raise PolicyError(f"{source}: field {where!r}: {first['msg']}") from exc
+        _check_complete(policy, policy.group_channels, source=source, whose="the policy's groups (group_channels)")
         for name, r in policy.keep_ratios.items():
             if not 0.0 < r <= 1.0:
                 raise PolicyError(f"{source}: keep ratio {r!r} for group {name!r} is outside (0, 1]")
         for name, c in policy.channels.items():
-            full = policy.group_channels.get(name)
-            if full is None or not 1 <= c <= full:
+            full = policy.group_channels[name]
+            if not 1 <= c <= full:
                 raise PolicyError(f"{source}: channels {c!r} for group {name!r} outside [1, {full}]")
-        return policy
+        try:
+            importance = canonical_importance(policy.importance)
+        except ValueError as exc:
+            raise PolicyError(f"{source}: field 'importance': {exc}") from None
+        return policy.model_copy(update={"importance": importance}) if importance != policy.importance else policy
 
     def save(self, path: str | Path) -> Path:
         """Write the policy as JSON; returns the path."""
@@ -225,6 +262,25 @@ class PruningPolicy(BaseModel):
         if not path.is_file():
             raise PolicyError(f"policy file {str(path)!r} does not exist")
         return cls.from_json(path.read_text(), source=str(path))
+
+
+def _check_complete(policy: PruningPolicy, groups: Mapping[str, int], *, source: str, whose: str) -> None:
+    """Raise unless ``channels`` and ``keep_ratios`` name exactly the groups in ``groups`` (``whose``)."""
+    listed = list(groups)
+    shown = f"{listed[:20]}" + (f" (+{len(listed) - 20} more)" if len(listed) > 20 else "")
+    for field in ("channels", "keep_ratios"):
+        given = getattr(policy, field)
+        missing = [n for n in listed if n not in given]
+        extra = sorted(set(given) - set(groups))
+        if missing:
+            full = {n: groups[n] for n in missing[:3]}
+            fill = full if field == "channels" else dict.fromkeys(missing[:3], 1.0)
+            raise PolicyError(
+                f"{source}: {field} has no entry for group(s) {missing[:20]}; every one of {whose} needs one "
+                f"({shown}). To keep a group at full width, add it explicitly, e.g. {fill}"
+            )
+        if extra:
+            raise PolicyError(f"{source}: {field} names group(s) {extra[:20]} that are not among {whose} ({shown})")
 
 
 def _criterion(name: str) -> str:

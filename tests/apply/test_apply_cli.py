@@ -17,7 +17,7 @@ from prunepilot.cli.apply import register
 from prunepilot.data import DataConfig, build_data
 from prunepilot.errors import ConfigError
 from prunepilot.models import build_model
-from prunepilot.pruning import PruningSpace
+from prunepilot.pruning import PruningPolicy, PruningSpace
 from prunepilot.training import TrainConfig, evaluate_accuracy, train_base_model
 
 runner = CliRunner()
@@ -195,3 +195,24 @@ def test_mismatched_policy_lists_groups_and_by_ratio_applies_it(base: tuple[Path
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["policy_match"] == "by-ratio: names"
     assert prunepilot.load_pruned(tmp_path / "o")(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_bad_policy_files_are_one_clear_error_before_out(tmp_path: Path) -> None:
+    space = PruningSpace.build(build_model("tiny-convnet").eval(), torch.zeros(1, 3, 16, 16))
+    raw = json.loads(PruningPolicy.uniform(space, 0.5).to_json())
+    group = space.names[0]
+    bad = {
+        "unknown-importance": ({**raw, "importance": "magic"}, "'magic'"),
+        "taylor-no-data": ({**raw, "importance": "taylor"}, "give --data NAME"),
+        "missing-group": ({**raw, "channels": {k: v for k, v in raw["channels"].items() if k != group}}, group),
+        "disagreeing": ({**raw, "keep_ratios": {**raw["keep_ratios"], group: 1.0}}, "disagree"),
+    }
+    for name, (policy, needle) in bad.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(policy))
+        out = tmp_path / f"out-{name}"
+        res = _invoke("--policy", str(path), "--model", "tiny-convnet", "--input-shape", "1,3,16,16",
+                      "--out", str(out), "--no-latency", "--quiet")  # fmt: skip
+        assert res.exit_code == 2, (name, res.output)  # type: ignore[attr-defined]
+        assert needle in res.output, (name, res.output)  # type: ignore[attr-defined]
+        assert not out.exists(), name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,7 @@ def _trained_like(spec: str = "resnet20", **kwargs: int) -> nn.Module:
 
 def test_round_trip_reproduces_outputs_exactly(tmp_path: Path) -> None:
     model = _trained_like("resnet20", num_classes=5, in_channels=1)
-    path = save_checkpoint(
-        model, tmp_path / "sub" / "r20.pt", val_acc=0.5, spec="resnet20", torch=torch.__version__
-    )
+    path = save_checkpoint(model, tmp_path / "sub" / "r20.pt", val_acc=0.5, spec="resnet20", torch=torch.__version__)
     torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
     loaded = load_model("resnet20", path, num_classes=5, in_channels=1).eval()
     x = torch.randn(4, 1, 16, 16)
@@ -87,6 +87,32 @@ def test_unsafe_pickles_are_refused_with_a_resave_hint(tmp_path: Path, payload: 
     message = str(info.value)
     assert "weights_only=True" in message
     assert "torch.save(model.state_dict(), path)" in message
+    refused = "TinyConvNet" if payload == "module" else "_Custom"
+    assert "it pickles the global '" in message and refused in message
+    assert "prunepilot never unpickles" in message and "False" not in message
+
+
+class _Attack:
+    """Pickles as a call of os.system: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_an_attack_pickle_is_refused_naming_the_global_never_advising_weights_only_false(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    torch.save({"state_dict": _Attack(marker)}, tmp_path / "attack.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(build_model("tiny-convnet"), tmp_path / "attack.pt")
+    assert not marker.exists()
+    message = str(info.value)
+    assert re.search(r"it pickles the global '(posix|nt|os)\.system'", message), message
+    assert "prunepilot never unpickles" in message
+    assert "False" not in message and "trusted source" not in message  # torch's advice is not relayed
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # nor chained into the traceback
 
 
 def test_missing_unreadable_and_non_state_dict_files(tmp_path: Path) -> None:
