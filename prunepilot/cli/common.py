@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from prunepilot.errors import ConfigError, PrunepilotError
 
@@ -19,7 +20,8 @@ def fail_on_error() -> Iterator[None]:
     try:
         yield
     except PrunepilotError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message quoting user input such as "[g]" must print as it is, not as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 

@@ -47,3 +47,18 @@ def test_prune_refuses_a_bad_shape_before_building_the_model(tmp_path) -> None:
     assert res.exit_code == 2, res.output
     assert "'1,3,x' is not a shape ('x' is not a positive integer)" in " ".join(res.output.split())
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_errors_print_brackets_as_written() -> None:
+    import typer
+
+    from prunepilot.cli.common import err_console, fail_on_error
+    from prunepilot.errors import ConfigError
+
+    with err_console.capture() as captured:
+        try:
+            with fail_on_error():
+                raise ConfigError("field 'x': value [g] is not accepted; use [bold] or [/]")
+        except typer.Exit as exit_:
+            assert exit_.exit_code == 2
+    assert "value [g] is not accepted; use [bold] or [/]" in captured.get()
