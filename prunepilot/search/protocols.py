@@ -1,0 +1,302 @@
+"""Scoring protocols: how a candidate's accuracy score is obtained (``evaluation.protocol``).
+
+Every strategy is only as good as the score it optimises. A protocol turns a policy into one
+number, always on the held-out split of the *training* data (never the test split):
+
+* ``bn-recal``: prune, re-estimate batch-norm statistics on calibration batches, score. Cheap,
+  and informative at mild pruning (EagleEye's adaptive BN); at 30-50% latency it can collapse
+  towards chance for every candidate.
+* ``short-finetune``: prune, recalibrate, then ``steps`` steps of logit distillation from the
+  unpruned model on training batches (NetAdapt's short-term fine-tune), recalibrate, score. The
+  batches are a function of the seed alone, so every candidate sees the same ones and the same
+  policy always gets the same score.
+* ``supernet``: the candidate's weights are sliced from a slimmable supernet trained once per
+  search (AutoSlim's sandwich rule with in-place distillation, :mod:`prunepilot.oneshot`),
+  then its batch-norm statistics are recalibrated at the candidate's widths. The training is
+  checkpointed (``<work_dir>/supernet.pt``) and resumes; its cost is reported by ``prepare``.
+
+A protocol is a small class registered under its name (:func:`register_protocol`); the
+evaluator calls :meth:`ScoringProtocol.prepare` once and :meth:`ScoringProtocol.score` per
+candidate, and every candidate record names the protocol that scored it.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+from torch.utils.data import Dataset
+
+from prunepilot.errors import ConfigError, one_of
+from prunepilot.pruning import PruningPolicy, PruningSpace, recalibrate_bn
+from prunepilot.training import evaluate_accuracy
+from prunepilot.training.distill import kd_loss
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """What a protocol may use. ``train`` is the training part only: never val, never test.
+
+    Attributes:
+        base: The unpruned model in eval mode (the distillation teacher; never modified).
+        space: Its pruning space.
+        example: An example input batch for tracing.
+        calib: Batch-norm calibration batches (a subset of the training part).
+        val: The held-out batches scores are computed on.
+        train: The training part of the dataset (what training steps draw from).
+        batch_size: Training batch size.
+        importance: The search's channel criterion (the supernet's channel order).
+        lower_bound: Smallest keep ratio of the search.
+        round_to: Width rounding of the search.
+        seed: The search's seed.
+        work_dir: Folder for resumable state (the run folder); None keeps it in memory.
+    """
+
+    base: nn.Module
+    space: PruningSpace
+    example: torch.Tensor
+    calib: Sequence[Batch]
+    val: Sequence[Batch]
+    train: Dataset[Any]
+    batch_size: int
+    importance: str
+    lower_bound: float
+    round_to: int
+    seed: int
+    work_dir: Path | None = None
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Any,
+        base: nn.Module,
+        space: PruningSpace,
+        *,
+        calib: Sequence[Batch],
+        val: Sequence[Batch],
+        importance: str,
+        lower_bound: float,
+        round_to: int,
+        seed: int,
+        work_dir: Path | None = None,
+    ) -> ScoringData:
+        """From a :class:`~prunepilot.data.DataBundle`: training steps draw from its ``train``
+        loader's dataset alone (the held-out and test splits are never handed over)."""
+        loader = bundle.train
+        return cls(
+            base=base,
+            space=space,
+            example=bundle.example_inputs(1),
+            calib=list(calib),
+            val=list(val),
+            train=loader.dataset,
+            batch_size=int(loader.batch_size or 128),
+            importance=importance,
+            lower_bound=lower_bound,
+            round_to=round_to,
+            seed=seed,
+            work_dir=work_dir,
+        )
+
+
+class ProtocolSettings(BaseModel):
+    """Settings of a protocol (``evaluation.protocol_settings``); unknown keys are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScoringProtocol(ABC):
+    """One way of scoring a candidate. Subclass, set ``name`` and register."""
+
+    name: ClassVar[str] = "?"
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type[ProtocolSettings]] = ProtocolSettings
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.settings = self.Settings.model_validate(dict(settings or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            accepted = ", ".join(sorted(self.Settings.model_fields)) or "(none)"
+            raise ConfigError(
+                f"field 'evaluation.protocol_settings.{where}' of protocol {self.name!r}: {err['msg']}; "
+                f"accepted settings: {accepted}"
+            ) from None
+
+    def prepare(self, data: ScoringData) -> dict[str, Any]:
+        """One-off work before the first score (e.g. supernet training); returns its cost record."""
+        return {}
+
+    @abstractmethod
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        """The candidate's score; ``prune()`` returns a fresh pruned copy (not recalibrated)."""
+
+
+_PROTOCOLS: dict[str, type[ScoringProtocol]] = {}
+
+
+def register_protocol(cls: type[ScoringProtocol]) -> type[ScoringProtocol]:
+    """Class decorator: register a protocol under ``cls.name``."""
+    _PROTOCOLS[cls.name] = cls
+    return cls
+
+
+def protocol_names() -> list[str]:
+    """Registered protocol names."""
+    return sorted(_PROTOCOLS)
+
+
+def get_protocol(name: str, settings: Mapping[str, Any] | None = None) -> ScoringProtocol:
+    """An instance of protocol ``name``; the error lists the registered ones."""
+    if name not in _PROTOCOLS:
+        raise ConfigError(f"field 'evaluation.protocol': unknown protocol {name!r}; choose {one_of(protocol_names())}")
+    return _PROTOCOLS[name](settings)
+
+
+@register_protocol
+class BNRecal(ScoringProtocol):
+    """Prune, recalibrate batch norm, score (no training)."""
+
+    name = "bn-recal"
+    description = "batch-norm recalibration on calibration batches, no training (adaptive BN)"
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        model = prune()
+        if data.calib:
+            recalibrate_bn(model, data.calib)
+        return float(evaluate_accuracy(model.eval(), data.val))
+
+
+class ShortFinetuneSettings(ProtocolSettings):
+    steps: int = Field(40, ge=1, description="Distillation steps per candidate (one training batch each).")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate (constant; Nesterov momentum 0.9).")
+    batch_size: int | None = Field(None, ge=1, description="Batch size (None: the data config's).")
+    temperature: float = Field(4.0, gt=0, description="Distillation temperature.")
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the distillation term (1 - alpha: labels).")
+
+
+@register_protocol
+class ShortFinetune(ScoringProtocol):
+    """Prune, recalibrate, ``steps`` steps of distillation from the unpruned model, score."""
+
+    name = "short-finetune"
+    description = "a few steps of distillation from the unpruned model on training batches (NetAdapt)"
+    Settings = ShortFinetuneSettings
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._batches: list[tuple[Batch, torch.Tensor]] | None = None
+
+    def training_batches(self, data: ScoringData) -> list[tuple[Batch, torch.Tensor]]:
+        """The fixed ``(inputs, labels), teacher_logits`` of every step (drawn once per search)."""
+        if self._batches is None:
+            from prunepilot.oneshot.training import BatchStream
+
+            s = self.settings
+            assert isinstance(s, ShortFinetuneSettings)
+            stream = BatchStream(data.train, s.batch_size or data.batch_size, data.seed)
+            batches = []
+            with torch.no_grad():
+                for step in range(s.steps):
+                    x, y = stream.batch(step)
+                    batches.append(((x, y), data.base(x)))
+            self._batches = batches
+        return self._batches
+
+    def prepare(self, data: ScoringData) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.training_batches(data)
+        return {"protocol": self.name, "prepare_seconds": time.perf_counter() - start}
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        s = self.settings
+        assert isinstance(s, ShortFinetuneSettings)
+        model = prune()
+        if data.calib:
+            recalibrate_bn(model, data.calib)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True)
+        rng = torch.get_rng_state()
+        torch.manual_seed(data.seed)  # dropout and the like: the same for every candidate
+        try:
+            model.train()
+            for (x, y), teacher in self.training_batches(data):
+                opt.zero_grad(set_to_none=True)
+                loss = kd_loss(model(x), teacher, y, temperature=s.temperature, alpha=s.alpha)
+                loss.backward()
+                opt.step()
+        finally:
+            torch.set_rng_state(rng)
+        model.eval()
+        if data.calib:
+            recalibrate_bn(model, data.calib)
+        return float(evaluate_accuracy(model, data.val))
+
+
+class SupernetSettings(ProtocolSettings):
+    steps: int = Field(600, ge=1, description="Supernet training steps (sandwich rule), once per search.")
+    batch_size: int | None = Field(None, ge=1, description="Training batch size (None: the data config's).")
+    lr: float = Field(0.01, gt=0, description="Peak learning rate (SGD, cosine decay).")
+    random_widths: int = Field(2, ge=0, description="Random widths per step besides the widest and narrowest.")
+    checkpoint_every: int = Field(100, ge=1, description="Checkpoint the training every this many steps.")
+
+
+@register_protocol
+class SupernetScore(ScoringProtocol):
+    """Slice the candidate from a slimmable supernet trained once, recalibrate, score."""
+
+    name = "supernet"
+    description = "weights sliced from a slimmable supernet trained once per search (AutoSlim sandwich rule)"
+    Settings = SupernetSettings
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self.supernet: Any = None
+
+    def prepare(self, data: ScoringData) -> dict[str, Any]:
+        from prunepilot.oneshot.autoslim import SlimmableTraining, train_slimmable
+        from prunepilot.oneshot.supernet import Supernet
+        from prunepilot.oneshot.training import BatchStream
+        from prunepilot.oneshot.widths import WidthGrid
+
+        s = self.settings
+        assert isinstance(s, SupernetSettings)
+        start = time.perf_counter()
+        self.supernet = Supernet.build(
+            data.base, data.example, space=data.space, importance=data.importance, calib_batches=list(data.calib)
+        )
+        grid = WidthGrid.from_space(data.space, data.lower_bound, data.round_to)
+        cfg = SlimmableTraining(
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            random_widths=s.random_widths,
+            checkpoint_every=s.checkpoint_every,
+        )
+        stream = BatchStream(data.train, s.batch_size or data.batch_size, data.seed)
+        ckpt = data.work_dir / "supernet.pt" if data.work_dir is not None else None
+        result = train_slimmable(self.supernet, grid, stream, cfg, seed=data.seed, checkpoint=ckpt)
+        self.supernet.model.eval()
+        return {
+            "protocol": self.name,
+            "train_steps": result.steps,
+            "resumed_from": result.resumed_from,
+            "train_seconds": result.seconds,
+            "prepare_seconds": time.perf_counter() - start,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        }
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        if self.supernet is None:
+            self.prepare(data)
+        return float(self.supernet.score(policy.channels, list(data.calib), list(data.val)).accuracy)

@@ -1,0 +1,122 @@
+"""Scoring protocols: deterministic, honest about splits, and the supernet at full width is the base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from prunepilot.data import DataConfig, build_data
+from prunepilot.errors import ConfigError
+from prunepilot.models import build_model
+from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy
+from prunepilot.search.protocols import ScoringData, get_protocol, protocol_names
+from prunepilot.training import TrainConfig, evaluate_accuracy, fit
+
+N_IMAGES = 600
+
+
+def indexed_images(seed: int = 0) -> tuple[TensorDataset, TensorDataset, int]:
+    """A learnable 10-class task whose image ``i`` carries ``i`` in its last two pixels.
+
+    (Import-path data source for DataConfig: ``test_protocols:indexed_images``.)
+    """
+    gen = torch.Generator().manual_seed(1234)
+    n = N_IMAGES + 200
+    labels = torch.arange(n) % 10
+    protos = torch.randn(10, 1, 8, 8, generator=gen)
+    x = protos[labels] + 0.8 * torch.randn(n, 1, 8, 8, generator=gen)
+    idx = torch.arange(n, dtype=torch.float32)
+    x[:, 0, 7, 6] = idx // 100
+    x[:, 0, 7, 7] = idx % 100
+    return TensorDataset(x[:N_IMAGES], labels[:N_IMAGES]), TensorDataset(x[N_IMAGES:], labels[N_IMAGES:]), 10
+
+
+def image_ids(x: torch.Tensor) -> set[int]:
+    return {int(a) * 100 + int(b) for a, b in zip(x[:, 0, 7, 6].tolist(), x[:, 0, 7, 7].tolist(), strict=True)}
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    bundle = build_data(DataConfig(name="test_protocols:indexed_images", batch_size=32, val_size=0.2, calib_size=64))
+    torch.manual_seed(0)
+    base = build_model("simplecnn", num_classes=10, in_channels=1)
+    fit(base, bundle.train, TrainConfig(epochs=3, lr=0.05, seed=0))
+    base.eval()
+    example = bundle.example_inputs(1)
+    space = PruningSpace.build(base, example)
+    calib = list(bundle.calib)
+    val = list(bundle.val)
+    data = ScoringData.from_bundle(
+        bundle, base, space, calib=calib, val=val, importance="l1", lower_bound=0.25, round_to=1, seed=3
+    )
+    return {"bundle": bundle, "base": base, "space": space, "data": data, "example": example}
+
+
+def _pruner(setup: dict[str, Any], policy: PruningPolicy) -> Any:
+    return lambda: apply_policy(setup["base"], policy, setup["example"], space=setup["space"])
+
+
+def test_registry_lists_the_protocols_and_refuses_unknown_ones() -> None:
+    assert {"bn-recal", "short-finetune", "supernet"} <= set(protocol_names())
+    with pytest.raises(ConfigError, match="unknown protocol 'adabn'.*bn-recal"):
+        get_protocol("adabn")
+    with pytest.raises(ConfigError, match="accepted settings: alpha, batch_size, lr, steps, temperature"):
+        get_protocol("short-finetune", {"step": 3})
+
+
+@pytest.mark.parametrize("name, settings", [("bn-recal", {}), ("short-finetune", {"steps": 6})])
+def test_protocols_are_deterministic_under_a_seed(setup: dict[str, Any], name: str, settings: dict[str, Any]) -> None:
+    policy = PruningPolicy.uniform(setup["space"], 0.4)
+    first = get_protocol(name, settings).score(policy, _pruner(setup, policy), setup["data"])
+    again = get_protocol(name, settings).score(policy, _pruner(setup, policy), setup["data"])
+    assert first == again
+
+
+def test_short_finetune_trains_on_the_training_part_only(setup: dict[str, Any]) -> None:
+    bundle, data = setup["bundle"], setup["data"]
+    train_ids = image_ids(bundle.train.dataset.tensors[0])
+    val_ids = set().union(*(image_ids(x) for x, _ in bundle.val))
+    assert train_ids and val_ids and not train_ids & val_ids
+    proto = get_protocol("short-finetune", {"steps": 8})
+    seen: set[int] = set()
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if module.training:
+            seen.update(image_ids(inputs[0]))
+
+    policy = PruningPolicy.uniform(setup["space"], 0.5)
+
+    def pruned() -> torch.nn.Module:
+        model = _pruner(setup, policy)()
+        model.register_forward_pre_hook(record)
+        return model
+
+    proto.score(policy, pruned, data)
+    assert len(seen) >= 8 * 16
+    assert seen <= train_ids
+    assert not seen & val_ids  # the held-out split is only scored on
+    assert max(seen) < N_IMAGES  # the test split (ids >= N_IMAGES) is never read
+
+
+def test_short_finetune_recovers_accuracy_that_bn_recal_does_not(setup: dict[str, Any]) -> None:
+    policy = PruningPolicy.uniform(setup["space"], 0.25)
+    bn = get_protocol("bn-recal").score(policy, _pruner(setup, policy), setup["data"])
+    ft = get_protocol("short-finetune", {"steps": 30, "lr": 0.02}).score(policy, _pruner(setup, policy), setup["data"])
+    assert ft > bn
+
+
+def test_supernet_at_full_width_reproduces_the_base(setup: dict[str, Any], tmp_path: Path) -> None:
+    data = setup["data"]
+    base_acc = evaluate_accuracy(setup["base"], data.val)
+    proto = get_protocol("supernet", {"steps": 10, "lr": 0.002, "checkpoint_every": 5})
+    record = proto.prepare(ScoringData(**{**data.__dict__, "work_dir": tmp_path}))
+    assert record["train_steps"] == 10 and (tmp_path / "supernet.pt").is_file()
+    full = PruningPolicy.uniform(setup["space"], 1.0)
+    assert abs(proto.score(full, _pruner(setup, full), data) - base_acc) <= 0.02
+    # resumable: a second prepare in the same folder trains nothing more
+    again = get_protocol("supernet", {"steps": 10, "lr": 0.002, "checkpoint_every": 5})
+    assert again.prepare(ScoringData(**{**data.__dict__, "work_dir": tmp_path}))["resumed_from"] == 10
