@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunepilot.cli.common import err_console, fail_on_error, parse_shape
+from prunepilot.cli.common import DEFAULT_SHAPE_HELP, err_console, fail_on_error, parse_shape
 from prunepilot.errors import ConfigError
 
 console = Console()
@@ -29,11 +29,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _model(spec: str, input_shape: str | None, num_classes: int | None) -> tuple[Any, tuple[int, ...]]:
-    from prunepilot.models import build_model
+    from prunepilot.models import build_model, default_input_shape, parse_spec
 
-    is_tv = spec.startswith("torchvision:")
+    is_tv = parse_spec(spec).kind == "torchvision"
     classes = num_classes if num_classes is not None else (1000 if is_tv else 10)
-    shape = parse_shape(input_shape) if input_shape else ((1, 3, 224, 224) if is_tv else (1, 3, 32, 32))
+    shape = parse_shape(input_shape) if input_shape else default_input_shape(spec)
     return build_model(spec, num_classes=classes, in_channels=shape[1]).eval(), shape
 
 
@@ -90,9 +90,7 @@ def profile(
     device: str = typer.Option(..., "--device", help="Device config name or path (latency model torch-cpu)."),
     model: str = typer.Option(..., "--model", help="Model spec: zoo name, torchvision:NAME or pkg.module:fn."),
     out: Path = typer.Option(..., "--out", help="Where to write the lookup table JSON."),
-    input_shape: str | None = typer.Option(
-        None, "--input-shape", help="N,C,H,W (default 1,3,32,32; 224 for torchvision)."
-    ),
+    input_shape: str | None = typer.Option(None, "--input-shape", help=f"N,C,H,W (default {DEFAULT_SHAPE_HELP})."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of the model head."),
     fractions: str = typer.Option(
         "0.125,0.25,0.5,0.75,1.0", "--grid", help="Grid points per channel axis, as fractions."
@@ -138,9 +136,7 @@ def calibrate(
         None, "--profile", help="Roofline profile to calibrate (default: the device's)."
     ),
     samples: int = typer.Option(8, "--samples", help="Measured models in all (<= 10): random policies of --model."),
-    input_shape: str | None = typer.Option(
-        None, "--input-shape", help="N,C,H,W (default 1,3,32,32; 224 for torchvision)."
-    ),
+    input_shape: str | None = typer.Option(None, "--input-shape", help=f"N,C,H,W (default {DEFAULT_SHAPE_HELP})."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of the model head."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random policies."),
     lut: Path | None = typer.Option(None, "--lut", help="Also fit a learned model on this lookup table's samples..."),
@@ -207,9 +203,7 @@ def hw_eval(
     calib: int = typer.Option(10, "--calib", help="Extra policies to calibrate the predictors (<= 10)."),
     lut: Path | None = typer.Option(None, "--lut", help="Lookup table JSON (enables the lut and learned models)."),
     rounds: int = typer.Option(3, "--rounds", help="Interleaved measurement rounds per candidate."),
-    input_shape: str | None = typer.Option(
-        None, "--input-shape", help="N,C,H,W (default 1,3,32,32; 224 for torchvision)."
-    ),
+    input_shape: str | None = typer.Option(None, "--input-shape", help=f"N,C,H,W (default {DEFAULT_SHAPE_HELP})."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of the model head."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random policies."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON here."),
@@ -262,22 +256,44 @@ def hw_eval(
 
 # --- device-server ---------------------------------------------------------------------------
 def device_server(
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0: all)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to listen on (0.0.0.0: all; beyond loopback use --tls-cert/--tls-key)."
+    ),
     port: int = typer.Option(8765, "--port", help="TCP port (0: any free port)."),
     token_env: str = typer.Option(
         "PRUNEPILOT_DEVICE_TOKEN", "--token-env", help="Environment variable with the shared token."
     ),
     max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest accepted model upload, MB."),
     threads: int = typer.Option(1, "--threads", help="Runtime threads for timing."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a slow upload before 408."),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds a client has to send a whole request (headers and body) before 408."
+    ),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds a client has to send its request line and headers before 408."
+    ),
+    measure_timeout: float = typer.Option(
+        120.0, "--measure-timeout", help="Seconds one measurement may take (load, checks, timing) before 422."
+    ),
+    max_connections: int = typer.Option(16, "--max-connections", help="Connections served at once; more get 503."),
+    max_input_elements: int = typer.Option(
+        1 << 24, "--max-input-elements", help="Largest input shape (product of its sizes) accepted; more get 400."
+    ),
+    worker_memory_mb: int = typer.Option(
+        2048, "--worker-memory-mb", help="Memory the measurement worker may use beyond its idle footprint, MB."
+    ),
+    allow_torchscript: bool = typer.Option(
+        False, "--allow-torchscript", help="Also accept TorchScript (it is code; file/IO operators are refused)."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate for HTTPS (with --tls-key)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key for HTTPS (with --tls-cert)."),
     name: str | None = typer.Option(None, "--name", help="Device name reported to clients (default: hostname)."),
 ) -> None:
-    """Serve latency measurements of uploaded ONNX / TorchScript models (never pickle)."""
+    """Serve latency measurements of uploaded ONNX models (TorchScript if allowed; never pickle)."""
     with fail_on_error():
         import logging
 
         from prunepilot.hw_models.measure import MeasureProtocol
-        from prunepilot.hw_models.server import DeviceServer
+        from prunepilot.hw_models.server import INSECURE_WARNING, DeviceServer
 
         token = os.environ.get(token_env, "")
         if not token:
@@ -287,9 +303,17 @@ def device_server(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         srv = DeviceServer(
             (host, port), token, max_upload_bytes=int(max_upload_mb * 1024 * 1024), request_timeout_s=timeout,
-            protocol=MeasureProtocol(threads=threads), device_name=name,
+            header_timeout_s=header_timeout, measure_timeout_s=measure_timeout, max_connections=max_connections,
+            max_input_elements=max_input_elements, worker_memory_mb=worker_memory_mb,
+            allow_torchscript=allow_torchscript, tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None, protocol=MeasureProtocol(threads=threads), device_name=name,
         )  # fmt: skip
-        console.print(f"prunepilot device server on {srv.url} (token from ${token_env}); Ctrl-C stops it")
+        if srv.insecure:
+            err_console.print(f"[bold red]WARNING:[/] {INSECURE_WARNING % host}", highlight=False, soft_wrap=True)
+        console.print(
+            f"prunepilot device server on {srv.url} (token from ${token_env}; formats: {', '.join(srv.formats)}); "
+            "Ctrl-C stops it"
+        )
         try:
             srv.serve_forever()
         except KeyboardInterrupt:

@@ -5,8 +5,9 @@ Example device config (``configs/devices/jetson-remote.yaml``)::
     name: jetson-remote
     latency_model: remote
     settings:
-      url: http://jetson.local:8765
+      url: https://jetson.local:8765       # http:// only on loopback or a trusted link
       token_env: PRUNEPILOT_DEVICE_TOKEN
+      ca_file: certs/jetson.pem             # a self-signed server certificate (or its CA)
       format: onnx
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 import warnings
@@ -51,11 +53,15 @@ class RemoteLatency(LatencyModel):
     """Measured on a remote device server (``prunepilot device-server``).
 
     Args:
-        url: Server address, e.g. ``http://jetson.local:8765``.
+        url: Server address, e.g. ``https://jetson.local:8765`` (a server started with
+            ``--tls-cert/--tls-key``) or ``http://127.0.0.1:8765`` (loopback, an SSH tunnel).
         token_env: Environment variable holding the shared token (preferred: configs stay
             free of secrets).
         token: The token itself (tests); overrides ``token_env``.
-        format: ``"onnx"`` (timed in ONNX Runtime on the device) or ``"torchscript"``.
+        ca_file: PEM file to verify an ``https://`` server with (its self-signed certificate or
+            CA); default: the system's trusted CAs.
+        format: ``"onnx"`` (timed in ONNX Runtime on the device) or ``"torchscript"`` (only
+            accepted by a server started with ``--allow-torchscript``).
         timeout_s: Seconds to wait for the server's answer (timing included).
         exporter: ONNX exporter, ``"dynamo"`` or ``"legacy"``.
     """
@@ -67,6 +73,7 @@ class RemoteLatency(LatencyModel):
         url: str,
         token_env: str = "PRUNEPILOT_DEVICE_TOKEN",
         token: str | None = None,
+        ca_file: str | None = None,
         format: str = "onnx",  # noqa: A002 - the config key users write
         timeout_s: float = 300.0,
         exporter: str = "dynamo",
@@ -75,7 +82,10 @@ class RemoteLatency(LatencyModel):
             raise HardwareError(f"remote format {format!r} is not accepted; use 'onnx' or 'torchscript'")
         if not url.startswith(("http://", "https://")):
             raise HardwareError(f"remote url {url!r} must start with http:// or https://")
+        if ca_file is not None and not url.startswith("https://"):
+            raise HardwareError(f"remote ca_file {ca_file!r} is given but url {url!r} is not https://")
         self.url = url.rstrip("/")
+        self.ca_file = ca_file
         self.token_env = token_env
         self._token = token
         self.format = format
@@ -91,13 +101,24 @@ class RemoteLatency(LatencyModel):
             )
         return token
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """Built per request: an SSLContext does not pickle, and a remote model travels to Ray workers."""
+        if not self.url.startswith("https://"):
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise HardwareError(
+                f"cannot read the remote ca_file {self.ca_file!r}: {exc}; give the server's PEM certificate"
+            ) from None
+
     def _request(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
         req = urllib.request.Request(self.url + path, data=body, method=method)
         req.add_header(TOKEN_HEADER, self._token_value())
         if body is not None:
             req.add_header("Content-Type", "application/octet-stream")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=self._ssl_context()) as resp:
                 return dict(json.loads(resp.read()))
         except urllib.error.HTTPError as exc:
             try:
@@ -105,7 +126,7 @@ class RemoteLatency(LatencyModel):
             except (ValueError, OSError):
                 msg = exc.reason
             raise HardwareError(f"device server {self.url} answered {exc.code}: {msg}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HardwareError(
                 f"cannot reach device server {self.url} ({reason}); is `prunepilot device-server` running there "
@@ -138,4 +159,10 @@ class RemoteLatency(LatencyModel):
         return self.measure_bytes(data, self.format, shape)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "url": self.url, "format": self.format, "token_env": self.token_env}
+        return {
+            **super().describe(),
+            "url": self.url,
+            "format": self.format,
+            "token_env": self.token_env,
+            "ca_file": self.ca_file,
+        }

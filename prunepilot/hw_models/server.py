@@ -1,139 +1,108 @@
 """The device server: times models it receives, on the device it runs on.
 
-Run ``prunepilot device-server --host 0.0.0.0 --port 8765 --token-env PRUNEPILOT_DEVICE_TOKEN``
-on the target (a Jetson, a Pi, another server); the ``remote`` latency model sends candidates.
+Run ``prunepilot device-server --token-env PRUNEPILOT_DEVICE_TOKEN`` on the target (a Jetson, a
+Pi, another server); the ``remote`` latency model sends candidates. It listens on 127.0.0.1
+unless told otherwise; beyond loopback give it a certificate (``--tls-cert/--tls-key``), since
+the token and the models travel in the clear over plain HTTP (a loud warning says so).
 
 Protocol (HTTP/1.0, JSON answers, one request per connection):
 
 * every request carries the shared token in ``X-Prunepilot-Token`` (compared in constant
   time); a wrong or missing token gets 401;
-* ``GET /info``: device name, CPU, runtimes, versions, upload limit and timing protocol;
+* ``GET /info``: device name, CPU, accepted formats, runtimes, versions, limits and timing protocol;
 * ``POST /measure?format=onnx|torchscript&shape=1x3x32x32`` with the model file as the body:
-  the timing (median ms, CV, IQR and the protocol record). ONNX is checked with
-  ``onnx.checker`` (external-data references are refused) and timed in ONNX Runtime;
-  TorchScript is loaded with ``torch.jit.load`` from bytes and timed in torch. Pickles and
-  ``torch.save`` checkpoints are refused: nothing but the model is ever executed.
+  the timing (median ms, CV, IQR and the protocol record).
 
-Errors are JSON ``{"error": "...", "status": N}``: 400 malformed, 401 token, 404 path,
-408 upload timed out, 411 no Content-Length, 413 too large, 415 not ONNX/TorchScript,
-422 the model does not run. The server keeps serving after every error, and times one model
-at a time so concurrent uploads do not disturb each other's timings.
+What runs where (the README's Security section says the same for operators):
+
+* This process authenticates, bounds every connection and never loads a model. A connection
+  has one deadline for everything it sends (TLS handshake, headers and body: ``request_timeout_s``,
+  not per read), and a shorter one for its headers, which carry the token (``header_timeout_s``);
+  at most ``max_connections`` are served at once, more get a 503 at once; an
+  input shape above ``max_input_elements`` gets a 400 before any upload is read; an upload over
+  ``max_upload_bytes`` gets a 413 after at most 1 MiB of it is read
+  (:mod:`~prunepilot.hw_models.server_http` reads and answers requests).
+* Models are checked and timed in a worker subprocess (:mod:`~prunepilot.hw_models.server_worker`)
+  that can open no file and has a memory cap. A measurement past ``measure_timeout_s`` gets a
+  422: ONNX Runtime's runs are told to stop (``RunOptions.terminate``), anything else that
+  overruns is killed with its worker, and a fresh worker is started at once.
+* ONNX is always accepted and any external-data reference in it is refused; TorchScript runs
+  uploaded code, so it is accepted only when the server is started with ``allow_torchscript``,
+  and even then an archive using file, print or non-aten/prim operators is refused
+  (:mod:`~prunepilot.hw_models.server_models`). Pickles and ``torch.save`` checkpoints never.
+
+Errors are JSON ``{"error": "...", "status": N}``: 400 malformed or too large a shape, 401 token,
+404 path, 408 the request did not arrive within the deadline, 411 no Content-Length, 413 too
+large, 415 not an accepted model (pickle, external data, TorchScript not allowed or with refused
+operators), 422 the model does not run (fails, runs past the limit, exhausts the memory cap),
+500 a server fault (the detail goes to the server's log, never to the client), 503 busy. The
+server keeps serving after every error, and times one model at a time so concurrent uploads do
+not disturb each other's timings.
 """
 
 from __future__ import annotations
 
-import hmac
 import io
+import ipaddress
 import json
 import logging
 import socket
+import ssl
 import threading
-import warnings
-import zipfile
-from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Callable
+from http.server import HTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from prunepilot.hw_models.base import HardwareError, runtime_versions
-from prunepilot.hw_models.measure import MeasureProtocol, TimingStats, cpu_name, time_cpu_callable, torch_threads
+from prunepilot.hw_models.measure import MeasureProtocol, cpu_name
+from prunepilot.hw_models.server_http import TOKEN_HEADER, DeadlineReader, RequestHandler, drain, parse_shape
+from prunepilot.hw_models.server_models import (
+    FORMATS,
+    MeasureJob,
+    RequestError,
+    check_input_elements,
+    sniff_format,
+)
+from prunepilot.hw_models.server_worker import KILL_GRACE_S, MeasureRunner, WorkerLimits
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-Prunepilot-Token"
-FORMATS = ("onnx", "torchscript")
-_DRAIN_CHUNK = 1 << 16
-#: Largest unread body drained before a 400/401/404 answer (a refused client gets no more).
-_REFUSED_DRAIN = 1 << 20
+__all__ = ["FORMATS", "TOKEN_HEADER", "DeviceServer", "RequestError", "parse_shape"]
+
+#: Seconds an over-the-cap connection is given to take its 503.
+_REFUSAL_S = 1.0
+INSECURE_WARNING = (
+    "the device server listens on %s over plain HTTP: the token and every uploaded model cross the network "
+    "in the clear, and anyone who sniffs the token can use this machine. Start it with --tls-cert/--tls-key, "
+    "or listen on 127.0.0.1 and reach it through an SSH tunnel (README: Security)"
+)
 
 
-class RequestError(Exception):
-    """An HTTP error answer: status code and a message for the client."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise HardwareError(f"{name} must be positive, got {value}")
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1x3x32x32"`` or ``"1,3,32,32"`` -> ``(1, 3, 32, 32)``."""
-    try:
-        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise RequestError(400, f"shape {text!r} is not a list of integers like 1x3x32x32") from None
-    if len(dims) < 2 or any(d <= 0 for d in dims) or len(dims) > 8:
-        raise RequestError(400, f"shape {text!r} must have 2 to 8 positive dimensions, like 1x3x32x32")
-    return dims
+class DeviceServer(HTTPServer):
+    """An HTTP server that times uploaded ONNX (and, when allowed, TorchScript) models.
 
-
-def sniff_format(data: bytes) -> str:
-    """``"onnx"``, ``"torchscript"``, or a RequestError(415) for pickles and other files."""
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-        raise RequestError(
-            415,
-            "pickled objects are never accepted; export the model to ONNX (torch.onnx.export) "
-            "or TorchScript (torch.jit.script(model).save(path)) and upload that",
-        )
-    if data[:4] == b"PK\x03\x04":
-        try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile:
-            raise RequestError(415, "the upload looks like a zip file but cannot be read") from None
-        if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
-            return "torchscript"
-        raise RequestError(
-            415,
-            "this zip is not a TorchScript archive (a torch.save checkpoint is a pickle and is never "
-            "accepted); save with torch.jit.script(model).save(path) or upload ONNX",
-        )
-    return "onnx"
-
-
-def check_onnx(data: bytes) -> None:
-    """Parse and check an ONNX model; refuse external-data references (they read server files)."""
-    import onnx
-
-    try:
-        model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise RequestError(415, f"not a valid ONNX model ({type(exc).__name__}: {str(exc)[:300]})") from None
-    if len(model.graph.node) == 0:
-        raise RequestError(415, "not a valid ONNX model (the graph has no nodes)")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise RequestError(
-                415, "ONNX models with external data are refused; export with external_data=False (one file)"
-            )
-
-
-def time_torchscript_bytes(data: bytes, shape: Sequence[int], protocol: MeasureProtocol) -> tuple[TimingStats, int]:
-    """Load a TorchScript archive from bytes and time it in torch (CPU)."""
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except Exception as exc:
-        raise RequestError(415, f"not a loadable TorchScript archive ({str(exc)[:300]})") from None
-    module.eval()
-    gen = torch.Generator().manual_seed(protocol.seed)
-    x = torch.randn(*shape, generator=gen)
-    with torch_threads(protocol.threads) as threads, torch.inference_mode():
-        try:
-            module(x)
-        except Exception as exc:
-            raise RequestError(
-                422, f"the TorchScript model fails on input shape {list(shape)}: {str(exc)[:300]}"
-            ) from None
-        stats = time_cpu_callable(lambda: module(x), protocol)
-    return stats, threads
-
-
-class DeviceServer(ThreadingHTTPServer):
-    """A ``ThreadingHTTPServer`` that times uploaded ONNX/TorchScript models.
+    Args:
+        address: ``(host, port)``; port 0 picks a free port.
+        token: The shared token clients send in ``X-Prunepilot-Token``.
+        max_upload_bytes: Largest accepted upload.
+        request_timeout_s: Deadline for everything a client sends (TLS handshake, headers, body).
+        header_timeout_s: Deadline for the request line and headers (from the connection's start).
+        measure_timeout_s: Limit of one measurement (load, checks, warm-up, timing).
+        max_connections: Connections served at once; more are answered 503 at once.
+        max_input_elements: Largest product of an input shape.
+        allow_torchscript: Accept TorchScript uploads (they are code; see the module docstring).
+        tls_cert: PEM certificate (chain) for HTTPS; needs ``tls_key``.
+        tls_key: PEM private key of ``tls_cert``.
+        worker_memory_mb: Memory the measurement worker may add to its idle footprint.
+        protocol: Timing protocol (default :class:`MeasureProtocol`).
+        device_name: Name reported to clients (default: the hostname).
 
     Example (tests; port 0 picks a free port):
         >>> srv = DeviceServer(("127.0.0.1", 0), token="s3cret")  # doctest: +SKIP
@@ -142,8 +111,8 @@ class DeviceServer(ThreadingHTTPServer):
         'http://127.0.0.1:40123'
     """
 
-    daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
 
     def __init__(
         self,
@@ -152,210 +121,242 @@ class DeviceServer(ThreadingHTTPServer):
         *,
         max_upload_bytes: int = 256 * 1024 * 1024,
         request_timeout_s: float = 60.0,
+        header_timeout_s: float = 10.0,
+        measure_timeout_s: float = 120.0,
+        max_connections: int = 16,
+        max_input_elements: int = 1 << 24,
+        allow_torchscript: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        worker_memory_mb: int = 2048,
         protocol: MeasureProtocol | None = None,
         device_name: str | None = None,
     ) -> None:
         if not token:
             raise HardwareError("the device server needs a non-empty shared token (set it in the --token-env variable)")
-        if max_upload_bytes <= 0:
-            raise HardwareError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+        _positive(
+            max_upload_bytes=max_upload_bytes,
+            request_timeout_s=request_timeout_s,
+            header_timeout_s=header_timeout_s,
+            measure_timeout_s=measure_timeout_s,
+            max_connections=max_connections,
+            max_input_elements=max_input_elements,
+            worker_memory_mb=worker_memory_mb,
+        )
         self.token = token
         self.max_upload_bytes = int(max_upload_bytes)
         self.request_timeout_s = float(request_timeout_s)
+        self.header_timeout_s = float(header_timeout_s)
+        self.measure_timeout_s = float(measure_timeout_s)
+        self.max_connections = int(max_connections)
+        self.max_input_elements = int(max_input_elements)
+        self.allow_torchscript = bool(allow_torchscript)
         self.protocol = protocol or MeasureProtocol()
         self.device_name = device_name or socket.gethostname()
-        self.measure_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        self.ssl_context = _tls_context(tls_cert, tls_key)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._refusals = threading.BoundedSemaphore(self.max_connections)
+        self.runner = MeasureRunner(WorkerLimits(memory_mb=int(worker_memory_mb)), scrub=[token])
+        super().__init__(address, RequestHandler)
+        host = str(self.server_address[0])
+        #: Whether the server listens beyond loopback without TLS (then a loud warning is logged).
+        self.insecure = self.ssl_context is None and not ipaddress.ip_address(host.split("%")[0]).is_loopback
+        if self.insecure:
+            log.warning(INSECURE_WARNING, host)
 
     @property
     def url(self) -> str:
-        """``http://host:port`` the server listens on."""
+        """``http(s)://host:port`` the server listens on."""
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host!s}:{port}"
 
-    def start_in_thread(self) -> threading.Thread:
+    @property
+    def formats(self) -> list[str]:
+        """Formats this server accepts."""
+        return [f for f in FORMATS if f != "torchscript" or self.allow_torchscript]
+
+    def serve_forever(self, poll_interval: float = 0.5, warm: bool = True) -> None:
+        """Serve until :meth:`shutdown`; ``warm`` starts the measurement worker first (it warms up
+        meanwhile), otherwise the first measurement starts it."""
+        if warm:
+            self.runner.start()
+        super().serve_forever(poll_interval)
+
+    def start_in_thread(self, warm: bool = True) -> threading.Thread:
         """Serve in a daemon thread (tests); stop with :meth:`shutdown` then ``server_close``."""
-        t = threading.Thread(target=self.serve_forever, name="prunepilot-device-server", daemon=True)
+        t = threading.Thread(
+            target=self.serve_forever, kwargs={"warm": warm}, name="prunepilot-device-server", daemon=True
+        )
         t.start()
         return t
 
+    def wait_ready(self) -> dict[str, Any]:
+        """Block until the measurement worker is warm; its start-up report (limits, versions)."""
+        return self.runner.wait_ready()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.runner.close()
+
+    # -- connections ----------------------------------------------------------------------------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, at most ``max_connections``; over that a quick 503."""
+        deadline = time.monotonic() + self.request_timeout_s
+        if self._slots.acquire(blocking=False):
+            target = self._serve_connection
+        elif self._refusals.acquire(blocking=False):
+            target = self._refuse_busy
+        else:  # a flood: not even a 503
+            log.warning("%s refused: %d connections open and as many being refused", client_address[0],
+                        self.max_connections)  # fmt: skip
+            self.shutdown_request(request)
+            return
+        threading.Thread(target=target, args=(request, client_address, deadline), daemon=True).start()
+
+    def _secure(self, request: socket.socket, deadline: float) -> socket.socket | None:
+        """The connection itself, or its TLS wrapper once the handshake is done (``None``: failed)."""
+        if self.ssl_context is None:
+            return request
+        try:
+            request.settimeout(max(deadline - time.monotonic(), 0.001))  # the whole handshake, not per read
+            return self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake failed: %s", exc)
+            return None
+
+    def _serve_connection(self, request: socket.socket, client_address: Any, deadline: float) -> None:
+        conn = None
+        try:
+            conn = self._secure(request, deadline)
+            if conn is not None:
+                RequestHandler(conn, client_address, self, deadline)
+        except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
+            log.exception("error serving %s", client_address[0])
+        finally:
+            self.shutdown_request(conn if conn is not None else request)
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket, client_address: Any, deadline: float) -> None:
+        deadline = min(deadline, time.monotonic() + _REFUSAL_S)
+        conn = None
+        try:
+            conn = self._secure(request, deadline)
+            if conn is not None:
+                message = f"the server is busy ({self.max_connections} connections open, its --max-connections)"
+                log.warning("%s -> 503 %s", client_address[0], message)
+                body = json.dumps({"error": message + "; retry later", "status": 503}).encode()
+                conn.settimeout(max(deadline - time.monotonic(), 0.001))
+                conn.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                    + f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                conn.shutdown(socket.SHUT_WR)  # the client sees the end of the answer at once
+                drain(io.BufferedReader(DeadlineReader(conn, deadline)), 1 << 16)  # its request: no reset
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(conn if conn is not None else request)
+            self._refusals.release()
+
+    # -- what the routes answer -----------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """What ``GET /info`` answers."""
         return {
             "device": self.device_name,
             "cpu": cpu_name(),
-            "formats": list(FORMATS),
+            "formats": self.formats,
             "runtimes": {"onnx": "onnxruntime-cpu", "torchscript": "torch-eager-cpu"},
             "versions": runtime_versions("onnxruntime", "onnx"),
             "max_upload_bytes": self.max_upload_bytes,
+            "limits": {
+                "max_upload_bytes": self.max_upload_bytes,
+                "request_timeout_s": self.request_timeout_s,
+                "header_timeout_s": self.header_timeout_s,
+                "measure_timeout_s": self.measure_timeout_s,
+                "max_connections": self.max_connections,
+                "max_input_elements": self.max_input_elements,
+                "worker_memory_mb": self.runner.limits.memory_mb,
+            },
+            "tls": self.ssl_context is not None,
             "protocol": self.protocol.record(),
         }
 
-    def measure(self, data: bytes, fmt: str | None, shape: tuple[int, ...] | None) -> dict[str, Any]:
-        """Validate and time one uploaded model; raises RequestError with the HTTP answer."""
+    def check_request(self, fmt: str | None, shape: tuple[int, ...] | None) -> None:
+        """Refuse what the query alone shows is unacceptable, before the upload is read."""
+        if fmt is not None and fmt not in FORMATS:
+            raise RequestError(400, f"format {fmt[:50]!r} is not accepted; use 'onnx' or 'torchscript'")
+        if fmt == "torchscript":
+            self._check_torchscript_allowed()
+        if shape is not None:
+            check_input_elements(shape, self.max_input_elements)
+
+    def _check_torchscript_allowed(self) -> None:
+        if not self.allow_torchscript:
+            raise RequestError(
+                415,
+                "TorchScript is not accepted by this server (an archive is code that runs on the server); "
+                "upload ONNX (the remote model's format: onnx), or start the server with --allow-torchscript",
+            )
+
+    def measure(
+        self,
+        data: bytes,
+        fmt: str | None,
+        shape: tuple[int, ...] | None,
+        wanted: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Validate and time one uploaded model; raises RequestError with the HTTP answer.
+
+        Measurements run one at a time, in arrival order; ``wanted`` (is the client still there?)
+        is asked when this one's turn comes."""
+        self.check_request(fmt, shape)
         sniffed = sniff_format(data)
         fmt = fmt or sniffed
         if fmt != sniffed:
             raise RequestError(415, f"format={fmt!r} was requested but the upload is {sniffed}")
-        with self.measure_lock:
-            if fmt == "onnx":
-                from prunepilot.hw_models.onnxrt import time_onnx_bytes
-
-                check_onnx(data)
-                try:
-                    stats, used, threads = time_onnx_bytes(data, shape, self.protocol)
-                except HardwareError as exc:
-                    raise RequestError(422, str(exc)) from None
-                runtime = "onnxruntime-cpu"
-            else:
-                if shape is None:
-                    raise RequestError(400, "TorchScript uploads need ?shape=NxCxHxW")
-                stats, threads = time_torchscript_bytes(data, shape, self.protocol)
-                used, runtime = shape, "torch-eager-cpu"
+        if fmt == "torchscript":
+            self._check_torchscript_allowed()
+        job = MeasureJob(fmt, shape, self.protocol.record(), self.measure_timeout_s, self.max_input_elements)
+        # every job ahead takes at most its limit (plus a fresh worker's start): a safety net only
+        turn = self.max_connections * (self.measure_timeout_s + KILL_GRACE_S + self.runner.limits.startup_timeout_s)
+        answer = self.runner.run(job, data, wait_s=turn, wanted=wanted)
+        if answer["status"] == 500:
+            log.error("measurement failed inside the worker: %s", answer.get("error"))
+            raise RuntimeError("the measurement worker reported an internal error")
+        if answer["status"] != 200:
+            raise RequestError(int(answer["status"]), str(answer["error"]))
+        res = answer["result"]
+        stats, used = res["stats"], res["input_shape"]
         return {
-            "ms": stats.median_ms,
-            "cv": stats.cv,
-            "iqr_ms": stats.iqr_ms,
+            "ms": stats["median_ms"],
+            "cv": stats["cv"],
+            "iqr_ms": stats["iqr_ms"],
             "details": {
-                "runtime": runtime,
+                "runtime": res["runtime"],
                 "device": self.device_name,
                 "cpu": cpu_name(),
                 "versions": runtime_versions("onnxruntime", "onnx"),
-                "threads": threads,
+                "threads": res["threads"],
                 "batch_size": int(used[0]),
                 "input_shape": list(used),
                 "format": fmt,
                 "upload_bytes": len(data),
                 "protocol": self.protocol.record(),
-                **stats.record(),
+                **stats,
             },
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: DeviceServer
-    server_version = "prunepilot-device-server"
-    _body_read = False
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.request_timeout_s)  # every read times out
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.address_string(), format % args)
-
-    # -- answers ------------------------------------------------------------------------------
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError as exc:  # the client went away; nothing left to tell it
-            log.warning("could not answer %s: %s", self.address_string(), exc)
-        self.close_connection = True
-
-    def _error(self, status: int, message: str) -> None:
-        log.warning("%s -> %d %s", self.address_string(), status, message)
-        self._send_json(status, {"error": message, "status": status})
-
-    def _check_token(self) -> None:
-        given = self.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode("utf-8"), self.server.token.encode("utf-8")):
-            raise RequestError(401, f"missing or wrong token in the {TOKEN_HEADER} header")
-
-    def _drain(self, length: int) -> None:
-        """Read and discard an oversized body (bounded) so the client can read our answer."""
-        left = min(length, 4 * self.server.max_upload_bytes)
-        try:
-            while left > 0:
-                chunk = self.rfile.read(min(_DRAIN_CHUNK, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-        except OSError:
-            pass
-
-    def _drain_unread(self, cap: int) -> None:
-        """Before refusing a request whose body was never read, read (and drop) up to ``cap``
-        bytes of it, so a well-behaved client receives the answer instead of a reset."""
-        if self._body_read:
-            return
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            return
-        if 0 < length <= cap:
-            self._drain(length)
-
-    def _read_body(self) -> bytes:
-        self._body_read = True
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            raise RequestError(411, "a Content-Length header is required")
-        try:
-            length = int(raw)
-        except ValueError:
-            raise RequestError(400, f"Content-Length {raw!r} is not an integer") from None
-        if length < 0:
-            raise RequestError(400, f"Content-Length {length} is negative")
-        if length > self.server.max_upload_bytes:
-            self._drain(length)
-            raise RequestError(
-                413,
-                f"upload of {length} bytes exceeds the server's limit of {self.server.max_upload_bytes} bytes; "
-                "restart the server with a larger --max-upload-mb or upload a smaller model",
-            )
-        if length == 0:
-            raise RequestError(400, "the request body is empty; upload an ONNX or TorchScript model")
-        buf = bytearray()
-        try:
-            while len(buf) < length:
-                chunk = self.rfile.read(min(_DRAIN_CHUNK, length - len(buf)))
-                if not chunk:
-                    raise RequestError(
-                        400, f"connection closed after {len(buf)} of {length} bytes; the upload is incomplete"
-                    )
-                buf.extend(chunk)
-        except TimeoutError:
-            raise RequestError(
-                408,
-                f"timed out after {self.server.request_timeout_s:g} s waiting for the upload "
-                f"({len(buf)}/{length} bytes)",
-            ) from None
-        return bytes(buf)
-
-    # -- routes -------------------------------------------------------------------------------
-    def _dispatch(self, method: str) -> None:
-        try:
-            self._check_token()
-            url = urlsplit(self.path)
-            if method == "GET" and url.path == "/info":
-                self._send_json(200, self.server.info())
-                return
-            if method == "POST" and url.path == "/measure":
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                fmt = query.get("format")
-                if fmt is not None and fmt not in FORMATS:
-                    raise RequestError(400, f"format {fmt!r} is not accepted; use 'onnx' or 'torchscript'")
-                shape = parse_shape(query["shape"]) if "shape" in query else None
-                data = self._read_body()
-                self._send_json(200, self.server.measure(data, fmt, shape))
-                return
-            raise RequestError(404, f"no route {method} {url.path}; use GET /info or POST /measure")
-        except RequestError as exc:
-            if method == "POST" and exc.status in (400, 401, 404):
-                self._drain_unread(_REFUSED_DRAIN)
-            self._error(exc.status, exc.message)
-        except Exception as exc:  # noqa: BLE001 - one bad request must never stop the server
-            log.exception("unexpected error")
-            self._error(500, f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch("POST")
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise HardwareError("TLS needs both --tls-cert and --tls-key (PEM files); give both or neither")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise HardwareError(f"cannot load the TLS certificate {cert!r} / key {key!r}: {exc}") from None
+    return ctx
