@@ -29,9 +29,9 @@ def _attack(marker: Path) -> str:
     return f"os:system?command=touch {marker}"
 
 
-def _pruned_folder(folder: Path, spec: str = "tiny-convnet") -> Path:
+def _pruned_folder(folder: Path, spec: str = "testing:tiny-convnet") -> Path:
     torch.manual_seed(0)
-    model = build_model("tiny-convnet").eval()
+    model = build_model("testing:tiny-convnet").eval()
     x = torch.zeros(1, 3, 16, 16)
     space = PruningSpace.build(model, x)
     policy = PruningPolicy.uniform(space, 0.5)
@@ -60,8 +60,12 @@ def _run_folder(folder: Path, spec: str, data: str = "digits") -> Path:
 
 
 def test_require_trusted_allows_our_own_specs_and_refuses_import_paths() -> None:
-    for spec in ("resnet20", "simplecnn?width_mult=0.5", "torchvision:resnet18?zero_init_residual=true"):
+    # zoo names, torchvision models and the package's own test fixtures (testing:NAME, no import path)
+    ours = ("resnet20", "simplecnn?width_mult=0.5", "torchvision:resnet18?zero_init_residual=true")
+    for spec in (*ours, "testing:tiny-convnet", "testing:tiny-fragile?fail_width=3"):
         require_trusted(model=spec, data="digits", source="x/config.yaml", trust_code=False)
+    with pytest.raises(UntrustedCodeError):  # the same fixture by import path is code the folder names
+        require_trusted(model=SAFE_IMPORT_SPEC, source="x/config.yaml", trust_code=False)
     for kwargs in ({"model": "os:system?command=ls"}, {"data": "os:system"}, {"data": "torchvision:foo"}):
         with pytest.raises(UntrustedCodeError) as info:
             require_trusted(source="x/config.yaml", trust_code=False, **kwargs)  # type: ignore[arg-type]
@@ -152,7 +156,7 @@ def test_prune_run_refuses_an_import_data_name_without_trust_code(
         f"from pathlib import Path\nPath({str(marker)!r}).touch()\n\ndef load():\n    raise SystemExit\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    run = _run_folder(tmp_path / "run", "tiny-convnet", data="pp_attack_data:load")
+    run = _run_folder(tmp_path / "run", "testing:tiny-convnet", data="pp_attack_data:load")
     res = _prune_run(run, tmp_path / "out")
     assert res.exit_code == 2, res.output
     assert "--trust-code" in res.output and "pp_attack_data:load" in res.output
@@ -171,7 +175,7 @@ def test_prune_run_with_trust_code_or_an_explicit_model(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "a" / "pruned.json").read_text())["model"]["spec"] == SAFE_IMPORT_SPEC
     attack = _run_folder(tmp_path / "run2", _attack(marker))
-    res = _prune_run(attack, tmp_path / "b", "--model", "tiny-convnet")  # the user's spec replaces the run's
+    res = _prune_run(attack, tmp_path / "b", "--model", "testing:tiny-convnet")  # the user's spec replaces the run's
     assert res.exit_code == 0, res.output
     assert not marker.exists()
 
@@ -180,3 +184,21 @@ def test_prune_run_on_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     res = _prune_run(tmp_path / "nope", tmp_path / "out")
     assert res.exit_code == 2 and "not a prunepilot run folder" in res.output
     assert not (tmp_path / "nope").exists()  # looking at a run folder never creates one
+
+
+def test_search_resume_refuses_an_import_spec_from_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "search"))
+    from search_helpers import tiny_config
+
+    marker = tmp_path / "MARKER"
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_config(tmp_path, **{"model.spec": _attack(marker)})
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["search", "--resume", str(run), "--backend", "local", "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert "--trust-code" in res.output and "os:system" in res.output and "config.yaml" in res.output
+    assert not marker.exists()
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # nothing written into the run

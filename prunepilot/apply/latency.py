@@ -3,7 +3,8 @@
 A policy exported by ``prunepilot pareto RUN --export`` carries ``metadata.metrics`` (the
 search's ``latency_ms``, ``latency_kind`` and ``latency_model``) and ``metadata.run`` (the run
 folder). When that folder is still there, its ``config.yaml`` says which device and batch size
-the search used; apply measures on the same ones unless told otherwise, so the two figures are
+the search used (read through :class:`~prunepilot.search.store.RunStore`, the run folder's one
+reader); apply measures on the same ones unless told otherwise, so the two figures are
 comparable. The difference is reported in percent of the search figure; ``within_10pct`` is
 judged only when both figures are measured with the same latency model (a prediction is
 reported, not judged).
@@ -17,10 +18,8 @@ slow-down), i.e. the applied speed-up against the search's speed-up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from prunepilot.hw_models.base import LatencyResult
@@ -70,16 +69,21 @@ def search_context(policy: PruningPolicy) -> SearchContext:
     metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
     run = meta.get("run")
     device = batch = ignored = base_ms = None
-    folder = Path(str(run)) if run else None
-    if folder is not None and (folder / "config.yaml").is_file():
-        raw = _read(folder / "config.yaml")
+    if run:
+        from prunepilot.errors import ConfigError
+        from prunepilot.search.store import RunStore
+
+        store = RunStore(str(run))
+        try:
+            raw = store.read_config() if store.is_run else {}
+        except ConfigError:  # a moved or half-written run: apply goes on without its settings
+            raw = {}
         dev = raw.get("device") or {}
         device = dev.get("name")
         batch = dev.get("batch_size")
         layers = (raw.get("model") or {}).get("ignored_layers")
         ignored = tuple(layers) if layers else None
-    if folder is not None and (folder / "run.json").is_file():
-        base_ms = (_read(folder / "run.json").get("base") or {}).get("latency_ms")
+        base_ms = store.base_latency_ms()
     ms = metrics.get("latency_ms")
     acc = metrics.get("accuracy")
     return SearchContext(
@@ -98,15 +102,6 @@ def search_context(policy: PruningPolicy) -> SearchContext:
 def _median(results: list[LatencyResult]) -> LatencyResult:
     ordered = sorted(results, key=lambda r: r.ms)
     return ordered[(len(ordered) - 1) // 2]
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """A YAML/JSON mapping, or {} when the file is unreadable (a moved or half-written run)."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
 
 
 def measure_latency(

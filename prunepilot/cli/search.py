@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from prunepilot.cli.common import fail_on_error
 from prunepilot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prunepilot.search.records import Candidate, Metrics
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -41,11 +44,20 @@ def search(
     evaluations: int | None = typer.Option(None, "--evaluations", help="Override strategy.evaluations."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Override data.root (else $PRUNEPILOT_DATA)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the search in this run folder."),
+    backend: str = typer.Option(
+        "ray", "--backend", help="ray: Tune trials on a local Ray or --ray-address; local: serially, without Ray."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    trust_code: bool = typer.Option(
+        False,
+        "--trust-code",
+        help="With --resume: build an import-path model spec or data name (pkg.module:fn) read from the run "
+        "folder's config.yaml (runs that code).",
+    ),
 ) -> None:
-    """Search pruning policies under a latency budget, as Ray Tune trials; print the front."""
+    """Search pruning policies under a latency budget (Ray Tune trials, or --backend local); print the front."""
     from prunepilot.search.config import budget_override, load_config, validate_config
-    from prunepilot.search.runner import run_search
+    from prunepilot.search.runner import BACKENDS, Backend, run_search
     from prunepilot.search.store import RunStore
 
     with fail_on_error():
@@ -57,15 +69,24 @@ def search(
             "strategy.evaluations": evaluations,
             "data.root": str(data_root) if data_root else None,
         }
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend {backend!r} is not a search backend; choose one of {', '.join(BACKENDS)}")
+        chosen: Backend = "local" if backend == "local" else "ray"
         if resume is not None:
-            cfg = validate_config(RunStore(resume).read_config(), source=str(resume / "config.yaml"))
-            result = run_search(cfg, resume, resume=True, progress=not quiet)
+            from prunepilot.trust import require_trusted
+
+            stored = RunStore(resume)
+            cfg = validate_config(stored.read_config(), source=str(stored.config_path))
+            require_trusted(
+                model=cfg.model.spec, data=cfg.data.name, source=str(stored.config_path), trust_code=trust_code
+            )
+            result = run_search(cfg, resume, resume=True, progress=not quiet, backend=chosen)
         else:
             if config is None:
                 raise ConfigError("give a config YAML (e.g. configs/quickstart.yaml) or --resume RUN")
             overrides.update({k: v for k, v in budget_override(budget).items()})
             cfg = load_config(config, overrides)
-            result = run_search(cfg, run_dir, progress=not quiet)
+            result = run_search(cfg, run_dir, progress=not quiet, backend=chosen)
     _print_front(result.front, result.budget_ms, result.base)
     console.print(
         f"{len(result.candidates)} candidates, {result.failed_trials} failed trial records -> {result.run_dir}\n"
@@ -73,11 +94,12 @@ def search(
     )
 
 
-def _print_front(front: list[dict[str, Any]], budget_ms: float | None, base: dict[str, Any] | None) -> None:
-    from prunepilot.search.pareto import front_table_rows
+def _print_front(front: Sequence[Candidate], budget_ms: float | None, base: Metrics | None) -> None:
+    """The front as a table; ``*`` marks a point over the budget by its re-measured figure if it has one."""
+    from prunepilot.search.front_table import front_table_rows
 
     rows = front_table_rows(front)
-    kinds = {r["latency_kind"] for r in rows} | ({base["latency_kind"]} if base else set())
+    kinds = {r["latency_kind"] for r in rows} | ({base.latency_kind} if base else set())
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     title = f"Pareto front: accuracy on the held-out train split, latency {kind}"
     if budget_ms:
@@ -87,19 +109,14 @@ def _print_front(front: list[dict[str, Any]], budget_ms: float | None, base: dic
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     if base:
         table.add_row(
-            "base",
-            f"{base['accuracy']:.4f}",
-            f"{base['latency_ms']:.3f}",
-            f"{base['macs']:,}",
-            f"{base['params']:,}",
-            "1.00",
-            "-",
+            "base", f"{base.accuracy:.4f}", f"{base.latency_ms:.3f}", f"{base.macs:,}", f"{base.params:,}", "1.00", "-"
         )
     for row in rows:
-        over = budget_ms is not None and row["latency_ms"] > budget_ms
-        lat = f"{row['latency_ms']:.3f}" + ("*" if over else "")
+        over = budget_ms is not None and row["budget_latency_ms"] > budget_ms
+        lat = f"{row['latency_ms']:.3f}"
         if row.get("measured_latency_ms") is not None:
             lat += f" (measured {row['measured_latency_ms']:.3f})"
+        lat += "*" if over else ""
         table.add_row(
             str(row["rank"]),
             f"{row['accuracy']:.4f}",
@@ -121,56 +138,56 @@ def pareto(
     objectives: str = typer.Option("accuracy,latency_ms", "--objectives", help="Comma-separated objectives."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip pareto.png / pareto.html."),
 ) -> None:
-    """Print a run's Pareto front, write pareto.png and pareto.html, export a policy."""
+    """Print a run's Pareto front, write front.json, pareto.png and pareto.html, export a policy.
+
+    Re-measured latencies survive (front.json keeps ``measured_latency_ms``), and ``--export``
+    judges the budget on them: a front point measured over the budget is never exported.
+    """
     from prunepilot.search.pareto import (
         best_within_budget,
+        budget_latency,
         default_reference,
         hypervolume,
         objectives_from_names,
         pareto_front,
         to_minimisation,
     )
-    from prunepilot.search.plots import plot_front_html, plot_front_png
     from prunepilot.search.store import RunStore
 
     with fail_on_error():
         store = RunStore(run)
         store.read_config()
-        info = store.read_info()
         ok = store.ok()
         if not ok:
             raise ConfigError(f"run {str(run)!r} has no evaluated candidates yet")
+        base = store.base_metrics()
         objs = objectives_from_names([o.strip() for o in objectives.split(",") if o.strip()])
         front = pareto_front(ok, objs)
-        ref = default_reference(ok, objs, base=info.get("base"))
+        ref = default_reference(ok, objs, base=base)
         hv = hypervolume(to_minimisation(front, objs), ref)
-        budget_ms = budget if budget is not None else info.get("budget_ms")
-        _print_front(front, budget_ms, info.get("base"))
+        budget_ms = budget if budget is not None else store.budget_ms()
+        _print_front(front, budget_ms, base)
         console.print(f"hypervolume {hv:.6g} (reference {list(map(float, ref))}); {len(ok)} candidates")
-        (store.dir / "front.json").write_text(json.dumps(front, indent=2, default=str) + "\n")
+        store.write_front(front)
         if not no_plots:
-            base = info.get("base")
-            uniform = store.baseline() or None  # else the run's own `uniform` candidates, if any
-            png = plot_front_png(ok, front, store.dir / "pareto.png", uniform=uniform, base=base)
-            html = plot_front_html(ok, front, store.dir / "pareto.html", uniform=uniform, base=base)
+            png, html = store.write_plots(ok, front)
             console.print(f"wrote {png} and {html}")
         if export is not None:
             if budget_ms is None:
                 raise ConfigError("--export needs --budget MS (the run has no budget recorded)")
             best = best_within_budget(ok, float(budget_ms))
             if best is None:
-                fastest = min(c["metrics"]["latency_ms"] for c in ok)
-                raise ConfigError(f"no candidate is within {budget_ms} ms; the fastest is {fastest:.3f} ms")
-            from prunepilot.pruning import PruningPolicy
-
-            policy = PruningPolicy.model_validate(best["policy"])
-            meta = {**policy.metadata, "run": str(run), "candidate": best["id"], "metrics": best["metrics"]}
-            policy.model_copy(update={"metadata": meta}).save(export)
-            m = best["metrics"]
-            console.print(
-                f"exported {best['id']}: accuracy {m['accuracy']:.4f}, latency {m['latency_ms']:.3f} ms "
-                f"{m['latency_kind']} -> {export}"
-            )
+                fastest = min(budget_latency(c) or float("inf") for c in ok)
+                raise ConfigError(
+                    f"no candidate is within {budget_ms} ms (re-measured figures count where there are any); "
+                    f"the fastest is {fastest:.3f} ms; raise --budget"
+                )
+            store.export_policy(best, export)
+            m = best.metrics
+            shown = f"{m.latency_ms:.3f} ms {m.latency_kind}"
+            if best.measured is not None:
+                shown += f" (measured {best.measured.latency_ms:.3f} ms)"
+            console.print(f"exported {best.id}: accuracy {m.accuracy:.4f}, latency {shown} -> {export}")
 
 
 def strategies() -> None:

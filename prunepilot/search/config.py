@@ -3,7 +3,7 @@
 Every field is documented where it is declared; ``prunepilot search --help`` lists the CLI
 overrides. :func:`load_config` reads a YAML file and applies overrides; errors name the field,
 the bad value and what is accepted. The conversion to and from Ray Tune's ``param_space``
-happens in exactly one place: :mod:`prunepilot.search.trainable`.
+happens in exactly one place: :mod:`prunepilot.search.space`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ class EvaluationSection(_Strict):
     """How one candidate is scored."""
 
     importance: str = Field(
-        "l1", description="Channel-selection criterion (l1, l2, bn-scale, taylor, hessian, random)."
+        "l1",
+        description="Channel-selection criterion (l1, l2, bn-scale, taylor, hessian, random, grad-magnitude, "
+        "snip, grasp, synflow, thinet).",
     )
     round_to: int = Field(1, ge=1, description="Round group widths to multiples of this.")
     lower_bound: float = Field(0.1, gt=0, le=1, description="Smallest keep ratio a strategy may propose.")
@@ -102,6 +104,15 @@ class EvaluationSection(_Strict):
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )
+    protocol: str = Field(
+        "bn-recal",
+        description="How a candidate's accuracy is scored (prunepilot/search/protocols.py): bn-recal "
+        "(BN recalibration, no training), short-finetune (a few distillation steps from the unpruned "
+        "model), supernet (sliced from a slimmable supernet trained once per search).",
+    )
+    protocol_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the protocol (e.g. {steps: 40} for short-finetune)."
+    )
 
     @field_validator("importance")
     @classmethod
@@ -110,6 +121,16 @@ class EvaluationSection(_Strict):
 
         canonical_importance(v)  # raises ValueError listing the criteria; the name is kept as given
         return v
+
+    @model_validator(mode="after")
+    def _known_protocol(self) -> EvaluationSection:
+        from prunepilot.search.protocols import get_protocol
+
+        try:
+            get_protocol(self.protocol, self.protocol_settings)  # validates name and settings only
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("field 'evaluation.protocol': ")) from None
+        return self
 
 
 class StrategySection(_Strict):

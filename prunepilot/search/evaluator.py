@@ -6,6 +6,10 @@
 One :class:`Evaluator` per process holds the base model, the data batches and the pruning
 space (see :func:`get_evaluator`, a per-process cache), so a candidate costs only its own
 pruning and scoring. The test split is never touched here: it is for final reports.
+
+Strategies see it only through :class:`~prunepilot.search.strategies.PolicyEvaluator`
+(``make_policy``, ``evaluate``, ``score``, ``predict_latency_ms``); the rest is the driver's.
+:class:`Metrics` lives in :mod:`prunepilot.search.records` (importable from here too).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +27,13 @@ from torch import nn
 
 from prunepilot.hw_models.base import LatencyModel, LatencyResult
 from prunepilot.hw_models.registry import get_latency_model
-from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, recalibrate_bn
+from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
 from prunepilot.search.config import SearchConfig
+from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol
+from prunepilot.search.records import Candidate, Metrics
 from prunepilot.training import evaluate_accuracy
 
-
-@dataclass(frozen=True)
-class Metrics:
-    """One evaluated candidate.
-
-    Attributes:
-        accuracy: Top-1 on the held-out split of the training data (never the test split).
-        latency_ms: Latency on the target device at the configured batch size.
-        latency_kind: ``"measured"`` or ``"predicted"``.
-        latency_model: Name of the latency model that gave ``latency_ms``.
-        macs: MACs per sample (analytic).
-        params: Parameters (analytic).
-        eval_seconds: Wall time of this evaluation.
-        latency_cv: Coefficient of variation of the timing runs (measured only).
-    """
-
-    accuracy: float
-    latency_ms: float
-    latency_kind: str
-    latency_model: str
-    macs: int
-    params: int
-    eval_seconds: float
-    latency_cv: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+__all__ = ["Evaluator", "LatencyFit", "Metrics", "build_latency_model", "config_key", "get_evaluator"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +107,9 @@ class Evaluator:
         self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
         self.val = [(x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches]
         self.fit: LatencyFit | None = None
+        #: The scoring protocol (``evaluation.protocol``); prepared on first use.
+        self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
+        self._prepared: dict[str, Any] | None = None
         self._cache: dict[tuple[int, ...], Metrics] = {}
         #: Whether the last :meth:`evaluate` call was answered from the cache.
         self.last_cached = False
@@ -141,34 +123,78 @@ class Evaluator:
         )
 
     def evaluate(self, policy: PruningPolicy) -> Metrics:
-        """Prune, recalibrate BN, score accuracy on held-out training data, get latency."""
+        """Score ``policy`` with the search's protocol on held-out training data; get latency."""
         key = policy.key()
         self.last_cached = key in self._cache
         if self.last_cached:
             return self._cache[key]
         start = time.perf_counter()
-        pruned = self.prune(policy)
-        acc = evaluate_accuracy(pruned, self.val)
-        lat = self.latency_of(pruned, policy.channels)
-        metrics = Metrics(
+        if self.protocol.name == "bn-recal":
+            metrics = self.score(self.prune(policy), policy.channels, started=start)
+        else:
+            pruned = self._apply(policy)
+            data = self.scoring_data()
+            if self._prepared is None:  # once per process (a supernet is trained here)
+                self._prepared = self.protocol.prepare(data)
+            scored = self.protocol.score(policy, lambda: pruned, data)
+            # the protocol may train the pruned copy; its architecture, hence its latency, is the same
+            metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=scored)
+        self._cache[key] = metrics
+        return metrics
+
+    def scoring_data(self, work_dir: Path | None = None) -> ScoringData:
+        """What a protocol sees: the training part, calibration and held-out batches, the base."""
+        ev = self.cfg.evaluation
+        return ScoringData.from_bundle(
+            self.data,
+            self.model,
+            self.space,
+            calib=self.calib,
+            val=self.val,
+            importance=ev.importance,
+            lower_bound=ev.lower_bound,
+            round_to=ev.round_to,
+            seed=self.cfg.seed,
+            work_dir=work_dir,
+        )
+
+    def score(
+        self,
+        model: nn.Module,
+        widths: Mapping[str, int],
+        *,
+        started: float | None = None,
+        accuracy: float | None = None,
+        protocol: str | None = None,
+    ) -> Metrics:
+        """Accuracy on the held-out batches and latency of ``model``, which has these ``widths``.
+
+        What :meth:`evaluate` does after pruning, for models built otherwise (a one-shot
+        supernet's weights: ``protocol`` names how, e.g. ``"autoslim"``). ``accuracy``, when
+        given, is the protocol's score (not recomputed). ``eval_seconds`` counts from
+        ``started`` (a ``perf_counter()`` value; default: now). Not cached.
+        """
+        start = time.perf_counter() if started is None else started
+        acc = evaluate_accuracy(model, self.val) if accuracy is None else accuracy
+        lat = self.latency_of(model, widths)
+        return Metrics(
             accuracy=float(acc),
             latency_ms=float(lat.ms),
             latency_kind=str(lat.kind),
             latency_model=lat.model_name,
-            macs=self.space.macs(policy.channels),
-            params=self.space.params(policy.channels),
+            macs=self.space.macs(widths),
+            params=self.space.params(widths),
             eval_seconds=time.perf_counter() - start,
             latency_cv=lat.cv,
+            protocol=protocol or self.protocol.name,
         )
-        self._cache[key] = metrics
-        return metrics
+
+    def _apply(self, policy: PruningPolicy) -> nn.Module:
+        return apply_policy(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
 
     def prune(self, policy: PruningPolicy) -> nn.Module:
-        """The pruned, BN-recalibrated model for ``policy``."""
-        pruned = apply_policy(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
-        if self.calib:
-            recalibrate_bn(pruned, self.calib)
-        return pruned.eval()
+        """The pruned, BN-recalibrated model for ``policy`` (the path apply and prune take too)."""
+        return prune_and_recalibrate(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
 
     def latency_of(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
         """Latency from the configured latency model (measures ``model`` when it must)."""
@@ -264,20 +290,11 @@ class Evaluator:
         """The base model's weights (what the driver puts in Ray's object store)."""
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def seed_cache(self, records: Sequence[Mapping[str, Any]]) -> int:
+    def seed_cache(self, candidates: Sequence[Candidate]) -> int:
         """Pre-fill the evaluation cache from stored candidates (resume); returns how many."""
-        n = 0
-        for rec in records:
-            if rec.get("status") != "ok":
-                continue
-            try:
-                policy = PruningPolicy.model_validate(rec["policy"])
-            except Exception:  # noqa: BLE001 - a foreign record simply does not seed the cache
-                continue
-            fields = {k: rec["metrics"][k] for k in Metrics.__dataclass_fields__ if k in rec["metrics"]}
-            self._cache[policy.key()] = Metrics(**fields)
-            n += 1
-        return n
+        for cand in candidates:
+            self._cache[cand.policy.key()] = cand.metrics
+        return len(candidates)
 
 
 def build_latency_model(cfg: SearchConfig) -> tuple[LatencyModel, int]:

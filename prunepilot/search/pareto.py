@@ -1,10 +1,11 @@
 """Pareto fronts, hypervolume and budget picks over evaluated candidates.
 
-A candidate is one line of a run's ``candidates.jsonl``: a plain dict with at least ``id``,
-``strategy``, ``status`` (``"ok"`` | ``"failed"``), ``policy`` (policy JSON) and ``metrics``
-(``accuracy``, ``latency_ms``, ``latency_kind``, ``latency_model``, ``macs``, ``params`` and,
-once re-measured on the device, ``measured_latency_ms``). Objectives name values inside it by a
-dotted path, so any metric can become an axis of the front.
+A candidate is a :class:`~prunepilot.search.records.Candidate` or its wire form (one line of a
+run's ``candidates.jsonl``): a dict with at least ``id``, ``status`` (``"ok"`` | ``"failed"``)
+and ``metrics`` (``accuracy``, ``latency_ms``, ``latency_kind``, ``latency_model``, ``macs``,
+``params`` and, once re-measured on the device, ``measured_latency_ms``). Objectives name values
+inside the wire form by a dotted path, so any metric can become an axis of the front. Functions
+return the objects they were given. The front's text table is :mod:`prunepilot.search.front_table`.
 
 Example:
     >>> cands = [
@@ -21,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from prunepilot.errors import ConfigError, one_of
+from prunepilot.search.records import Candidate, as_wire, check_one_protocol
 
 __all__ = [
     "ACCURACY",
@@ -40,18 +41,16 @@ __all__ = [
     "Objective",
     "base_value",
     "best_within_budget",
+    "budget_latency",
     "default_reference",
-    "format_latency",
-    "front_table_rows",
     "hypervolume",
-    "mean_keep_ratio",
     "objective_value",
     "objectives_from_names",
     "pareto_front",
     "to_minimisation",
 ]
 
-C = TypeVar("C", bound=Mapping[str, Any])
+C = TypeVar("C", bound=Candidate | Mapping[str, Any])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,24 +120,25 @@ def _lookup(record: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def objective_value(candidate: Mapping[str, Any], objective: Objective) -> float:
+def objective_value(candidate: Candidate | Mapping[str, Any], objective: Objective) -> float:
     """The objective's value in ``candidate`` as a float (in its own orientation).
 
     Raises:
         ValueError: the candidate has no value at ``objective.key`` or it is not a number.
     """
+    wire = as_wire(candidate)
     try:
-        value = _lookup(candidate, objective.key)
+        value = _lookup(wire, objective.key)
         return float(value)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
-            f"candidate {candidate.get('id', '?')!r} has no numeric {objective.key!r}"
+            f"candidate {wire.get('id', '?')!r} has no numeric {objective.key!r}"
             f" (got {exc!r}); every 'ok' candidate needs a value for each objective"
         ) from exc
 
 
 def to_minimisation(
-    candidates: Sequence[Mapping[str, Any]], objectives: Sequence[Objective] = (ACCURACY, LATENCY)
+    candidates: Sequence[Candidate | Mapping[str, Any]], objectives: Sequence[Objective] = (ACCURACY, LATENCY)
 ) -> NDArray[np.float64]:
     """Objective values as an ``(n, m)`` array where smaller is better in every column.
 
@@ -150,7 +150,8 @@ def to_minimisation(
 
 def _usable(candidates: Iterable[C], objectives: Sequence[Objective]) -> tuple[list[C], NDArray[np.float64]]:
     """``ok`` candidates with finite values for every objective, and their minimisation matrix."""
-    kept = [c for c in candidates if c.get("status") == "ok"]
+    kept = [c for c in candidates if as_wire(c).get("status") == "ok"]
+    check_one_protocol(kept)
     points = to_minimisation(kept, objectives)
     finite = np.asarray(np.isfinite(points).all(axis=1), dtype=bool)
     return [c for c, f in zip(kept, finite.tolist(), strict=True) if f], points[finite]
@@ -203,6 +204,7 @@ def pareto_front(candidates: Iterable[C], objectives: Sequence[Objective] = (ACC
 
     Raises:
         ValueError: an ``ok`` candidate lacks one of the objectives.
+        ConfigError: the candidates were scored by more than one protocol.
     """
     if not objectives:
         raise ConfigError(f"no objectives given; choose at least one of {one_of(OBJECTIVES)}")
@@ -277,6 +279,8 @@ def hypervolume(points: ArrayLike, reference: ArrayLike) -> float:
 
 
 def _as_record(base: Any) -> Mapping[str, Any]:
+    if isinstance(base, Candidate):
+        return base.wire
     if dataclasses.is_dataclass(base) and not isinstance(base, type):
         base = dataclasses.asdict(base)
     if not isinstance(base, Mapping):
@@ -287,7 +291,7 @@ def _as_record(base: Any) -> Mapping[str, Any]:
 def base_value(base: Any, objective: Objective) -> float | None:
     """The base model's value of ``objective``, or None if ``base`` does not carry it.
 
-    ``base`` may be a candidate-like dict, a flat metrics dict or the evaluator's ``Metrics``.
+    ``base`` may be a :class:`Candidate`, a candidate-like dict, a flat metrics dict or a ``Metrics``.
     """
     try:
         value = float(_lookup(_as_record(base), objective.key))
@@ -297,7 +301,7 @@ def base_value(base: Any, objective: Objective) -> float | None:
 
 
 def default_reference(
-    candidates: Iterable[Mapping[str, Any]],
+    candidates: Iterable[Candidate | Mapping[str, Any]],
     objectives: Sequence[Objective] = (ACCURACY, LATENCY),
     base: Any = None,
 ) -> NDArray[np.float64]:
@@ -332,12 +336,28 @@ def default_reference(
     return ref
 
 
-def best_within_budget(
-    candidates: Iterable[C], budget_ms: float, latency_key: str = "metrics.latency_ms"
-) -> C | None:
+def budget_latency(candidate: Candidate | Mapping[str, Any]) -> float | None:
+    """The latency a budget is judged on: the re-measured figure when there is one, else
+    ``metrics.latency_ms`` (None when neither is a number)."""
+    metrics = as_wire(candidate).get("metrics")
+    if not isinstance(metrics, Mapping):
+        return None
+    for key in ("measured_latency_ms", "latency_ms"):
+        value = metrics.get(key)
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def best_within_budget(candidates: Iterable[C], budget_ms: float, latency_key: str | None = None) -> C | None:
     """The most accurate ``ok`` candidate with latency <= ``budget_ms`` (ties: lower latency).
 
-    Candidates without a finite value at ``latency_key`` (e.g. never re-measured when
+    By default the latency is :func:`budget_latency`: a front point re-measured over the
+    budget is never picked on its (lower) predicted figure. ``latency_key`` names another
+    dotted path; candidates without a finite value there (e.g. never re-measured when
     ``latency_key="metrics.measured_latency_ms"``) are skipped. Returns None if nothing fits.
 
     Raises:
@@ -347,71 +367,22 @@ def best_within_budget(
         raise ConfigError(f"budget must be a non-negative number of milliseconds, not {budget_ms!r}")
     best: C | None = None
     best_key = (-math.inf, -math.inf)
-    latency_obj = Objective(latency_key, "min")
+    latency_obj = Objective(latency_key, "min") if latency_key is not None else None
     for cand in candidates:
-        if cand.get("status") != "ok":
+        if as_wire(cand).get("status") != "ok":
             continue
-        try:
-            latency = objective_value(cand, latency_obj)
-        except ValueError:
-            continue
+        if latency_obj is None:
+            latency = budget_latency(cand)
+            if latency is None:
+                continue
+        else:
+            try:
+                latency = objective_value(cand, latency_obj)
+            except ValueError:
+                continue
         accuracy = objective_value(cand, ACCURACY)
         if not (math.isfinite(latency) and math.isfinite(accuracy)) or latency > budget_ms:
             continue
         if (accuracy, -latency) > best_key:
             best, best_key = cand, (accuracy, -latency)
     return best
-
-
-def mean_keep_ratio(policy: Mapping[str, Any] | str | None) -> float | None:
-    """Mean of channels / full channels over the policy's groups (its keep ratios as fallback)."""
-    if isinstance(policy, str):
-        policy = json.loads(policy)
-    if not isinstance(policy, Mapping):
-        return None
-    channels, full = policy.get("channels") or {}, policy.get("group_channels") or {}
-    fractions = [channels[g] / full[g] for g in channels if full.get(g)]
-    if not fractions:
-        fractions = [float(r) for r in (policy.get("keep_ratios") or {}).values()]
-    return sum(fractions) / len(fractions) if fractions else None
-
-
-def format_latency(metrics: Mapping[str, Any]) -> str:
-    """``"4.21 ms predicted (measured 4.50 ms)"``: the latency, its kind, and a re-measurement."""
-    text = f"{float(metrics['latency_ms']):.3g} ms {metrics.get('latency_kind', '?')}"
-    measured = metrics.get("measured_latency_ms")
-    if measured is not None and metrics.get("latency_kind") != "measured":
-        text += f" (measured {float(measured):.3g} ms)"
-    return text
-
-
-def front_table_rows(front: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per front candidate, in front order, ready for a table or CSV.
-
-    Keys: ``rank`` (1-based), ``id``, ``accuracy``, ``latency_ms``, ``latency_kind``,
-    ``measured_latency_ms`` (None unless re-measured), ``latency`` (formatted with its kind and
-    the re-measured figure), ``latency_model``, ``macs``, ``params``, ``strategy``, ``trial``,
-    ``mean_keep_ratio``.
-    """
-    rows = []
-    for rank, cand in enumerate(front, start=1):
-        metrics = cand.get("metrics", {})
-        measured = metrics.get("measured_latency_ms")
-        rows.append(
-            {
-                "rank": rank,
-                "id": cand.get("id"),
-                "accuracy": float(metrics["accuracy"]),
-                "latency_ms": float(metrics["latency_ms"]),
-                "latency_kind": metrics.get("latency_kind"),
-                "measured_latency_ms": None if measured is None else float(measured),
-                "latency": format_latency(metrics),
-                "latency_model": metrics.get("latency_model"),
-                "macs": metrics.get("macs"),
-                "params": metrics.get("params"),
-                "strategy": cand.get("strategy"),
-                "trial": cand.get("trial"),
-                "mean_keep_ratio": mean_keep_ratio(cand.get("policy")),
-            }
-        )
-    return rows

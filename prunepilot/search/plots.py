@@ -26,14 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from prunepilot.search.front_table import format_latency, mean_keep_ratio
 from prunepilot.search.pareto import (
     ACCURACY,
     LATENCY,
     base_value,
     default_reference,
-    format_latency,
     hypervolume,
-    mean_keep_ratio,
     pareto_front,
     to_minimisation,
 )
@@ -75,17 +74,11 @@ def latency_axis_label(candidates: Sequence[Candidate]) -> str:
     return "latency (ms, mixed: measured and predicted)"
 
 
-def uniform_curve(
-    candidates: Sequence[Candidate], uniform: Sequence[Candidate] | None = None
-) -> list[Candidate]:
+def uniform_curve(candidates: Sequence[Candidate], uniform: Sequence[Candidate] | None = None) -> list[Candidate]:
     """The uniform-pruning baseline: ``uniform`` if given, else the ``ok`` candidates of strategy
     ``"uniform"``; ordered by ``uniform_ratio`` (latency where a ratio is missing)."""
-    points = _ok(
-        uniform if uniform is not None else [c for c in candidates if c.get("strategy") == "uniform"]
-    )
-    return sorted(
-        points, key=lambda c: (float(c.get("uniform_ratio", -1.0)), float(c["metrics"]["latency_ms"]))
-    )
+    points = _ok(uniform if uniform is not None else [c for c in candidates if c.get("strategy") == "uniform"])
+    return sorted(points, key=lambda c: (float(c.get("uniform_ratio", -1.0)), float(c["metrics"]["latency_ms"])))
 
 
 def _si(value: Any) -> str:
@@ -218,14 +211,11 @@ def plot_front_png(
         for strategy, color in colors.items():
             mine = [c for c in front if str(c.get("strategy")) == strategy]
             sx, sy = _xy(mine)
-            ax.scatter(
-                sx, sy, s=46, color=color, edgecolors="black", linewidths=0.6, zorder=5, label=strategy
-            )
+            ax.scatter(sx, sy, s=46, color=color, edgecolors="black", linewidths=0.6, zorder=5, label=strategy)
         remeasured = [
             c
             for c in front
-            if c["metrics"].get("measured_latency_ms") is not None
-            and c["metrics"].get("latency_kind") != "measured"
+            if c["metrics"].get("measured_latency_ms") is not None and c["metrics"].get("latency_kind") != "measured"
         ]
         for i, cand in enumerate(remeasured):
             m = cand["metrics"]
@@ -316,9 +306,7 @@ def plot_front_html(
     def scatter(points: Sequence[Candidate], name: str, **kwargs: Any) -> None:
         xs, ys = _xy(points)
         fig.add_trace(
-            go.Scatter(
-                x=xs, y=ys, name=name, hovertext=[hover_text(c) for c in points], hoverinfo="text", **kwargs
-            )
+            go.Scatter(x=xs, y=ys, name=name, hovertext=[hover_text(c) for c in points], hoverinfo="text", **kwargs)
         )
 
     scatter(ok, f"all candidates ({len(ok)})", mode="markers", marker={"color": _GREY, "size": 6})

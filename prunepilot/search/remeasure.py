@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prunepilot.pruning import PruningPolicy
+from prunepilot.search.records import Candidate, Measurement
+
+if TYPE_CHECKING:
+    from prunepilot.search.evaluator import Evaluator
 
 
-def remeasure_front(front: list[dict[str, Any]], ev: Any, top: int) -> list[dict[str, Any]]:
-    """Measure up to ``top`` front candidates whose latency was predicted.
+def remeasure_front(front: Sequence[Candidate], ev: Evaluator, meter: str | None, top: int) -> dict[str, Measurement]:
+    """Measure up to ``top`` front candidates whose latency was predicted; by candidate id.
 
-    Needs a measured latency model for the device: ``device.remeasure_with`` (when the
-    search already measures, nothing is predicted and nothing is done).
-    Adds ``metrics.measured_latency_ms`` (and its CV) to those candidates; the predicted
-    figure stays in ``metrics.latency_ms``.
+    ``meter`` is a measured latency model for the device (``device.remeasure_with``; None, or a
+    search that already measures, does nothing). The most accurate predicted candidates go
+    first. The store keeps the result beside the candidates (:meth:`RunStore.add_measurements`),
+    so every later front carries ``metrics.measured_latency_ms`` next to the predicted figure.
     """
-    predicted = [c for c in front if c["metrics"].get("latency_kind") == "predicted"]
-    name = ev.cfg.device.remeasure_with
-    if not predicted or top <= 0 or not name:
-        return front
+    predicted = [c for c in front if c.metrics.latency_kind == "predicted"]
+    if not predicted or top <= 0 or not meter:
+        return {}
     from prunepilot.hw_models.registry import get_latency_model
 
-    meter = get_latency_model(str(name))
-    best = sorted(predicted, key=lambda c: -c["metrics"]["accuracy"])[:top]
-    for cand in best:
-        policy = PruningPolicy.model_validate(cand["policy"])
-        model = ev.prune(policy)
-        res = meter.measure_ms(model, ev.input_shape, ev.batch_size)
-        cand["metrics"]["measured_latency_ms"] = res.ms
-        cand["metrics"]["measured_latency_cv"] = res.cv
-        cand["metrics"]["measured_with"] = res.model_name
-    return front
+    model = get_latency_model(str(meter))
+    out: dict[str, Measurement] = {}
+    for cand in sorted(predicted, key=lambda c: -c.metrics.accuracy)[:top]:
+        res = model.measure_ms(ev.prune(cand.policy), ev.input_shape, ev.batch_size)
+        out[cand.id] = Measurement(float(res.ms), res.cv, res.model_name)
+    return out

@@ -1,33 +1,109 @@
-"""The one place where pruning policies meet Ray Tune's ``param_space``.
+"""The one place where pruning policies meet a trial's parameter space, and Ray Tune's.
 
-Tune configurations are flat dicts of floats; policies are keep ratios per named group.
-Group ``i`` is the key ``g{i:03d}`` (Optuna and Tune need plain, stable parameter names).
-Also here: projecting a proposal into the latency budget.
+Strategies describe their trials with :class:`Uniform` and :class:`Grid` parameters (plain
+data, no Ray); :func:`to_tune` turns such a space into Tune's ``param_space`` for the Ray
+backend, and :func:`trial_params` expands it into the trials of the local backend (grid
+variants times ``num_samples``, uniforms drawn from a seeded generator, in Tune's order).
+Policies are keep ratios per named group; group ``i`` is the parameter ``g{i:03d}`` (Optuna
+and Tune need plain, stable parameter names). Also here: projecting a proposal into the budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ray import tune
+import numpy as np
 
 from prunepilot.pruning import PruningSpace
 
 
+@dataclass(frozen=True)
+class Uniform:
+    """A float drawn uniformly from ``[low, high]`` (by a sampler, when the strategy has one)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One trial per value (times ``num_samples``)."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, values: Any) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+
+#: A trial's parameter space: names to :class:`Uniform`, :class:`Grid` or constant values.
+ParamSpace = dict[str, Any]
+
+
 def key(index: int) -> str:
-    """Tune parameter name of group ``index``."""
+    """Parameter name of group ``index``."""
     return f"g{index:03d}"
 
 
-def ratio_param_space(space: PruningSpace, lower: float) -> dict[str, Any]:
-    """One ``tune.uniform(lower, 1)`` keep ratio per group."""
-    return {key(g.index): tune.uniform(lower, 1.0) for g in space.groups}
+def ratio_param_space(space: PruningSpace, lower: float) -> ParamSpace:
+    """One ``Uniform(lower, 1)`` keep ratio per group."""
+    return {key(g.index): Uniform(lower, 1.0) for g in space.groups}
 
 
 def params_to_ratios(params: Mapping[str, Any], space: PruningSpace) -> dict[str, float]:
-    """Keep ratios by group name from a Tune config made by :func:`ratio_param_space`."""
+    """Keep ratios by group name from trial parameters made by :func:`ratio_param_space`."""
     return {g.name: float(params[key(g.index)]) for g in space.groups}
+
+
+def grid_size(param_space: ParamSpace) -> int:
+    """Trials per sample: the product of the grids' lengths."""
+    n = 1
+    for v in param_space.values():
+        if isinstance(v, Grid):
+            n *= len(v.values)
+    return n
+
+
+def uniforms(param_space: ParamSpace) -> dict[str, Uniform]:
+    """The :class:`Uniform` parameters (what a sampler proposes)."""
+    return {k: v for k, v in param_space.items() if isinstance(v, Uniform)}
+
+
+def to_tune(param_space: ParamSpace) -> dict[str, Any]:
+    """Ray Tune's ``param_space`` (``tune.uniform``, ``tune.grid_search``) for the Ray backend."""
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for k, v in param_space.items():
+        if isinstance(v, Uniform):
+            out[k] = tune.uniform(v.low, v.high)
+        elif isinstance(v, Grid):
+            out[k] = tune.grid_search(list(v.values))
+        else:
+            out[k] = v
+    return out
+
+
+def trial_params(param_space: ParamSpace, num_samples: int, seed: int) -> Iterator[dict[str, Any]]:
+    """The local backend's trials: for each sample, every grid variant; uniforms drawn seeded.
+
+    Grid variants vary the last grid parameter fastest; uniforms are drawn per trial in the
+    space's key order from ``numpy.random.default_rng(seed)``.
+    """
+    rng = np.random.default_rng(seed)
+    grids = {k: v.values for k, v in param_space.items() if isinstance(v, Grid)}
+    for _ in range(num_samples):
+        for combo in itertools.product(*grids.values()):
+            chosen = dict(zip(grids, combo, strict=True))
+            params: dict[str, Any] = {}
+            for k, v in param_space.items():
+                if isinstance(v, Uniform):
+                    params[k] = float(rng.uniform(v.low, v.high))
+                else:
+                    params[k] = chosen[k] if k in chosen else v
+            yield params
 
 
 def project_to_budget(

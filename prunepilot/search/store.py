@@ -1,16 +1,25 @@
-"""The results store: a run folder the driver appends every candidate to as it arrives.
+"""The run store: the one owner of a run folder. Nothing else reads or writes one.
 
 Layout of a run folder::
 
     config.yaml        the resolved search config (what --resume reads)
-    run.json           base model metrics, budget, latency fit, versions, status
+    run.json           base model metrics, budget, latency fit, versions, backend, status
     candidates.jsonl   one JSON line per evaluated candidate (or failed trial), in arrival order
-    front.json         the Pareto front (written by the runner and by `prunepilot pareto`)
-    tune/              Ray Tune's experiment folder (trial state, searcher state)
+    baseline.jsonl     the uniform-pruning curve the driver evaluates after the search
+    remeasured.json    front candidates' latency re-measured on the device, by candidate id
+    front.json         the Pareto front (re-measured figures included)
+    pareto.png/.html   pictures of the front (`prunepilot pareto`)
+    tune/              Ray Tune's experiment folder (Ray backend only)
 
-Only the driver writes here: on a Ray cluster, trials send candidates through
-``tune.report`` and a driver-side callback appends them, so no worker needs this disk.
-Lines are flushed and fsynced one by one, so a crash loses nothing already evaluated.
+Records are typed (:mod:`prunepilot.search.records`); JSON is their wire format, as it always
+was, so folders written by earlier versions load. Re-measured figures are kept apart from the
+append-only candidates and merged into every candidate read (:meth:`RunStore.ok`), so a front
+recomputed later (``prunepilot pareto``) keeps them; a folder from before ``remeasured.json``
+existed gives them from its ``front.json``.
+
+Only the driver writes here: on a Ray cluster, trials send candidates through ``tune.report``
+and a driver-side callback appends them, so no worker needs this disk. Lines are flushed and
+fsynced one by one, so a crash loses nothing already evaluated.
 
 A search that fails calls :meth:`RunStore.abandon`: with nothing evaluated it removes what it
 wrote (so the same folder can be used again), otherwise ``run.json`` says ``failed`` and every
@@ -21,24 +30,28 @@ nothing behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from prunepilot.errors import ConfigError
+from prunepilot.search.records import Candidate, FailedTrial, Measurement, Metrics, Record, record_from_json
+
+log = logging.getLogger(__name__)
 
 #: What a search writes into its folder besides records: removed by :meth:`RunStore.abandon`
 #: when nothing was evaluated (and only if the folder did not hold them already).
-SEARCH_ARTEFACTS = ("config.yaml", "run.json", "run.json.tmp", "front.json", "tune")
+SEARCH_ARTEFACTS = ("config.yaml", "run.json", "run.json.tmp", "front.json", "remeasured.json", "tune")
 
 
 class RunStore:
-    """Append-only candidate store of one run folder (driver side)."""
+    """Config, run info, candidates, baseline, re-measurements, front, plots and exports of one run."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir)
@@ -46,93 +59,247 @@ class RunStore:
         #: Whether the folder was missing when this store was opened, and what it held then.
         self.created = not self.dir.exists()
         self._found = set() if self.created else {p.name for p in self.dir.iterdir()}
-        self._ids = {rec["id"] for rec in self.read()}
+        self._ids: set[str] | None = None  # read on the first append
 
     def _writable(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         return self.dir
 
-    # --- files ---------------------------------------------------------------------------
+    def _write_json(self, name: str, data: Any) -> Path:
+        """Replace ``name`` atomically (write a temporary file, then rename it)."""
+        tmp = self._writable() / f"{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.replace(self.dir / name)
+        return self.dir / name
+
+    # --- config and run info -------------------------------------------------------------
     @property
     def tune_dir(self) -> Path:
         """Ray Tune's experiment folder inside the run."""
         return self.dir / "tune"
 
+    @property
+    def config_path(self) -> Path:
+        """The run's ``config.yaml`` (for messages naming where a setting came from)."""
+        return self.dir / "config.yaml"
+
+    @property
+    def is_run(self) -> bool:
+        """Whether the folder holds a search (its ``config.yaml``)."""
+        return self.config_path.is_file()
+
     def write_config(self, config: Mapping[str, Any]) -> None:
         """Write the resolved config (``config.yaml``)."""
-        (self._writable() / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        self._writable()
+        self.config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
         """The run's resolved config; raises :class:`ConfigError` when the folder is not a run."""
-        path = self.dir / "config.yaml"
+        path = self.config_path
         if not path.is_file():
-            raise ConfigError(f"{str(self.dir)!r} is not a prunepilot run folder (no config.yaml)")
-        return dict(yaml.safe_load(path.read_text()))
+            raise ConfigError(f"{str(self.dir)!r} is not a prunepilot run folder (no config.yaml); give a run folder")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path} is unreadable ({exc}); it is not a config a search wrote") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} holds {type(data).__name__}, not a search config")
+        return data
 
     def write_info(self, info: Mapping[str, Any]) -> None:
         """Write (replace) ``run.json``."""
-        tmp = self._writable() / "run.json.tmp"
-        tmp.write_text(json.dumps(dict(info), indent=2, default=str) + "\n")
-        tmp.replace(self.dir / "run.json")
+        self._write_json("run.json", dict(info))
 
     def read_info(self) -> dict[str, Any]:
-        """``run.json`` (empty dict when absent)."""
+        """``run.json`` (empty dict when absent or unreadable, e.g. a half-copied folder)."""
         path = self.dir / "run.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("%s is unreadable (%s); taken as empty", path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def base_metrics(self) -> Metrics | None:
+        """The base (unpruned) model's search-time metrics, from ``run.json``."""
+        base = self.read_info().get("base")
+        try:
+            return Metrics.from_json(base) if isinstance(base, dict) else None
+        except TypeError:  # a run.json written by hand with only some figures
+            return None
+
+    def base_latency_ms(self) -> float | None:
+        """The base model's search-time latency (None when the run recorded none)."""
+        base = self.read_info().get("base")
+        ms = base.get("latency_ms") if isinstance(base, dict) else None
+        return float(ms) if ms is not None else None
+
+    def budget_ms(self) -> float | None:
+        """The search's latency budget in ms (None before the driver resolved it)."""
+        ms = self.read_info().get("budget_ms")
+        return float(ms) if ms is not None else None
+
+    def base_checkpoint(self) -> Path | None:
+        """Where the base model's weights are: the checkpoint the search trained or was given."""
+        ckpt = self.read_info().get("base_checkpoint")
+        if not ckpt and self.is_run:
+            model = self.read_config().get("model")
+            ckpt = model.get("checkpoint") if isinstance(model, dict) else None
+        return Path(str(ckpt)) if ckpt else None
 
     # --- candidates ----------------------------------------------------------------------
-    def append(self, record: Mapping[str, Any]) -> bool:
-        """Append one candidate; returns False (and writes nothing) if its id is stored already."""
-        rid = str(record["id"])
-        if rid in self._ids:
+    def append(self, record: Record) -> bool:
+        """Append one record; returns False (and writes nothing) if its id is stored already."""
+        if self._ids is None:
+            self._ids = {rec.id for rec in self.read()}
+        if record.id in self._ids:
             return False
-        line = json.dumps(dict(record), default=str)
+        line = json.dumps(record.to_json(), default=str)
         self._writable()
         with open(self.candidates_path, "a", encoding="utf-8") as fh:
+            if fh.tell() > 0 and not _ends_with_newline(self.candidates_path):
+                fh.write("\n")  # a line torn by a crash stays alone on its line
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self._ids.add(rid)
+        self._ids.add(record.id)
         return True
 
-    def read(self) -> list[dict[str, Any]]:
-        """All stored records (a torn last line from a crash is skipped)."""
-        return list(self._iter())
+    def read(self) -> list[Record]:
+        """All stored records, as written (a torn last line from a crash is skipped)."""
+        return list(self._iter(self.candidates_path))
 
-    def _iter(self) -> Iterator[dict[str, Any]]:
-        if not self.candidates_path.is_file():
+    def _iter(self, path: Path) -> Iterator[Record]:
+        if not path.is_file():
             return
-        with open(self.candidates_path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+        with open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+        lines = [line for line in lines if line]
+        for n, line in enumerate(lines, start=1):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                if n < len(lines):  # the last line is torn by a crash mid-write; others should not be
+                    log.warning("%s: line %d is not JSON; skipped", path, n)
+                continue
+            try:
+                yield record_from_json(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"{path}: line {n} (id {data.get('id')!r}) is not a candidate record ({type(exc).__name__}: "
+                    f"{exc}); was the file written by prunepilot?"
+                ) from None
+
+    def ok(self) -> list[Candidate]:
+        """Candidates that evaluated successfully, in arrival order, re-measured figures merged in."""
+        measured = self.measurements()
+        return [r.with_measurement(measured.get(r.id, r.measured)) for r in self.read() if isinstance(r, Candidate)]
+
+    def failed(self) -> list[FailedTrial]:
+        """Records of failed trials."""
+        return [r for r in self.read() if isinstance(r, FailedTrial)]
 
     @property
     def baseline_path(self) -> Path:
         """Uniform-pruning baseline records (not candidates of the search)."""
         return self.dir / "baseline.jsonl"
 
-    def append_baseline(self, record: Mapping[str, Any]) -> None:
+    def append_baseline(self, candidate: Candidate) -> None:
         """Append one uniform-baseline record."""
         self._writable()
         with open(self.baseline_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(dict(record), default=str) + "\n")
+            fh.write(json.dumps(candidate.to_json(), default=str) + "\n")
 
-    def baseline(self) -> list[dict[str, Any]]:
+    def baseline(self) -> list[Candidate]:
         """The uniform-baseline records (empty when none were evaluated)."""
-        if not self.baseline_path.is_file():
-            return []
-        return [json.loads(line) for line in self.baseline_path.read_text().splitlines() if line.strip()]
+        return [r for r in self._iter(self.baseline_path) if isinstance(r, Candidate)]
 
     def holds_records(self) -> bool:
         """Whether any candidate, failed-trial or baseline record is stored (by anyone)."""
         return bool(self.read()) or bool(self.baseline())
 
+    # --- re-measurements and the front ---------------------------------------------------
+    @property
+    def front_path(self) -> Path:
+        return self.dir / "front.json"
+
+    def add_measurements(self, measured: Mapping[str, Measurement]) -> None:
+        """Keep re-measured latencies (by candidate id) beside the candidates; later ones win."""
+        if not measured:
+            return
+        stored = {k: m.to_json() for k, m in self._stored_measurements().items()}
+        stored.update({k: m.to_json() for k, m in measured.items()})
+        self._write_json("remeasured.json", stored)
+
+    def _stored_measurements(self) -> dict[str, Measurement]:
+        path = self.dir / "remeasured.json"
+        if not path.is_file():
+            return {}
+        raw = json.loads(path.read_text())
+        return {k: m for k, v in raw.items() if (m := Measurement.from_json(v)) is not None}
+
+    def measurements(self) -> dict[str, Measurement]:
+        """Every re-measured latency of the run, by candidate id.
+
+        From ``remeasured.json`` and, for folders written before it existed, the figures their
+        ``front.json`` holds (an unreadable front contributes nothing).
+        """
+        found: dict[str, Measurement] = {}
+        if self.front_path.is_file():
+            try:
+                raw = json.loads(self.front_path.read_text())
+                for rec in raw if isinstance(raw, list) else []:
+                    m = Measurement.from_json(rec.get("metrics") or {}) if isinstance(rec, dict) else None
+                    if m is not None:
+                        found[str(rec["id"])] = m
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("%s is unreadable (%s): its re-measured figures are not used", self.front_path, exc)
+        found.update(self._stored_measurements())
+        return found
+
+    def write_front(self, front: Sequence[Candidate]) -> Path:
+        """Write ``front.json`` (re-measured figures merged in, whatever the caller held).
+
+        Figures an older folder kept only in its ``front.json`` move to ``remeasured.json``
+        first, so a front that leaves their candidates out does not lose them.
+        """
+        measured = self.measurements()
+        stored = self._stored_measurements()
+        self.add_measurements({k: m for k, m in measured.items() if k not in stored})
+        return self._write_json(
+            "front.json", [c.with_measurement(measured.get(c.id, c.measured)).to_json() for c in front]
+        )
+
+    def read_front(self) -> list[Candidate]:
+        """``front.json`` as written (empty when there is none yet)."""
+        if not self.front_path.is_file():
+            return []
+        return [Candidate.from_json(rec) for rec in json.loads(self.front_path.read_text())]
+
+    # --- plots and exports ---------------------------------------------------------------
+    def write_plots(self, candidates: Sequence[Candidate], front: Sequence[Candidate]) -> tuple[Path, Path]:
+        """``pareto.png`` and ``pareto.html``: the front over every candidate, the uniform curve
+        (``baseline.jsonl``, else the run's own ``uniform`` candidates) and the base model."""
+        from prunepilot.search.plots import plot_front_html, plot_front_png
+
+        ok = [c.to_json() for c in candidates]
+        points = [c.to_json() for c in front]
+        uniform = [c.to_json() for c in self.baseline()] or None
+        base = self.read_info().get("base")
+        png = plot_front_png(ok, points, self._writable() / "pareto.png", uniform=uniform, base=base)
+        html = plot_front_html(ok, points, self.dir / "pareto.html", uniform=uniform, base=base)
+        return png, html
+
+    def export_policy(self, candidate: Candidate, path: str | Path) -> Path:
+        """Save ``candidate``'s policy to ``path`` with where it came from in its metadata:
+        ``run`` (this folder), ``candidate`` (its id) and ``metrics`` (re-measured figures included),
+        which ``prunepilot apply`` compares its own measurement against."""
+        policy = candidate.policy
+        metrics = candidate.to_json()["metrics"]
+        meta = {**policy.metadata, "run": str(self.dir), "candidate": candidate.id, "metrics": metrics}
+        return policy.model_copy(update={"metadata": meta}).save(path)
+
+    # --- failure -------------------------------------------------------------------------
     def abandon(self, error: str) -> list[str]:
         """After a failed search: clean up or mark the run failed; returns the names removed.
 
@@ -159,12 +326,14 @@ class RunStore:
             self.write_info({**info, "status": "failed", "error": error[-2000:], "failed_at": time.time()})
         return removed
 
-    def ok(self) -> list[dict[str, Any]]:
-        """Stored candidates that evaluated successfully."""
-        return [r for r in self.read() if r.get("status") == "ok"]
-
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.read())
 
     def __contains__(self, rid: object) -> bool:
-        return rid in self._ids
+        return any(r.id == rid for r in self.read())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"

@@ -1,40 +1,31 @@
-"""The Ray Tune trainable: one function for every strategy, run inside Tune's workers.
+"""One trial, as both backends run it: the trial body, and the Ray Tune trainable around it.
 
 A trial gets the search setup as JSON (config, budget, latency fit), the base model's weights
-through Ray's object store (``tune.with_parameters``), and the run's already-stored
-candidates on resume. It builds (or reuses) this process's evaluator, asks the strategy to do
-its work, and reports each candidate as one ``tune.report`` whose ``candidate`` field is the
-JSON record the driver appends to the run folder. Nothing but configs, policies and plain
-tensors crosses process boundaries.
+(through Ray's object store on the Ray backend; the driver's own evaluator on the local one)
+and, on resume, the run's already-stored candidates. :func:`run_trial` builds the strategy's
+:class:`TrialContext` from this process's evaluator, runs ``Strategy.run_trial`` and turns each
+reported ``(policy, metrics, extra)`` into a :class:`Candidate` handed to ``emit``. On Ray,
+:func:`search_trial` emits one ``tune.report`` whose ``candidate`` field is the record's JSON,
+which a driver callback appends to the run folder. Nothing but configs, policies, JSON records
+and plain tensors crosses process boundaries.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import platform
-import socket
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunepilot import __version__
-from prunepilot.pruning import TORCH_PRUNING_VERSION, PruningPolicy
+from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import SearchConfig
-from prunepilot.search.evaluator import LatencyFit, Metrics, get_evaluator
-from prunepilot.search.strategies import TrialContext, get_strategy
-
-#: Versions recorded with every candidate.
-VERSIONS = {
-    "prunepilot": __version__,
-    "torch": str(torch.__version__),
-    "torch_pruning": TORCH_PRUNING_VERSION,
-    "python": platform.python_version(),
-}
+from prunepilot.search.evaluator import Evaluator, LatencyFit, Metrics, config_key, get_evaluator
+from prunepilot.search.records import Candidate
+from prunepilot.search.strategies import ReportFn, Strategy, TrialContext
 
 
 @dataclass(frozen=True)
@@ -55,48 +46,95 @@ class SearchSetup:
         return cls(**json.loads(text))
 
 
-def candidate_record(
+def trial_metrics(candidate: Candidate) -> dict[str, float]:
+    """The figures a trial reports beside each candidate: what samplers optimise and Tune shows.
+
+    ``score`` is the accuracy within the budget and is pushed down by the relative overshoot
+    outside it, so a single-objective sampler learns the budget.
+    """
+    m, budget = candidate.metrics, float(candidate.budget_ms or 0.0)
+    within = budget <= 0 or m.latency_ms <= budget
+    score = m.accuracy if within else m.accuracy - (m.latency_ms / budget - 1.0)
+    return {"accuracy": m.accuracy, "latency_ms": m.latency_ms, "score": score, "within_budget": int(within)}
+
+
+def trial_context(
+    ev: Evaluator,
     *,
-    trial_id: str,
-    index: int,
-    strategy: str,
-    seed: int,
-    policy: PruningPolicy,
-    metrics: Metrics,
     budget_ms: float,
-    extra: Mapping[str, Any],
-    cached: bool,
-) -> dict[str, Any]:
-    """The JSON record of one evaluated candidate (one line of ``candidates.jsonl``)."""
-    m = metrics.to_dict()
-    m["within_budget"] = bool(metrics.latency_ms <= budget_ms)
-    return {
-        "id": f"{trial_id}-{index:04d}",
-        "status": "ok",
-        "strategy": strategy,
-        "trial": trial_id,
-        "index": index,
-        "seed": seed,
-        "budget_ms": budget_ms,
-        "policy": policy.model_dump(mode="json"),
-        "metrics": m,
-        "cached": cached,
-        "node": socket.gethostname(),
-        "node_id": _node_id(),
-        "pid": os.getpid(),
-        "wall_time": time.time(),
-        "versions": VERSIONS,
-        **{k: v for k, v in extra.items() if k not in ("id", "status", "policy", "metrics")},
-    }
+    seed: int,
+    trial_id: str,
+    report: ReportFn,
+    evaluations: int | None = None,
+    base_latency_ms: float | None = None,
+) -> TrialContext:
+    """What a strategy is given in one trial, from this process's evaluator and its config.
+
+    Both backends build every trial's context here. For a strategy run by hand on an evaluator
+    (a benchmark timing one trial), ``evaluations`` defaults to the config's and
+    ``base_latency_ms`` to the evaluator's base model.
+    """
+    cfg = ev.cfg
+    return TrialContext(
+        evaluator=ev,
+        report=report,
+        space=ev.space,
+        base_model=ev.model,
+        example=ev.example,
+        budget_ms=budget_ms,
+        base_latency_ms=ev.base_metrics().latency_ms if base_latency_ms is None else base_latency_ms,
+        lower_bound=cfg.evaluation.lower_bound,
+        round_to=cfg.evaluation.round_to,
+        importance=cfg.evaluation.importance,
+        evaluations=cfg.strategy.evaluations if evaluations is None else evaluations,
+        seed=seed,
+        trial_id=trial_id,
+        calib_batches=ev.calib,
+        val_batches=ev.val,
+        train_loader=ev.data.train,
+        work_dir=Path(cfg.model.cache_dir),
+        evaluator_key=config_key(cfg),
+    )
 
 
-def _node_id() -> str | None:
-    try:
-        import ray
+def run_trial(
+    strategy: Strategy,
+    ev: Evaluator,
+    cfg: SearchConfig,
+    setup: SearchSetup,
+    params: Mapping[str, Any],
+    trial_id: str,
+    emit: Callable[[Candidate], None],
+) -> None:
+    """Run one trial of ``strategy`` with ``params``; ``emit`` gets every candidate it reports."""
+    seed = cfg.seed + int(params.get("trial_index", 0))
+    counter = itertools.count()
 
-        return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - outside Ray there is no node
-        return None
+    def report(policy: PruningPolicy, metrics: Metrics, extra: Mapping[str, Any]) -> None:
+        emit(
+            Candidate.new(
+                trial=trial_id,
+                index=next(counter),
+                strategy=cfg.strategy.name,
+                seed=seed,
+                policy=policy,
+                metrics=metrics,
+                budget_ms=setup.budget_ms,
+                extra=extra,
+                cached=ev.last_cached,
+            )
+        )
+
+    ctx = trial_context(
+        ev,
+        budget_ms=setup.budget_ms,
+        seed=seed,
+        trial_id=trial_id,
+        report=report,
+        evaluations=cfg.strategy.evaluations,  # not ev.cfg's: one evaluator serves configs of any strategy
+        base_latency_ms=setup.base_latency_ms,
+    )
+    strategy.run_trial(ctx, params)
 
 
 def search_trial(
@@ -105,8 +143,10 @@ def search_trial(
     base_state: Mapping[str, torch.Tensor] | None = None,
     prior: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The Tune function trainable shared by all strategies."""
+    """The Tune function trainable shared by all strategies (Ray backend)."""
     from ray import tune
+
+    from prunepilot.search.strategies import get_strategy
 
     s = SearchSetup.from_json(setup)
     cfg = SearchConfig.model_validate(s.config)
@@ -114,46 +154,11 @@ def search_trial(
     ev = get_evaluator(cfg, base_state, LatencyFit(**s.fit) if s.fit else None)
     seeded_key = f"_seeded_{s.run_id}"
     if prior and not getattr(ev, seeded_key, False):
-        ev.seed_cache(prior)
+        ev.seed_cache([Candidate.from_json(rec) for rec in prior])
         setattr(ev, seeded_key, True)
     trial_id = tune.get_context().get_trial_id() or "local"
-    strategy = get_strategy(cfg.strategy.name, cfg.strategy.settings)
-    index = int(config.get("trial_index", 0))
-    seed = cfg.seed + index
-    counter = itertools.count()
 
-    def report(policy: PruningPolicy, metrics: Metrics, extra: Mapping[str, Any]) -> None:
-        rec = candidate_record(
-            trial_id=trial_id,
-            index=next(counter),
-            strategy=cfg.strategy.name,
-            seed=seed,
-            policy=policy,
-            metrics=metrics,
-            budget_ms=s.budget_ms,
-            extra=extra,
-            cached=ev.last_cached,
-        )
-        within = metrics.latency_ms <= s.budget_ms
-        score = metrics.accuracy if within else metrics.accuracy - (metrics.latency_ms / s.budget_ms - 1.0)
-        tune.report(
-            {
-                "candidate": json.dumps(rec),
-                "accuracy": metrics.accuracy,
-                "latency_ms": metrics.latency_ms,
-                "score": score,
-                "within_budget": int(within),
-            }
-        )
+    def emit(candidate: Candidate) -> None:
+        tune.report({"candidate": json.dumps(candidate.to_json()), **trial_metrics(candidate)})
 
-    ctx = TrialContext(
-        evaluator=ev,
-        budget_ms=s.budget_ms,
-        lower_bound=cfg.evaluation.lower_bound,
-        evaluations=cfg.strategy.evaluations,
-        seed=seed,
-        trial_id=trial_id,
-        report=report,
-        extra={"base_latency_ms": s.base_latency_ms},
-    )
-    strategy.run_trial(ctx, config)
+    run_trial(get_strategy(cfg.strategy.name, cfg.strategy.settings), ev, cfg, s, config, trial_id, emit)

@@ -29,7 +29,7 @@ def test_two_node_cluster_spreads_trials_and_survives_node_loss(tmp_path) -> Non
         deadline = time.time() + 300
         while time.time() < deadline:
             recs = RunStore(run).ok() if path.is_file() else []
-            if len({r["node_id"] for r in recs}) >= 2 and len(recs) >= 4:
+            if len({r.node_id for r in recs}) >= 2 and len(recs) >= 4:
                 removed["before"] = recs
                 cluster.remove_node(worker)
                 removed["at"] = len(recs)
@@ -40,8 +40,12 @@ def test_two_node_cluster_spreads_trials_and_survives_node_loss(tmp_path) -> Non
         cfg = validate_config(
             tiny_config(
                 tmp_path,
-                **{"strategy.evaluations": 14, "ray.address": cluster.address, "ray.max_failures": 3,
-                   "ray.reuse_actors": False},
+                **{
+                    "strategy.evaluations": 14,
+                    "ray.address": cluster.address,
+                    "ray.max_failures": 3,
+                    "ray.reuse_actors": False,
+                },
             )
         )
         watcher = threading.Thread(target=remove_worker_mid_search, daemon=True)
@@ -52,7 +56,8 @@ def test_two_node_cluster_spreads_trials_and_survives_node_loss(tmp_path) -> Non
         cluster.shutdown()
     assert "at" in removed, "the worker node was never used, or the search ended before removal"
     before = removed["before"]
-    assert len({r["node_id"] for r in before}) == 2  # trials ran on both nodes
+    assert isinstance(before, list)
+    assert len({r.node_id for r in before}) == 2  # trials ran on both nodes
     after = RunStore(run).ok()
-    assert {r["id"] for r in before} <= {r["id"] for r in after}  # nothing lost
+    assert {r.id for r in before} <= {r.id for r in after}  # nothing lost
     assert len(result.candidates) == 14  # the search completed on the remaining node

@@ -120,3 +120,60 @@ def test_supernet_at_full_width_reproduces_the_base(setup: dict[str, Any], tmp_p
     # resumable: a second prepare in the same folder trains nothing more
     again = get_protocol("supernet", {"steps": 10, "lr": 0.002, "checkpoint_every": 5})
     assert again.prepare(ScoringData(**{**data.__dict__, "work_dir": tmp_path}))["resumed_from"] == 10
+
+
+# --- wired into the search ----------------------------------------------------------------
+
+
+def _evaluator(tmp_path: Path, protocol: str, settings: dict[str, Any] | None = None) -> Any:
+    from search_helpers import tiny_config
+
+    from prunepilot.search.config import validate_config
+    from prunepilot.search.evaluator import Evaluator
+
+    cfg = tiny_config(tmp_path, **{"evaluation.protocol": protocol, "evaluation.protocol_settings": settings or {}})
+    return Evaluator(validate_config(cfg))
+
+
+def test_the_evaluator_scores_with_the_configured_protocol_and_records_it(tmp_path: Path) -> None:
+    bn = _evaluator(tmp_path, "bn-recal")
+    ft = _evaluator(tmp_path, "short-finetune", {"steps": 10, "lr": 0.05})
+    again = _evaluator(tmp_path, "short-finetune", {"steps": 10, "lr": 0.05})
+    policy = PruningPolicy.uniform(bn.space, 0.3)
+    m_bn, m_ft, m_again = bn.evaluate(policy), ft.evaluate(policy), again.evaluate(policy)
+    assert (m_bn.protocol, m_ft.protocol) == ("bn-recal", "short-finetune")
+    assert m_ft.accuracy == m_again.accuracy  # seeded: the same policy gets the same score
+    assert m_ft.accuracy != m_bn.accuracy
+    assert m_ft.latency_ms == m_bn.latency_ms and m_ft.macs == m_bn.macs
+
+
+def test_config_refuses_unknown_protocols_and_settings(tmp_path: Path) -> None:
+    from search_helpers import tiny_config
+
+    from prunepilot.search.config import validate_config
+
+    with pytest.raises(ConfigError, match="unknown protocol 'adaptive-bn'.*short-finetune"):
+        validate_config(tiny_config(tmp_path, **{"evaluation.protocol": "adaptive-bn"}))
+    with pytest.raises(ConfigError, match="accepted settings: .*steps"):
+        validate_config(
+            tiny_config(
+                tmp_path, **{"evaluation.protocol": "short-finetune", "evaluation.protocol_settings": {"stepz": 3}}
+            )
+        )
+
+
+def test_a_front_never_mixes_protocols() -> None:
+    from prunepilot.search.pareto import pareto_front
+
+    def cand(i: int, acc: float, ms: float, protocol: str | None) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"accuracy": acc, "latency_ms": ms}
+        if protocol is not None:
+            metrics["protocol"] = protocol
+        return {"id": f"c{i}", "status": "ok", "metrics": metrics}
+
+    same = [cand(0, 0.9, 2.0, "short-finetune"), cand(1, 0.8, 1.0, "short-finetune")]
+    assert len(pareto_front(same)) == 2
+    old = [cand(0, 0.9, 2.0, None), cand(1, 0.8, 1.0, "bn-recal")]  # records from before protocols
+    assert len(pareto_front(old)) == 2
+    with pytest.raises(ConfigError, match="different protocols"):
+        pareto_front([*same, cand(2, 0.95, 0.5, "bn-recal")])

@@ -28,7 +28,10 @@ def test_sigkill_then_resume(tmp_path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prunepilot", "search", str(path), "--run-dir", str(run), "--quiet"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
     )
     store_file = run / "candidates.jsonl"
     deadline = time.time() + 240
@@ -42,12 +45,12 @@ def test_sigkill_then_resume(tmp_path) -> None:
     assert 3 <= len(before) < 10, "the kill must land mid-search"
     result = run_search(validate_config(RunStore(run).read_config()), run, resume=True, progress=False)
     after = RunStore(run).ok()
-    ids_after = [r["id"] for r in after]
+    ids_after = [r.id for r in after]
     assert len(ids_after) == len(set(ids_after))  # nothing stored twice
-    assert {r["id"] for r in before} <= set(ids_after)  # nothing lost
+    assert {r.id for r in before} <= set(ids_after)  # nothing lost
     assert len(after) == 10 == len(result.candidates)
     # nothing evaluated twice: a policy appears once among fresh (non-cached) evaluations
-    fresh = [tuple(sorted(r["policy"]["channels"].items())) for r in after if not r["cached"]]
+    fresh = [r.policy.key() for r in after if not r.cached]
     assert len(fresh) == len(set(fresh))
 
 

@@ -9,6 +9,7 @@ from search_helpers import tiny_config
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import validate_config
 from prunepilot.search.pareto import pareto_front
+from prunepilot.search.records import FailedTrial
 from prunepilot.search.runner import run_search
 from prunepilot.search.store import RunStore
 
@@ -22,25 +23,25 @@ def test_candidate_strategy_end_to_end(tmp_path, strategy: str) -> None:
     assert not ray.is_initialized()  # the runner shuts down the Ray it started
     store = RunStore(tmp_path / "run")
     ok = store.ok()
-    assert len(ok) == 6 and len({r["id"] for r in ok}) == 6
+    assert len(ok) == 6 and len({r.id for r in ok}) == 6
     for rec in ok:
-        assert rec["strategy"] == strategy
-        assert rec["metrics"]["latency_kind"] == "predicted" and rec["metrics"]["latency_model"] == "macs"
-        assert 0.0 <= rec["metrics"]["accuracy"] <= 1.0
-        assert rec["versions"]["torch_pruning"]
-        PruningPolicy.model_validate(rec["policy"])  # every record carries a usable policy
+        assert rec.strategy == strategy
+        assert rec.metrics.latency_kind == "predicted" and rec.metrics.latency_model == "macs"
+        assert 0.0 <= rec.metrics.accuracy <= 1.0
+        assert rec.versions["torch_pruning"]
+        assert isinstance(rec.policy, PruningPolicy)  # every record carries a usable policy
     if strategy in ("random", "optuna-tpe"):  # projected into the budget
-        assert all(r["metrics"]["latency_ms"] <= result.budget_ms * 1.0001 for r in ok)
+        assert all(r.metrics.latency_ms <= result.budget_ms * 1.0001 for r in ok)
     if strategy == "uniform":
-        ratios = sorted(r["uniform_ratio"] for r in ok)
+        ratios = sorted(r.extra["uniform_ratio"] for r in ok)
         assert ratios[0] == pytest.approx(0.25) and ratios[-1] == pytest.approx(1.0)
         assert store.baseline() == []  # a uniform search is its own baseline
     else:  # the driver evaluates the uniform curve every front is drawn against
-        base_ratios = [r["uniform_ratio"] for r in store.baseline()]
+        base_ratios = [r.extra["uniform_ratio"] for r in store.baseline()]
         assert base_ratios == pytest.approx([0.25, 0.4375, 0.625, 0.8125, 1.0])
     assert result.front == pareto_front(ok)
     info = store.read_info()
-    assert info["status"] == "finished" and info["base"]["accuracy"] > 0.5
+    assert info["status"] == "finished" and info["base"]["accuracy"] > 0.5 and info["backend"] == "ray"
     assert (tmp_path / "run" / "tune").is_dir() and (tmp_path / "run" / "front.json").is_file()
 
 
@@ -49,16 +50,19 @@ def test_failing_trial_is_recorded_and_search_completes(tmp_path) -> None:
     cfg = validate_config(
         tiny_config(
             tmp_path,
-            **{"model.spec": "tiny-fragile?fail_width=5", "strategy.name": "uniform",
-               "strategy.settings": {"ratios": [0.25, 0.625, 1.0]}},
+            **{
+                "model.spec": "testing:tiny-fragile?fail_width=5",
+                "strategy.name": "uniform",
+                "strategy.settings": {"ratios": [0.25, 0.625, 1.0]},
+            },
         )
     )
     result = run_search(cfg, tmp_path / "run", progress=False)
     records = RunStore(tmp_path / "run").read()
-    failed = [r for r in records if r["status"] == "failed"]
-    assert len(failed) == 1 and "fails at" in failed[0]["error"]
-    assert failed[0]["config"]["uniform_ratio"] == pytest.approx(0.625)
-    assert sorted(r["uniform_ratio"] for r in result.candidates) == [0.25, 1.0]
+    failed = [r for r in records if isinstance(r, FailedTrial)]
+    assert len(failed) == 1 and "fails at" in failed[0].error
+    assert failed[0].config["uniform_ratio"] == pytest.approx(0.625)
+    assert sorted(r.extra["uniform_ratio"] for r in result.candidates) == [0.25, 1.0]
     assert result.failed_trials == 1
 
 
@@ -79,22 +83,29 @@ def test_agent_strategy_end_to_end(tmp_path, strategy: str) -> None:
     if strategy != "ppo":
         settings["warmup_episodes"] = 2
     cfg = validate_config(
-        tiny_config(tmp_path, **{"strategy.name": strategy, "strategy.evaluations": 4, "strategy.trials": 1,
-                                 "strategy.settings": settings})
+        tiny_config(
+            tmp_path,
+            **{
+                "strategy.name": strategy,
+                "strategy.evaluations": 4,
+                "strategy.trials": 1,
+                "strategy.settings": settings,
+            },
+        )
     )
     result = run_search(cfg, tmp_path / "run", progress=False)
     ok = RunStore(tmp_path / "run").ok()
-    trials = {r["trial"] for r in ok}
+    trials = {r.trial for r in ok}
     assert len(trials) == (2 if strategy == "amc-ddpg" else 1)
     assert len(ok) == 4 * len(trials)  # every episode is reported
     for rec in ok:
-        assert rec["strategy"] == strategy and rec["episode"] in range(4)
+        assert rec.strategy == strategy and rec.extra["episode"] in range(4)
         # AMC's resource-constrained episodes: within the trial's budget by the same predictor
-        assert rec["metrics"]["latency_ms"] <= rec["trial_budget_ms"] * 1.0001
+        assert rec.metrics.latency_ms <= rec.extra["trial_budget_ms"] * 1.0001
     if strategy == "amc-ddpg":
-        budgets = sorted({r["trial_budget_ms"] for r in ok})
-        assert budgets[0] == pytest.approx(0.5 * result.base["latency_ms"], rel=1e-6)
-        assert budgets[1] == pytest.approx(0.8 * result.base["latency_ms"], rel=1e-6)
+        budgets = sorted({r.extra["trial_budget_ms"] for r in ok})
+        assert budgets[0] == pytest.approx(0.5 * result.base.latency_ms, rel=1e-6)
+        assert budgets[1] == pytest.approx(0.8 * result.base.latency_ms, rel=1e-6)
 
 
 def test_agent_strategy_bad_settings(tmp_path) -> None:

@@ -16,10 +16,12 @@ from prunepilot.errors import ConfigError
 from prunepilot.hw_models.base import LatencyResult
 from prunepilot.hw_models.proxies import MacsProxy
 from prunepilot.hw_models.registry import register_latency_model
-from prunepilot.search import runner
+from prunepilot.search import driver, ray_backend
 from prunepilot.search.config import budget_override, load_config, validate_config
+from prunepilot.search.driver import FLOOR_MARGIN, check_budget_floor
 from prunepilot.search.evaluator import Evaluator
-from prunepilot.search.runner import FLOOR_MARGIN, check_budget_floor, run_search
+from prunepilot.search.records import FailedTrial
+from prunepilot.search.runner import run_search
 from prunepilot.search.store import RunStore
 
 
@@ -72,7 +74,9 @@ def test_unknown_importance_is_refused_naming_the_criteria(tmp_path: Path) -> No
         validate_config(tiny_config(tmp_path, **{"evaluation.importance": "l7"}))
     msg = str(err.value)
     assert "field 'evaluation.importance'" in msg and "'l7'" in msg
-    assert "'l1', 'l2', 'bn-scale', 'taylor', 'hessian' or 'random'" in msg
+    from prunepilot.pruning.adapter import IMPORTANCE_CRITERIA
+
+    assert all(repr(name) in msg for name in IMPORTANCE_CRITERIA)  # every accepted criterion is named
     # an alias is accepted and kept as written
     assert validate_config(tiny_config(tmp_path, **{"evaluation.importance": "fisher"})).evaluation.importance == (
         "fisher"
@@ -175,7 +179,7 @@ def test_macs_floor_never_refuses_a_reachable_fraction(tmp_path: Path, measured)
     assert 0 < share < 1 and lowest.ms / base.ms == pytest.approx(share, rel=0.05)
     smallest = validate_config(_measured_config(tmp_path, budget={"fraction": lowest.ms / base.ms * 1.0001}))
     check_budget_floor(smallest, ev)  # no error: the smallest reachable fraction passes the analytic floor
-    assert runner._resolve_budget(smallest, base.ms, lowest.ms) >= lowest.ms  # and the exact check
+    assert driver.resolve_budget(smallest, base.ms, lowest.ms) >= lowest.ms  # and the exact check
     below = validate_config(_measured_config(tmp_path, budget={"fraction": FLOOR_MARGIN * share * 0.99}))
     with pytest.raises(ConfigError, match="below what any policy can reach"):
         check_budget_floor(below, ev)
@@ -194,7 +198,7 @@ def test_refused_run_leaves_no_folder_and_the_same_run_dir_starts_over(
         assert (run / "config.yaml").is_file() and RunStore(run).read_info()["status"] == "running"
         raise RuntimeError("stopped before Ray")
 
-    monkeypatch.setattr(runner, "_init_ray", stop)
+    monkeypatch.setattr(ray_backend, "init_ray", stop)
     with pytest.raises(RuntimeError, match="stopped before Ray"):  # not "already holds a search"
         run_search(validate_config(tiny_config(tmp_path)), run, progress=False)
     assert not run.exists()  # nothing was evaluated: cleaned up again
@@ -215,19 +219,19 @@ def test_failed_run_with_records_keeps_them_and_says_failed(tmp_path: Path, monk
     run = tmp_path / "run"
 
     def crash(cfg: Any) -> bool:
-        RunStore(run).append({"id": "t1-0", "status": "ok", "metrics": {"accuracy": 0.5, "latency_ms": 1.0}})
+        RunStore(run).append(FailedTrial(id="t1-0", trial="t1", config={}, error="boom", wall_time=0.0))
         raise RuntimeError("cluster went away")
 
-    monkeypatch.setattr(runner, "_init_ray", crash)
+    monkeypatch.setattr(ray_backend, "init_ray", crash)
     with pytest.raises(RuntimeError):
         run_search(validate_config(tiny_config(tmp_path)), run, progress=False)
     store = RunStore(run)
-    assert [r["id"] for r in store.read()] == ["t1-0"] and (run / "config.yaml").is_file()
+    assert [r.id for r in store.read()] == ["t1-0"] and (run / "config.yaml").is_file()
     info = store.read_info()
     assert info["status"] == "failed" and info["error"] == "RuntimeError: cluster went away"
     with pytest.raises(ConfigError, match="already holds a search; use --resume"):
         run_search(validate_config(tiny_config(tmp_path)), run, progress=False)
-    assert [r["id"] for r in RunStore(run).read()] == ["t1-0"]
+    assert [r.id for r in RunStore(run).read()] == ["t1-0"]
 
 
 def test_reading_a_missing_run_folder_creates_nothing(tmp_path: Path) -> None:

@@ -1,22 +1,30 @@
-"""Search strategies, registered by name (see :func:`strategy_names`)."""
+"""Search strategies, registered by name (see :func:`strategy_names`), and their contract."""
 
 from __future__ import annotations
 
 from prunepilot.search.strategies.base import (
-    DriverContext,
     Strategy,
     StrategySettings,
-    TrialContext,
-    TuneSetup,
     check_strategy,
     get_strategy,
     register_strategy,
     strategy_class,
     strategy_names,
 )
+from prunepilot.search.strategies.context import (
+    Batch,
+    DriverContext,
+    PolicyEvaluator,
+    ReportFn,
+    TrialContext,
+    TuneSetup,
+)
 
 __all__ = [
+    "Batch",
     "DriverContext",
+    "PolicyEvaluator",
+    "ReportFn",
     "Strategy",
     "StrategySettings",
     "TrialContext",

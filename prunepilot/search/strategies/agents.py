@@ -2,9 +2,9 @@
 
 A trial is one agent run with its own seed and budget: it walks the prunable groups of a
 :class:`~prunepilot.envs.PruningEnv` (AMC's resource-constrained mode: every episode is within
-budget), and every episode is reported to Tune as a candidate, so Tune schedulers can stop or
-mutate agents. Several trials with budgets spread over a range (``settings.budgets``) trace the
-front.
+budget), and every episode is reported as a candidate (to Tune on the Ray backend, so Tune
+schedulers can stop or mutate agents). Several trials with budgets spread over a range
+(``settings.budgets``) trace the front.
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator
-from ray import tune
 
 from prunepilot.errors import ConfigError
-from prunepilot.search.strategies.base import (
-    DriverContext,
-    Strategy,
-    StrategySettings,
-    TrialContext,
-    TuneSetup,
-    register_strategy,
-)
+from prunepilot.search.records import Metrics
+from prunepilot.search.space import Grid
+from prunepilot.search.strategies.base import Strategy, StrategySettings, register_strategy
+from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
 
 
 class AgentSettings(StrategySettings):
@@ -73,37 +68,33 @@ class _AgentStrategy(Strategy):
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
         budgets = self.settings.budgets
         trials = len(budgets) if budgets else ctx.trials
-        return TuneSetup({"trial_index": tune.grid_search(list(range(trials)))}, num_samples=1)
+        return TuneSetup({"trial_index": Grid(range(trials))}, num_samples=1)
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         from prunepilot.envs import PruningEnv
-        from prunepilot.policies import AgentConfig, run_agent
-        from prunepilot.search.evaluator import Metrics
+        from prunepilot.policies import AgentConfig, EpisodeRecord, run_agent
 
         s = self.settings
-        ev = ctx.evaluator
         index = int(params.get("trial_index", 0))
         budgets = s.budgets
-        budget_ms = budgets[index] * float(ctx.extra["base_latency_ms"]) if budgets else ctx.budget_ms
-        fields = set(Metrics.__dataclass_fields__)
+        budget_ms = budgets[index] * ctx.base_latency_ms if budgets else ctx.budget_ms
 
-        def on_episode(rec: Any) -> None:
-            metrics = Metrics(**{k: v for k, v in rec.metrics.items() if k in fields})
+        def on_episode(rec: EpisodeRecord) -> None:
             ctx.report(
                 rec.policy,
-                metrics,
+                Metrics.from_json(rec.metrics),
                 {"episode": rec.index, "reward": rec.reward, "trial_budget_ms": budget_ms, "cached": rec.cache_hit},
             )
 
         env = PruningEnv(
-            ev.space,
-            ev.evaluate,
-            ev.predict_latency_ms,
+            ctx.space,
+            ctx.evaluator.evaluate,
+            ctx.predict_latency_ms,
             budget_ms,
             lower_bound=ctx.lower_bound,
             reward=s.reward,
-            round_to=ev.cfg.evaluation.round_to,
-            importance=ev.cfg.evaluation.importance,
+            round_to=ctx.round_to,
+            importance=ctx.importance,
             reward_kwargs=s.reward_kwargs,
         )
         cfg = AgentConfig(

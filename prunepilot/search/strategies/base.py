@@ -1,6 +1,6 @@
 """The strategy plug-in point: a class behind a small interface, registered under a name.
 
-Two kinds of strategy run as Ray Tune trials:
+Two kinds of strategy run as trials (Ray Tune's, or the local backend's, serially):
 
 * ``candidate`` strategies (random, uniform, Optuna): Tune (or its search algorithm)
   proposes one configuration per trial and the trial evaluates that one candidate.
@@ -8,64 +8,27 @@ Two kinds of strategy run as Ray Tune trials:
   its own seed and budget and reports every candidate it evaluates.
 
 Either way the trial reports candidates through :class:`TrialContext.report`; the driver
-writes them to the run folder.
+writes them to the run folder. What a strategy is given is the contract of
+:mod:`prunepilot.search.strategies.context`: it never sees the search config or the concrete
+evaluator.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prunepilot.errors import ConfigError, one_of
-from prunepilot.pruning import PruningPolicy, PruningSpace
+from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
 
 
 class StrategySettings(BaseModel):
     """Base of every strategy's settings model (strict: unknown keys are errors)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-@dataclass(frozen=True)
-class TuneSetup:
-    """What a strategy asks of Ray Tune: the search space, a search algorithm, how many trials."""
-
-    param_space: dict[str, Any]
-    num_samples: int
-    search_alg: Any = None
-    metric: str | list[str] | None = None
-    mode: str | list[str] | None = None
-
-
-@dataclass
-class DriverContext:
-    """What the driver knows when it sets a strategy up."""
-
-    space: PruningSpace
-    budget_ms: float
-    lower_bound: float
-    evaluations: int
-    trials: int
-    seed: int
-    base_latency_ms: float
-
-
-@dataclass
-class TrialContext:
-    """What a trial gives its strategy: an evaluator and a way to report candidates."""
-
-    evaluator: Any  # prunepilot.search.evaluator.Evaluator (kept loose to avoid an import cycle)
-    budget_ms: float
-    lower_bound: float
-    evaluations: int
-    seed: int
-    trial_id: str
-    report: Callable[[PruningPolicy, Any, Mapping[str, Any]], None]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy(ABC):
@@ -81,11 +44,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        """The Tune search space and trial count for this strategy."""
+        """The trials this strategy asks for: parameter space, count, optional sampler."""
 
     @abstractmethod
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        """Evaluate what ``params`` (one Tune config) asks for, reporting every candidate."""
+        """Evaluate what ``params`` (one trial's parameters) asks for, reporting every candidate."""
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}

@@ -1,19 +1,19 @@
 """One-shot strategies: ``autoslim`` and ``metapruning`` (:mod:`prunepilot.oneshot`).
 
-Both are ``session`` strategies: one Tune trial runs the whole method with its own seed
+Both are ``session`` strategies: one trial runs the whole method with its own seed
 (``seed + trial_index``). The expensive phase -- training the supernet (AutoSlim) or the
 PruningNet (MetaPruning) -- checkpoints to ``checkpoint_dir`` and resumes from there when a
 trial is restarted (or skips training when it had finished). The search phase trains nothing:
 it only recalibrates batch-norm statistics per scored width assignment.
 
 **What a reported candidate's accuracy is.** With ``score_with: evaluator`` (the default) every
-candidate is scored by ``evaluator.evaluate(policy)``: the *base model's* weights pruned by
+candidate is scored by ``ctx.evaluator.evaluate(policy)``: the *base model's* weights pruned by
 ``apply_policy``, BN recalibrated, accuracy on the held-out split -- exactly how ``random``,
 ``uniform`` and the others score, so fronts are comparable. The one-shot proxy accuracy that
 chose the candidate is kept beside it (``proxy_accuracy``). With ``score_with: supernet`` the
 accuracy is that of the one-shot weights themselves (the exported slimmable supernet, or the
-PruningNet's generated weights), BN recalibrated, on the same held-out split; records then say
-``accuracy_source: supernet-weights``.
+PruningNet's generated weights), BN recalibrated, scored by ``ctx.evaluator.score`` on the same
+held-out split; records then say ``accuracy_source: supernet-weights``.
 
 Example config (``configs/fmnist-resnet20-autoslim.yaml``)::
 
@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from ray import tune
 
 from prunepilot.oneshot.autoslim import GreedySlimming, SlimmableTraining, greedy_slim, train_slimmable
 from prunepilot.oneshot.evolution import EvolutionSearch, evolve
@@ -42,15 +41,9 @@ from prunepilot.oneshot.metapruning import PruningNet, PruningNetTraining, train
 from prunepilot.oneshot.supernet import Supernet
 from prunepilot.oneshot.training import BatchStream, OneShotTraining, fingerprint
 from prunepilot.oneshot.widths import WidthGrid
-from prunepilot.search.strategies.base import (
-    DriverContext,
-    Strategy,
-    StrategySettings,
-    TrialContext,
-    TuneSetup,
-    register_strategy,
-)
-from prunepilot.training import evaluate_accuracy
+from prunepilot.search.space import Grid
+from prunepilot.search.strategies.base import Strategy, StrategySettings, register_strategy
+from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +99,25 @@ class _Session:
 
     def __init__(self, ctx: TrialContext, settings: OneShotSettings, method: str, train: OneShotTraining) -> None:
         self.ctx, self.settings, self.method, self.train = ctx, settings, method, train
-        ev = ctx.evaluator
-        self.ev = ev
-        self.importance = ev.cfg.evaluation.importance
-        self.grid = WidthGrid.from_space(ev.space, ctx.lower_bound, ev.cfg.evaluation.round_to)
-        self.calib = list(ev.calib)[: settings.bn_batches or None]
-        self.val = list(ev.val)[: settings.val_batches or None]
+        self.grid = WidthGrid.from_space(ctx.space, ctx.lower_bound, ctx.round_to)
+        self.calib = list(ctx.calib_batches)[: settings.bn_batches or None]
+        self.val = list(ctx.val_batches)[: settings.val_batches or None]
         started = time.perf_counter()
         self.supernet = Supernet.build(
-            ev.model, ev.example, space=ev.space, importance=self.importance, calib_batches=ev.calib
+            ctx.base_model, ctx.example, space=ctx.space, importance=ctx.importance, calib_batches=ctx.calib_batches
         )
         self.build_seconds = time.perf_counter() - started
-        loader = ev.data.train
+        loader = ctx.train_loader
+        if loader is None:
+            raise ValueError(f"strategy {method!r} trains a supernet and needs the training split (ctx.train_loader)")
         self.stream = BatchStream(loader.dataset, self.train.batch_size or loader.batch_size or 128, ctx.seed)
         self.timings: dict[str, float] = {"build_seconds": self.build_seconds}
 
     def checkpoint(self) -> Path:
-        from prunepilot.search.evaluator import config_key
-
-        folder = self.settings.checkpoint_dir or Path(self.ev.cfg.model.cache_dir) / "oneshot"
+        folder = self.settings.checkpoint_dir or self.ctx.work_dir / "oneshot"
         key = fingerprint(
             {
-                "evaluator": config_key(self.ev.cfg),
+                "evaluator": self.ctx.evaluator_key,
                 "method": self.method,
                 "seed": self.ctx.seed,
                 "train": self.train.model_dump(mode="json"),
@@ -137,7 +127,7 @@ class _Session:
         return Path(folder) / f"{self.method}-{key}.pt"
 
     def latency(self, widths: Mapping[str, int]) -> float:
-        return float(self.ev.predict_latency_ms(widths))
+        return float(self.ctx.predict_latency_ms(widths))
 
     def report(
         self,
@@ -145,37 +135,26 @@ class _Session:
         extra: dict[str, Any],
         weights: Callable[[Mapping[str, int]], dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        from prunepilot.search.evaluator import Metrics
-
+        ctx = self.ctx
         meta = {k: v for k, v in extra.items() if k in ("search_budget_ms", "path_step", "rank")}
-        policy = self.grid.policy(self.ev.space, widths, self.importance, strategy=self.method, **meta)
+        policy = self.grid.policy(ctx.space, widths, ctx.importance, strategy=self.method, **meta)
         if self.settings.score_with == "evaluator":
-            metrics = self.ev.evaluate(policy)
+            metrics = ctx.evaluator.evaluate(policy)
             source = "evaluator"
         else:
             started = time.perf_counter()
             with torch.no_grad():
                 generated = weights(widths) if weights is not None else None
-            self.supernet.recalibrate(widths, self.ev.calib, generated)
+            self.supernet.recalibrate(widths, ctx.calib_batches, generated)
             model = self.supernet.export(widths, generated)
-            lat = self.ev.latency_of(model, policy.channels)
-            metrics = Metrics(
-                accuracy=float(evaluate_accuracy(model, self.ev.val)),
-                latency_ms=float(lat.ms),
-                latency_kind=str(lat.kind),
-                latency_model=lat.model_name,
-                macs=self.ev.space.macs(policy.channels),
-                params=self.ev.space.params(policy.channels),
-                eval_seconds=time.perf_counter() - started,
-                latency_cv=lat.cv,
-            )
+            metrics = ctx.evaluator.score(model, policy.channels, started=started, protocol=f"{self.method}-weights")
             source = "supernet-weights"
-        self.ctx.report(policy, metrics, {"method": self.method, "accuracy_source": source, **self.timings, **extra})
+        ctx.report(policy, metrics, {"method": self.method, "accuracy_source": source, **self.timings, **extra})
 
 
 def _session_setup(ctx: DriverContext) -> TuneSetup:
     """One trial per seed (``trial_index`` 0 .. trials-1)."""
-    return TuneSetup({"trial_index": tune.grid_search(list(range(ctx.trials)))}, num_samples=1)
+    return TuneSetup({"trial_index": Grid(range(ctx.trials))}, num_samples=1)
 
 
 @register_strategy

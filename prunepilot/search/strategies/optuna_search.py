@@ -1,23 +1,24 @@
-"""Optuna samplers through Ray Tune's Optuna integration; one trial evaluates one candidate.
+"""Optuna samplers; one trial evaluates one candidate.
 
 * ``optuna-tpe``: TPE (Bergstra et al. 2011) maximising held-out accuracy; proposals are
   projected into the latency budget like ``random``, so every evaluation counts.
 * ``optuna-nsga2``: NSGA-II (Deb et al. 2002), multi-objective: accuracy (max) and latency
   (min), no projection: it traces the whole front.
+
+A strategy hands its sampler over in :class:`TuneSetup` and never drives it itself. The Ray
+backend wraps it in Tune's ``OptunaSearch`` (which asks a study for each trial's parameters and
+tells it the trial's last result); the local backend asks and tells an Optuna study with the
+same sampler directly (:mod:`prunepilot.search.local_backend`), so no Ray is imported and a
+serial Ray search proposes the same parameters.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
 from prunepilot.search import space as tune_space
-from prunepilot.search.strategies.base import (
-    DriverContext,
-    TuneSetup,
-    register_strategy,
-)
+from prunepilot.search.strategies.base import register_strategy
+from prunepilot.search.strategies.context import DriverContext, TuneSetup
 from prunepilot.search.strategies.sampling import ProjectedSettings, RatioProposal
 
 
@@ -34,14 +35,6 @@ class NSGA2Settings(ProjectedSettings):
     project: bool = Field(False, description="Shrink proposals into the latency budget.")
 
 
-def _optuna_search(sampler: Any, metric: str | list[str], mode: str | list[str]) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
-
-    # Tune's max_concurrent_trials (from the ray config) limits concurrency for the searcher.
-    # The sampler carries the seed: OptunaSearch ignores (and warns about) its own with a sampler.
-    return OptunaSearch(sampler=sampler, metric=metric, mode=mode)
-
-
 @register_strategy
 class OptunaTPE(RatioProposal):
     """Optuna's TPE sampler maximising accuracy within the budget."""
@@ -55,11 +48,14 @@ class OptunaTPE(RatioProposal):
         import optuna
 
         s = self.settings
+        # The sampler carries the seed (Tune's OptunaSearch ignores its own when given a sampler).
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=s.n_startup_trials)
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
-            search_alg=_optuna_search(sampler, "score", "max"),
+            sampler=sampler,
+            metric="score",
+            mode="max",
         )
 
 
@@ -80,5 +76,7 @@ class OptunaNSGA2(RatioProposal):
         return TuneSetup(
             tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
             num_samples=ctx.evaluations,
-            search_alg=_optuna_search(sampler, ["accuracy", "latency_ms"], ["max", "min"]),
+            sampler=sampler,
+            metric=["accuracy", "latency_ms"],
+            mode=["max", "min"],
         )

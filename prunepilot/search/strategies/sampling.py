@@ -1,7 +1,8 @@
 """Baselines: random search and the uniform-width sweep.
 
-* ``random``: keep ratios drawn uniformly from ``[lower_bound, 1]`` per group by Tune, then
-  projected into the latency budget (the shape of the draw is kept; see
+* ``random``: keep ratios drawn uniformly from ``[lower_bound, 1]`` per group (by Tune's
+  generator on Ray, by :func:`prunepilot.search.space.trial_params` locally; both seeded by the
+  search's seed), then projected into the latency budget (the shape of the draw is kept; see
   :func:`prunepilot.search.space.project_to_budget`). One trial per candidate.
 * ``uniform``: every group keeps the same ratio; a sweep of ratios from the lower bound to 1
   (the curve every Pareto front is drawn against). One trial per ratio.
@@ -14,32 +15,24 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from ray import tune
 
 from prunepilot.search import space as tune_space
-from prunepilot.search.strategies.base import (
-    DriverContext,
-    Strategy,
-    StrategySettings,
-    TrialContext,
-    TuneSetup,
-    register_strategy,
-)
+from prunepilot.search.strategies.base import Strategy, StrategySettings, register_strategy
+from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
 
 
 def evaluate_ratios(ctx: TrialContext, ratios: Mapping[str, float], project: bool, **extra: Any) -> None:
     """Project (optionally) into the budget, evaluate, report: the body of candidate trials."""
-    ev = ctx.evaluator
     scale = 1.0
     if project:
         ratios, scale = tune_space.project_to_budget(
             ratios,
             ctx.lower_bound,
             ctx.budget_ms,
-            lambda r: ev.predict_latency_ms(ev.make_policy(r).channels),
+            lambda r: ctx.predict_latency_ms(ctx.make_policy(r).channels),
         )
-    policy = ev.make_policy(ratios)
-    metrics = ev.evaluate(policy)
+    policy = ctx.make_policy(ratios)
+    metrics = ctx.evaluator.evaluate(policy)
     ctx.report(policy, metrics, {"projection_scale": scale, **extra})
 
 
@@ -50,14 +43,14 @@ class ProjectedSettings(StrategySettings):
 
 
 class RatioProposal(Strategy):
-    """Base of candidate strategies whose Tune config is one keep ratio per group."""
+    """Base of candidate strategies whose trial parameters are one keep ratio per group."""
 
     kind = "candidate"
     Settings = ProjectedSettings
     settings: ProjectedSettings
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
-        ratios = tune_space.params_to_ratios(params, ctx.evaluator.space)
+        ratios = tune_space.params_to_ratios(params, ctx.space)
         evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
 
 
@@ -100,9 +93,9 @@ class UniformSweep(Strategy):
         ratios = self.settings.ratios
         if ratios is None:
             ratios = [float(r) for r in np.linspace(ctx.lower_bound, 1.0, max(2, ctx.evaluations))]
-        return TuneSetup({"uniform_ratio": tune.grid_search([round(r, 6) for r in ratios])}, num_samples=1)
+        return TuneSetup({"uniform_ratio": tune_space.Grid(round(r, 6) for r in ratios)}, num_samples=1)
 
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         r = float(params["uniform_ratio"])
-        ratios = {g.name: r for g in ctx.evaluator.space.groups}
+        ratios = {g.name: r for g in ctx.space.groups}
         evaluate_ratios(ctx, ratios, project=False, uniform_ratio=r)

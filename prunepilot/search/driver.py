@@ -1,0 +1,191 @@
+"""The driver's steps both backends share: set-up before any trial, and recording what trials report.
+
+* :func:`prepare`: the analytic budget floor, the base model's metrics, the latency fit and the
+  budget check (refusing an unreachable budget), written to ``run.json``;
+* :class:`Recorder`: every reported candidate into the run folder (:class:`RunStore`), every
+  failed trial as a record, and the progress bar: the Ray backend's Tune callback and the local
+  backend's loop both call it, so a run folder looks the same whichever ran it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from prunepilot.errors import ConfigError
+from prunepilot.search.config import SearchConfig
+from prunepilot.search.evaluator import Evaluator, LatencyFit, get_evaluator
+from prunepilot.search.records import VERSIONS, Candidate, FailedTrial
+from prunepilot.search.store import RunStore
+from prunepilot.search.strategies import Strategy, TuneSetup
+from prunepilot.search.trainable import SearchSetup
+
+console = Console()
+
+#: Safety factor of the analytic floor (:func:`check_budget_floor`): a pruned model's latency is
+#: taken to shrink at most twice as fast as its MACs (in practice it shrinks slower: fixed
+#: per-layer costs and memory traffic stay), so no reachable budget is refused on MACs alone.
+FLOOR_MARGIN = 0.5
+
+
+def _up(x: float, digits: int = 3) -> float:
+    """``x`` rounded up at ``digits`` decimals, so a shown minimum is itself accepted."""
+    return math.ceil(x * 10**digits) / 10**digits
+
+
+def resolve_budget(cfg: SearchConfig, base_ms: float, min_ms: float) -> float:
+    """The budget in ms; refuses one below ``min_ms`` (every group at the lower bound)."""
+    if cfg.budget.ms is not None:
+        budget, given = cfg.budget.ms, f"budget.ms {cfg.budget.ms:g}"
+    else:
+        budget = float(cfg.budget.fraction or 1.0) * base_ms
+        given = f"budget.fraction {cfg.budget.fraction:g} ({budget:.3f} ms of the base model's {base_ms:.3f} ms)"
+    if budget < min_ms:
+        raise ConfigError(
+            f"field 'budget': {given} is below the reachable minimum of {min_ms:.3f} ms (every group at "
+            f"evaluation.lower_bound {cfg.evaluation.lower_bound}); accepted: budget.ms >= {_up(min_ms)} (the "
+            f"base model takes {base_ms:.3f} ms) or budget.fraction from {_up(min_ms / base_ms, 4)} to 1; raise "
+            "the budget or lower evaluation.lower_bound"
+        )
+    return budget
+
+
+def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
+    """Refuse a budget below anything reachable before measuring (or pruning) anything.
+
+    A predicted latency model gives the exact range from the widths alone. For a measured one a
+    ``budget.fraction`` below :data:`FLOOR_MARGIN` times the all-lower-bound model's share of
+    the base MACs is refused; the exact check follows as soon as the two ends are measured
+    (:meth:`Evaluator.calibrate_fit`'s ``on_range``).
+    """
+    predicted = ev.predicted_range_ms()
+    if predicted is not None:
+        resolve_budget(cfg, *predicted)
+        return
+    fraction = cfg.budget.fraction
+    floor = FLOOR_MARGIN * ev.lowest_macs_share()
+    if fraction is not None and fraction < floor:
+        lower = cfg.evaluation.lower_bound
+        raise ConfigError(
+            f"field 'budget.fraction': {fraction:g} is below what any policy can reach: with every group at "
+            f"evaluation.lower_bound {lower} the model keeps {ev.lowest_macs_share():.2%} of the base MACs, and "
+            f"latency does not shrink below {FLOOR_MARGIN:g} x that share; accepted: budget.fraction from about "
+            f"{_up(floor, 4)} to 1 (the exact minimum is measured next); raise the budget or lower "
+            "evaluation.lower_bound"
+        )
+
+
+def prepare(
+    cfg: SearchConfig, store: RunStore, resume: bool, backend: str
+) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
+    """Driver-side set-up before any trial: budget floor, base metrics, latency fit, budget check."""
+    info = store.read_info() if resume else {}
+    ev = get_evaluator(cfg)
+    if resume and "fit" in info:
+        ev.fit = LatencyFit(**info["fit"]) if info["fit"] else None
+        base = info["base"]
+        budget_ms = float(info["budget_ms"])
+    else:
+        check_budget_floor(cfg, ev)
+        console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
+        _, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
+        base = ev.base_metrics().to_dict()
+        budget_ms = resolve_budget(cfg, base["latency_ms"], low.ms)
+        info = {
+            "name": cfg.name,
+            "status": "running",
+            "strategy": cfg.strategy.name,
+            "backend": backend,
+            "budget_ms": budget_ms,
+            "base": base,
+            "reachable_min_ms": low.ms,
+            "fit": asdict(ev.fit) if ev.fit else None,
+            "groups": len(ev.space.groups),
+            "base_checkpoint": ev.base_checkpoint,
+            "signature": ev.space.signature,
+            "data": {"name": ev.data.name, "val": ev.data.num_val, "scored_on": "held-out split of train"},
+            "versions": VERSIONS,
+            "started": time.time(),
+        }
+        store.write_info(info)
+    setup = SearchSetup(
+        config=cfg.model_dump(mode="json"),
+        budget_ms=budget_ms,
+        fit=asdict(ev.fit) if ev.fit else None,
+        run_id=str(store.dir.resolve()),
+        base_latency_ms=float(base["latency_ms"]),
+    )
+    return ev, setup, info
+
+
+def expected_candidates(cfg: SearchConfig, strategy: Strategy, tsetup: TuneSetup) -> int:
+    """How many candidates the trials will report (the progress bar's total)."""
+    from prunepilot.search.space import grid_size
+
+    expected = tsetup.num_samples * grid_size(tsetup.param_space)
+    return expected * cfg.strategy.evaluations if strategy.kind == "session" else expected
+
+
+_ACTIVE: dict[str, Any] = {}  # the driver's progress bar (never pickled with a Tune callback)
+
+
+@contextmanager
+def progress_bar(show: bool, total: int) -> Iterator[None]:
+    """Show a progress bar for ``total`` candidates (nothing when ``show`` is False)."""
+    if not show:
+        yield
+        return
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    with bar:
+        _ACTIVE.update(progress=bar, task=bar.add_task("starting trials", total=total))
+        try:
+            yield
+        finally:
+            _ACTIVE.clear()
+
+
+class Recorder:
+    """Write what trials report into the run folder: the one reporting path of both backends."""
+
+    def __init__(self, store: RunStore, budget_ms: float) -> None:
+        self.store = store
+        self.budget_ms = budget_ms
+        self.best = float("nan")
+
+    def candidate(self, cand: Candidate, running: int | None = None) -> bool:
+        """Append one reported candidate; False when its id was stored already (a resumed trial)."""
+        if not self.store.append(cand):
+            return False
+        if cand.metrics.latency_ms <= self.budget_ms and not (cand.metrics.accuracy <= self.best):
+            self.best = cand.metrics.accuracy
+        bar, task = _ACTIVE.get("progress"), _ACTIVE.get("task")
+        if isinstance(bar, Progress) and task is not None:
+            shown = f"trials running {running} | " if running is not None else ""
+            bar.update(
+                TaskID(task),
+                advance=1,
+                description=f"{shown}best acc within {self.budget_ms:.2f} ms: {self.best:.4f}",
+            )
+        return True
+
+    def failure(self, trial_id: str, params: Mapping[str, Any], error: str) -> FailedTrial:
+        """Record a trial that failed (after its retries)."""
+        n = sum(1 for r in self.store.failed() if r.trial == trial_id)
+        rec = FailedTrial(
+            id=f"{trial_id}-failed-{n}",
+            trial=trial_id,
+            config={k: v for k, v in params.items() if not str(k).startswith("_")},
+            error=error[-2000:],
+            wall_time=time.time(),
+        )
+        self.store.append(rec)
+        return rec
