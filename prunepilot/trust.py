@@ -6,8 +6,9 @@ user typed the spec (``prunepilot prune --model pkg.mod:fn``, a search config th
 a folder someone else wrote can name any callable (``os:system?command=...``). So specs read
 from a folder (a pruned model's ``pruned.json``, a run folder's ``config.yaml``) go through
 :func:`require_trusted` first: import paths are refused unless ``trust_code=True``
-(``--trust-code`` on the command line). Zoo names, ``torchvision:NAME`` models and the
-built-in datasets are prunepilot's own code and always allowed.
+(``--trust-code`` on the command line). Zoo names, ``torchvision:NAME`` models, the
+``testing:NAME`` fixtures (modules of this package) and the built-in datasets are
+prunepilot's own code and always allowed (:data:`TRUSTED_SPEC_KINDS`).
 
 Example:
     >>> require_trusted(model="resnet20", data="digits", source="run/config.yaml", trust_code=False)
@@ -24,6 +25,10 @@ from prunepilot.models._registry import parse_spec
 
 TRUST_FLAG = "--trust-code"
 """The CLI flag that opts in (``trust_code=True`` in Python)."""
+
+TRUSTED_SPEC_KINDS = ("zoo", "torchvision", "testing")
+"""Model spec kinds (:attr:`ParsedSpec.kind <prunepilot.models.ParsedSpec>`) that build only
+prunepilot's or torchvision's own code; any other kind (an import path) needs the opt-in."""
 
 
 def require_trusted(
@@ -44,14 +49,16 @@ def require_trusted(
         alternative: Another way out, appended to the message (e.g. "or give --model SPEC").
 
     Raises:
-        UntrustedCodeError: ``model`` or ``data`` is an import path and ``trust_code`` is False;
-            the message names the value, the file, the opt-in and what needs none.
+        UntrustedCodeError: ``model`` or ``data`` is an import path (a spec kind outside
+            :data:`TRUSTED_SPEC_KINDS`, a data name outside the built-in datasets) and
+            ``trust_code`` is False; the message names the value, the file, the opt-in and what
+            needs none.
         ModelSpecError: ``model`` is not a well-formed spec.
     """
     if trust_code:
         return
     named = []
-    if model is not None and parse_spec(model).kind == "import":
+    if model is not None and parse_spec(model).kind not in TRUSTED_SPEC_KINDS:
         named.append(f"the model spec {model!r}")
     if data is not None and data not in BUILTIN_DATASETS:
         named.append(f"the data name {data!r}")

@@ -268,3 +268,26 @@ def _quiet() -> Any:
 def _first_line(obj: object) -> str:
     text = str(obj).strip()
     return text.splitlines()[0] if text else type(obj).__name__
+
+
+def export_batches(
+    check_batch_size: int, data: Any | None, input_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An example batch of 2 for tracing and the check batch (test images of a
+    :class:`~prunepilot.data.DataBundle` when there are data, else seeded noise)."""
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, *input_shape[1:], generator=gen)
+    if data is not None:
+        images = torch.cat([x for x, _ in _take(data.test, check_batch_size)])[:check_batch_size]
+        return example, images
+    return example, torch.randn(check_batch_size, *input_shape[1:], generator=gen)
+
+
+def _take(loader: Any, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out, seen = [], 0
+    for x, y in loader:
+        out.append((x, y))
+        seen += x.shape[0]
+        if seen >= n:
+            break
+    return out

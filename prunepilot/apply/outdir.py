@@ -25,7 +25,7 @@ def prepare_out_dir(out: Path, *, overwrite: bool = False, resume: bool = False,
     """Create (or, as allowed, clear) ``out`` and check that it is writable.
 
     Call it only once every input has loaded, so that a bad input leaves ``out`` as it was.
-    ``resumable=False`` (``prunepilot prune``) leaves ``--resume`` out of the advice.
+    ``resumable=False`` (no fine-tuning to resume, e.g. ``prunepilot prune``) leaves ``--resume`` out of the advice.
 
     Raises:
         ConfigError: ``out`` is occupied and neither flag allows it, ``overwrite`` would delete

@@ -1,8 +1,10 @@
 """``apply_to_model``: one readable path from a policy file to a verified, exported pruned model.
 
-    read policy, data, model (+ checkpoint, weights_only)
-    -> match the policy to the model (signature, or --by-ratio) -> prepare OUT
-    -> prune (one shot, or step 1 of K) -> recalibrate BN
+    read policy (or --uniform RATIO), data, model (+ checkpoint, weights_only)
+    -> match the policy to the model (signature, or --by-ratio; a uniform one is made for it) -> prepare OUT
+    (--at-init: a freshly initialised, seeded model of the architecture instead of a checkpoint)
+    -> prune (one shot, or step 1 of K) -> recalibrate BN (``prune_and_recalibrate``, the search's path)
+    -> (--reconstruct) refit the pruned layers' consumers to the unpruned outputs, recalibrate BN
     -> fine-tune (optionally distilling the unpruned model), checkpointing every epoch;
        with K steps: prune further, recalibrate, fine-tune, K times
     -> save (state dict + policy + manifest: prunepilot.load_pruned rebuilds it without pickle)
@@ -11,7 +13,8 @@
     -> OUT/report.json
 
 Accuracies here are on the dataset's **test** split: this is the final report, after the search
-chose the policy on held-out training data.
+chose the policy on held-out training data. ``prunepilot prune`` is this pipeline without
+fine-tuning, export or latency.
 """
 
 from __future__ import annotations
@@ -28,19 +31,28 @@ import torch
 from torch import nn
 
 from prunepilot.apply.config import ApplyConfig
-from prunepilot.apply.export import export_and_check
-from prunepilot.apply.latency import DEFAULT_DEVICE, measure_latency, search_context
+from prunepilot.apply.export import export_and_check, export_batches
+from prunepilot.apply.latency import DEFAULT_DEVICE, SearchContext, measure_latency, search_context
 from prunepilot.apply.outdir import check_resume, prepare_out_dir, write_config
 from prunepilot.apply.portability import build_space, fit_policy
 from prunepilot.apply.schedule import interpolate_widths
 from prunepilot.data import DataBundle, build_data
 from prunepilot.errors import ConfigError, one_of
-from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, count_macs_params, recalibrate_bn
+from prunepilot.pruning import (
+    PruningPolicy,
+    PruningSpace,
+    count_macs_params,
+    prune_and_recalibrate,
+    recalibrate_bn,
+)
 from prunepilot.pruning.adapter import DATA_DEPENDENT, IMPORTANCE_CRITERIA
 from prunepilot.pruning.io import save_pruned
+from prunepilot.pruning.reconstruct import reconstruct
 from prunepilot.training import distillation_loss, evaluate_accuracy, fit
 
 REPORT_FORMAT = "prunepilot.apply-report/v1"
+UNIFORM_IMPORTANCE = "l1"
+"""The channel criterion of ``uniform`` when ``importance`` is not given."""
 SPLIT_NOTE = (
     "the dataset's test split: this is the final report; the search scored candidates on data held "
     "out from the training split"
@@ -92,17 +104,23 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
     seconds: dict[str, float] = {}
 
     # 1. inputs: fail on anything bad before touching the output folder
-    policy = PruningPolicy.load(cfg.policy)
-    search = search_context(policy)
+    policy = PruningPolicy.load(cfg.policy) if cfg.policy is not None else None
+    if policy is not None and cfg.importance is not None:  # replaces the policy's; the saved policy records it
+        policy = policy.model_copy(update={"importance": cfg.importance})
+    criterion = policy.importance if policy is not None else (cfg.importance or UNIFORM_IMPORTANCE)
+    search = search_context(policy) if policy is not None else SearchContext()
     if cfg.distill is not None and not cfg.fine_tunes():
         raise ConfigError("--distill needs fine-tuning: give --epochs N (N > 0) or --finetune CONFIG.yaml")
     if cfg.fine_tunes() and cfg.data is None:
         raise ConfigError("fine-tuning needs data: give --data NAME (and --data-root or $PRUNEPILOT_DATA)")
-    if policy.importance in DATA_DEPENDENT and cfg.data is None:
+    if criterion in DATA_DEPENDENT and cfg.data is None:
         free = one_of(sorted(set(IMPORTANCE_CRITERIA) - DATA_DEPENDENT))
+        where = f"--importance {criterion!r}"
+        if cfg.importance is None:
+            where = f"the policy's importance {criterion!r} ({str(cfg.policy)!r})"
         raise ConfigError(
-            f"the policy's importance {policy.importance!r} ({str(cfg.policy)!r}) scores channels on calibration "
-            f"data: give --data NAME, or set the policy's importance field to a data-free criterion: {free}"
+            f"{where} scores channels on calibration data: give --data NAME, or choose a data-free criterion "
+            f"with --importance (or the policy's importance field): {free}"
         )
     data = build_data(cfg.data) if cfg.data is not None else None
     num_classes, in_channels, input_shape = _shapes(cfg, data)
@@ -114,24 +132,52 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
         load_device(device)  # an unknown device fails now, not after fine-tuning
     from prunepilot.models import load_model
 
+    seed = cfg.train.seed if cfg.train is not None else 0
+    if cfg.at_init:
+        torch.manual_seed(seed)  # pruning at initialisation: a fresh, seeded model of the architecture
     base = load_model(cfg.model, cfg.checkpoint, num_classes=num_classes, in_channels=in_channels).eval()
+    if cfg.at_init and data is not None:
+        recalibrate_bn(base, data.calib)  # real BN statistics for scoring (as a training step would see)
     say(f"matching the policy to {cfg.model}")
-    space, trace_x = build_space(base, input_shape, num_classes, ignored_layers=ignored, signature=policy.signature)
-    target, match = fit_policy(policy, space, by_ratio=cfg.by_ratio)
+    signature = policy.signature if policy is not None else None
+    space, trace_x = build_space(base, input_shape, num_classes, ignored_layers=ignored, signature=signature)
+    if policy is not None:
+        target, match = fit_policy(policy, space, by_ratio=cfg.by_ratio)
+    else:
+        assert cfg.uniform is not None  # exactly one of the two (ApplyConfig checks)
+        target = PruningPolicy.uniform(space, cfg.uniform, round_to=cfg.round_to, importance=criterion)
+        match = "uniform"
 
     # 2. the output folder (only now: a bad input above leaves nothing behind)
-    prepare_out_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
+    # (only fine-tuning leaves checkpoints to --resume from: advise it only then)
+    prepare_out_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, resumable=cfg.fine_tunes())
     if cfg.resume:
         check_resume(cfg.out, cfg.resume_key())
     else:
         write_config(cfg.out, cfg.resume_key())
 
-    # 3. prune in one shot (the "after pruning" figure, and the model to fine-tune when K = 1)
+    # 3. prune in one shot and recalibrate BN (the "after pruning" figure, the model to fine-tune when K = 1)
     calib = [(x, y) for x, y in data.calib] if data is not None else None
+    unrecalibrated: list[float] = []
+
+    def _pruned(model: nn.Module) -> None:  # before BN recalibration: the time to prune, the accuracy without
+        seconds["prune"] = time.perf_counter() - tic
+        if data is not None:
+            unrecalibrated.append(evaluate_accuracy(model, data.test))
+
     tic = time.perf_counter()
-    pruned = apply_policy(base, target, trace_x, space=space, calib_batches=calib)
-    seconds["prune"] = time.perf_counter() - tic
-    accuracy = _accuracy_section(base, pruned, data)
+    kept: dict[tuple[str, str], tuple[int, ...]] = {}
+    pruned = prune_and_recalibrate(
+        base, target, trace_x, space=space, calib_batches=calib, kept=kept, before_recalibration=_pruned
+    )
+    accuracy = _accuracy_section(base, pruned, unrecalibrated[0] if unrecalibrated else None, data)
+    reconstruction = None
+    if cfg.reconstruct and data is not None and calib is not None:  # calibration images only, never val/test
+        say("reconstructing the pruned layers' consumers")
+        tic = time.perf_counter()
+        reconstruction = reconstruct(pruned, base, calib, kept).to_dict()
+        seconds["reconstruct"] = time.perf_counter() - tic
+        accuracy["after_reconstruction"] = evaluate_accuracy(pruned, data.test)
 
     # 4. recover: BN recalibration, then fine-tuning (K steps when iterative)
     tic = time.perf_counter()
@@ -177,7 +223,7 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
     exports = []
     if cfg.export:
         tic = time.perf_counter()
-        example, check_batch = _export_batches(cfg, data, input_shape)
+        example, check_batch = export_batches(cfg.check_batch_size, data, input_shape)
         for fmt in cfg.export:
             say(f"exporting {fmt}")
             check = export_and_check(
@@ -197,12 +243,15 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
         "format": REPORT_FORMAT,
         "model": cfg.model,
         "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
-        "policy": str(cfg.policy),
+        "policy": str(cfg.policy) if cfg.policy is not None else f"uniform {cfg.uniform:g}",
         "policy_match": match,
         "signature": space.signature,
         "input_shape": list(input_shape),
         "groups": len(space.groups),
         "mean_keep_ratio": target.mean_keep(),
+        "importance": target.importance,
+        "at_init": {"criterion": target.importance, "seed": seed} if cfg.at_init else None,
+        "reconstruction": reconstruction,
         "params": _before_after(params_before, params_after),
         "macs": _before_after(macs_before, macs_after),
         "accuracy": accuracy,
@@ -256,12 +305,11 @@ def _recover(
             step_space = space if i == 1 else PruningSpace.build(current, trace_x, ignored_layers=ignored)
             step_policy = PruningPolicy.from_widths(step_space, widths, importance=target.importance)
             calib = [(x, y) for x, y in data.calib] if data is not None else None
-            current = apply_policy(current, step_policy, trace_x, space=step_space, calib_batches=calib)
+            current = prune_and_recalibrate(current, step_policy, trace_x, space=step_space, calib_batches=calib)
         step: dict[str, Any] = {"step": i, "mean_keep_ratio": _mean_keep(widths, space)}
         if data is not None and cfg.iterative == 1:
             step["accuracy_after_pruning"] = pruned_accuracy
         elif data is not None:
-            recalibrate_bn(current, data.calib)
             step["accuracy_after_pruning"] = evaluate_accuracy(current, data.test)
         if cfg.fine_tunes() and data is not None and cfg.train is not None:
             folder = cfg.out / "checkpoints" / (f"step-{i}" if cfg.iterative > 1 else "")
@@ -286,15 +334,13 @@ def _recover(
     return current, steps, training
 
 
-def _accuracy_section(base: nn.Module, pruned: nn.Module, data: DataBundle | None) -> dict[str, Any]:
-    """Test accuracy before pruning, after pruning, and after pruning + BN recalibration.
-
-    ``pruned`` is recalibrated in place (on the calibration images, a subset of train).
-    """
+def _accuracy_section(
+    base: nn.Module, pruned: nn.Module, without: float | None, data: DataBundle | None
+) -> dict[str, Any]:
+    """Test accuracy before pruning, after pruning (``without`` BN recalibration), and after pruning +
+    BN recalibration (``pruned``, recalibrated on the calibration images, a subset of train)."""
     if data is None:
         return {"split": None, "note": "no --data given: accuracy not measured"}
-    without = evaluate_accuracy(pruned, data.test)
-    recalibrate_bn(pruned, data.calib)
     return {
         "split": "test",
         "note": SPLIT_NOTE,
@@ -306,34 +352,14 @@ def _accuracy_section(base: nn.Module, pruned: nn.Module, data: DataBundle | Non
 
 
 def _shapes(cfg: ApplyConfig, data: DataBundle | None) -> tuple[int, int, tuple[int, ...]]:
+    """Classes, input channels and example input: from the data, else the flags, else the spec's default."""
+    from prunepilot.models import default_input_shape
+
     if data is not None:
         shape = cfg.input_shape or (1, *data.input_shape)
         return data.num_classes, data.input_shape[0], tuple(shape)
-    if cfg.input_shape is None:
-        raise ConfigError("give --input-shape N,C,H,W (e.g. 1,3,32,32) or --data to take it from a dataset")
-    return cfg.num_classes, int(cfg.input_shape[1]), tuple(cfg.input_shape)
-
-
-def _export_batches(
-    cfg: ApplyConfig, data: DataBundle | None, input_shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """An example batch of 2 for tracing and the check batch (test images when there are data)."""
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(2, *input_shape[1:], generator=gen)
-    if data is not None:
-        images = torch.cat([x for x, _ in _take(data.test, cfg.check_batch_size)])[: cfg.check_batch_size]
-        return example, images
-    return example, torch.randn(cfg.check_batch_size, *input_shape[1:], generator=gen)
-
-
-def _take(loader: Any, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out, seen = [], 0
-    for x, y in loader:
-        out.append((x, y))
-        seen += x.shape[0]
-        if seen >= n:
-            break
-    return out
+    shape = cfg.input_shape or default_input_shape(cfg.model, cfg.in_channels)
+    return cfg.num_classes, int(shape[1]), tuple(shape)
 
 
 def _train_device(name: str) -> torch.device:

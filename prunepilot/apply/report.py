@@ -26,10 +26,20 @@ def report_table(report: dict[str, Any]) -> Table:
             _pct(acc["after_pruning"]),
             f"+BN recalibration; without: {_pct(acc['after_pruning_no_recalibration'])}",
         )
+        rec = report.get("reconstruction")
+        if rec is not None and acc.get("after_reconstruction") is not None:
+            refit = [f for f in rec["layers"] if f["refit"]]
+            table.add_row(
+                f"accuracy after reconstruction ({split})",
+                _pct(acc["after_reconstruction"]),
+                f"least squares on calibration images: {len(refit)} layer(s) refit, then BN recalibration",
+            )
         if acc.get("after_finetuning") is not None:
             ft = report["finetune"]
             how = f"{ft['epochs_per_step']} epoch(s)" + (f" x {ft['iterative']} steps" if ft["iterative"] > 1 else "")
             how += ", KD" if ft.get("distill") else ""
+            at_init = report.get("at_init")
+            how += f", pruned at initialisation by {at_init['criterion']} (seed {at_init['seed']})" if at_init else ""
             table.add_row(f"accuracy after fine-tuning ({split})", _pct(acc["after_finetuning"]), how)
     else:
         table.add_row("accuracy", "-", acc.get("note", ""))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from prunepilot.cli.common import fail_on_error, parse_shape
+from prunepilot.cli.common import DEFAULT_SHAPE_HELP, fail_on_error, parse_shape
 from prunepilot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,8 +62,28 @@ def apply(
     by_ratio: bool = typer.Option(
         False, "--by-ratio", help="Apply the keep ratios to a wider/narrower variant (groups by name, else order)."
     ),
+    importance: str | None = typer.Option(
+        None,
+        "--importance",
+        help="Channel criterion (default: the policy's): l1, l2, bn-scale, taylor, hessian, "
+        "random, grad-magnitude, snip, grasp, synflow, thinet. The written policy.json records it.",
+    ),
+    reconstruct: bool = typer.Option(
+        False,
+        "--reconstruct",
+        help="After pruning, refit the pruned layers' consumers by least squares to the "
+        "unpruned model's outputs on calibration images (He et al. 2017, ThiNet), recalibrate BN; then fine-tune.",
+    ),
+    at_init: bool = typer.Option(
+        False,
+        "--at-init",
+        help="Prune a freshly initialised model (seeded by the fine-tune seed; no --checkpoint) "
+        "with --importance snip, grasp, synflow or random, then train it (--epochs N / --finetune).",
+    ),
     input_shape: str | None = typer.Option(
-        None, "--input-shape", help="Example input N,C,H,W (default: from --data)."
+        None,
+        "--input-shape",
+        help=f"Example input N,C,H,W (default: from --data, else {DEFAULT_SHAPE_HELP}).",
     ),
     num_classes: int = typer.Option(10, "--num-classes", help="Classes of the model head (ignored with --data)."),
     in_channels: int = typer.Option(3, "--in-channels", help="Input channels (ignored with --data)."),
@@ -103,6 +123,9 @@ def apply(
             latency_batch=latency_batch,
             no_latency=no_latency,
             by_ratio=by_ratio,
+            importance=importance,
+            reconstruct=reconstruct,
+            at_init=at_init,
             input_shape=input_shape,
             num_classes=num_classes,
             in_channels=in_channels,
@@ -122,39 +145,49 @@ def apply(
 
 def build_config(
     *,
-    policy: Path,
     model: str,
     out: Path,
-    checkpoint: Path | None,
-    data: str | None,
-    data_root: Path | None,
-    batch_size: int | None,
-    finetune: Path | None,
-    epochs: int | None,
-    distill: bool,
-    temperature: float,
-    alpha: float,
-    iterative: int,
-    export: str,
-    tolerance: float,
-    onnx_exporter: str,
-    device: str | None,
-    latency_batch: int | None,
-    no_latency: bool,
-    by_ratio: bool,
-    input_shape: str | None,
-    num_classes: int,
-    in_channels: int,
-    ignore: list[str],
-    train_device: str,
-    overwrite: bool,
-    resume: bool,
+    policy: Path | None = None,
+    uniform: float | None = None,
+    round_to: int = 1,
+    checkpoint: Path | None = None,
+    data: str | None = None,
+    data_root: Path | None = None,
+    batch_size: int | None = None,
+    finetune: Path | None = None,
+    epochs: int | None = None,
+    distill: bool = False,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    iterative: int = 1,
+    export: str = "",
+    tolerance: float = 1e-4,
+    onnx_exporter: str = "dynamo",
+    device: str | None = None,
+    latency_batch: int | None = None,
+    no_latency: bool = False,
+    by_ratio: bool = False,
+    input_shape: str | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    ignore: list[str] | None = None,
+    train_device: str = "auto",
+    overwrite: bool = False,
+    resume: bool = False,
+    importance: str | None = None,
+    reconstruct: bool = False,
+    at_init: bool = False,
 ) -> ApplyConfig:
-    """The :class:`~prunepilot.apply.ApplyConfig` the flags describe (errors name the flag)."""
+    """The :class:`~prunepilot.apply.ApplyConfig` the flags describe (errors name the flag).
+
+    ``prunepilot apply`` and ``prunepilot prune`` (``uniform``/``round_to``, no fine-tuning) both
+    build theirs here; the defaults are the flags' defaults.
+    """
     from pydantic import ValidationError
 
     from prunepilot.apply import ApplyConfig, parse_formats
     from prunepilot.data import DataConfig
+    from prunepilot.errors import PrunepilotError
     from prunepilot.training import DistillConfig, TrainConfig, load_train_config
 
     formats = parse_formats(export)  # an unsupported format fails first, listing the supported ones
@@ -173,6 +206,8 @@ def build_config(
         kd = DistillConfig(temperature=temperature, alpha=alpha) if distill else None
         return ApplyConfig(
             policy=policy,
+            uniform=uniform,
+            round_to=round_to,
             model=model,
             out=out,
             checkpoint=checkpoint,
@@ -182,6 +217,9 @@ def build_config(
             in_channels=in_channels,
             ignored_layers=tuple(ignore) if ignore else None,
             by_ratio=by_ratio,
+            importance=importance,
+            reconstruct=reconstruct,
+            at_init=at_init,
             train=train,
             distill=kd,
             iterative=iterative,
@@ -197,5 +235,10 @@ def build_config(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, PrunepilotError):  # a validator's own error (e.g. an unknown data name): as written
+            raise cause from None
+        if not first["loc"]:  # a flag combination (ApplyConfig's own check): its message names the flags
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         where = ".".join(str(x) for x in first["loc"]) or "value"
         raise ConfigError(f"{where}: {first['msg']} (input {first.get('input')!r})") from None

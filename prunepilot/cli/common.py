@@ -13,6 +13,9 @@ from prunepilot.errors import ConfigError, PrunepilotError
 
 err_console = Console(stderr=True)
 
+DEFAULT_SHAPE_HELP = "1,C,224,224 for torchvision:NAME, else 1,C,32,32"
+"""How ``--input-shape`` defaults without data (:func:`prunepilot.models.default_input_shape`), for help texts."""
+
 
 @contextmanager
 def fail_on_error() -> Iterator[None]:

@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from prunepilot.envs.budget import LatencyFn
 from prunepilot.envs.pruning_env import PruningEnv
-from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, recalibrate_bn
+from prunepilot.pruning import PruningPolicy, PruningSpace, prune_and_recalibrate
+from prunepilot.training import evaluate_accuracy
 
 
 def roofline_latency(
@@ -86,21 +85,17 @@ def make_known_answer_env(
     """
     from prunepilot.models.testing import make_known_answer_task
 
-    model, (train_x, _), (val_x, val_y), essential, free = make_known_answer_task(seed)
+    model, (train_x, train_y), (val_x, val_y), essential, free = make_known_answer_task(seed)
     example = train_x[:2]
     space = PruningSpace.build(model, example)
-    calib = [train_x[i : i + 256] for i in range(0, 1024, 256)]
+    calib = [(train_x[i : i + 256], train_y[i : i + 256]) for i in range(0, 1024, 256)]
 
     def latency_ms(widths: Mapping[str, int]) -> float:
         return space.macs(widths) * 1e-5
 
     def evaluate(policy: PruningPolicy) -> dict[str, Any]:
-        pruned = apply_policy(model, policy, example, space=space)
-        recalibrate_bn(pruned, calib)
-        pruned.eval()
-        with torch.no_grad():
-            accuracy = (pruned(val_x).argmax(1) == val_y).float().mean().item()
-        return {"accuracy": accuracy, "latency_ms": latency_ms(policy.channels)}
+        pruned = prune_and_recalibrate(model, policy, example, space=space, calib_batches=calib)
+        return {"accuracy": evaluate_accuracy(pruned, [(val_x, val_y)]), "latency_ms": latency_ms(policy.channels)}
 
     budget = budget_fraction * latency_ms(space.full_widths())
     env = PruningEnv(space, evaluate, latency_ms, budget, **env_kwargs)

@@ -1,9 +1,9 @@
 """Models: build any model from a spec string, and save or safely load its weights.
 
 Specs (see :func:`build_model`): zoo names (``resnet20``, ``resnet32``, ``resnet56``,
-``mobilenetv2``, ``vgg11s``, ``simplecnn`` and the ``tiny-*`` test models of
-:mod:`prunepilot.models.testing`), ``torchvision:NAME`` and ``pkg.module:callable``, each with
-optional ``?key=value`` builder kwargs.
+``mobilenetv2``, ``vgg11s``, ``simplecnn``), ``torchvision:NAME`` and ``pkg.module:callable``,
+each with optional ``?key=value`` builder kwargs. The tiny test fixtures of
+:mod:`prunepilot.models.testing` are not zoo models: ``testing:tiny-convnet`` names one.
 
 Example:
     >>> from prunepilot.models import build_model, list_models
@@ -13,11 +13,12 @@ Example:
 from __future__ import annotations
 
 # Importing the zoo modules registers their models.
-from prunepilot.models import _mobilenet, _resnet_cifar, _simple, _vgg, testing  # noqa: F401
+from prunepilot.models import _mobilenet, _resnet_cifar, _simple, _vgg  # noqa: F401
 from prunepilot.models._registry import (
     ModelBuilder,
     ParsedSpec,
     build_model,
+    default_input_shape,
     list_models,
     parse_spec,
     register_model,
@@ -34,6 +35,7 @@ __all__ = [
     "ModelBuilder",
     "ParsedSpec",
     "build_model",
+    "default_input_shape",
     "list_models",
     "load_checkpoint",
     "load_model",

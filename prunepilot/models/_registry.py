@@ -14,6 +14,13 @@ bool or, failing those, kept as str):
 * ``pkg.module:callable``: user code imported by path, called with ``num_classes=`` and
   ``in_channels=`` only when its signature declares a parameter of that name.
 
+Test fixtures are not zoo models: ``testing:NAME`` builds one of the tiny deterministic models
+of :mod:`prunepilot.models.testing` (``testing:tiny-convnet``), imported only when named, so
+tests, Ray workers and run folders can name them while :func:`list_models` lists only the zoo.
+
+Where a command needs an example input and none is given, :func:`default_input_shape` decides:
+``1x3x224x224`` for ``torchvision:`` models, ``1x3x32x32`` otherwise.
+
 Example:
     >>> from prunepilot.models import build_model
     >>> model = build_model("resnet20", num_classes=10)
@@ -41,6 +48,7 @@ _BuilderT = TypeVar("_BuilderT", bound=ModelBuilder)
 _ZOO: dict[str, ModelBuilder] = {}
 
 TORCHVISION_PREFIX = "torchvision:"
+TESTING_PREFIX = "testing:"
 _FORMS = (
     "a zoo name (see list_models()), 'torchvision:NAME' (e.g. 'torchvision:resnet18') or an "
     "import path 'pkg.module:callable'; any form may end in '?key=value&key2=value2'"
@@ -53,8 +61,9 @@ class ParsedSpec:
 
     Attributes:
         spec: The spec string as given.
-        kind: ``"zoo"``, ``"torchvision"`` or ``"import"``.
-        target: The zoo name, the torchvision model name, or the ``pkg.module:callable`` path.
+        kind: ``"zoo"``, ``"torchvision"``, ``"testing"`` or ``"import"``.
+        target: The zoo name, the torchvision model name, the test fixture's name, or the
+            ``pkg.module:callable`` path.
         kwargs: Keyword arguments from the query part, with parsed values.
     """
 
@@ -92,8 +101,22 @@ def register_model(name: str) -> Callable[[_BuilderT], _BuilderT]:
 
 
 def list_models() -> list[str]:
-    """Names of all registered zoo models, sorted."""
+    """Names of all registered zoo models, sorted (test fixtures, ``testing:NAME``, are not among them)."""
     return sorted(_ZOO)
+
+
+def default_input_shape(spec: str, in_channels: int = 3) -> tuple[int, int, int, int]:
+    """The example input a command uses for ``spec`` when given no ``--input-shape`` and no data.
+
+    ``(1, in_channels, 224, 224)`` for ``torchvision:`` models (their ImageNet size), else
+    ``(1, in_channels, 32, 32)`` (the CIFAR size of the zoo). Every command takes it from here.
+
+    Example:
+        >>> default_input_shape("torchvision:resnet18")
+        (1, 3, 224, 224)
+    """
+    size = 224 if parse_spec(spec).kind == "torchvision" else 32
+    return (1, int(in_channels), size, size)
 
 
 def parse_value(text: str) -> int | float | bool | str:
@@ -136,6 +159,8 @@ def parse_spec(spec: str) -> ParsedSpec:
             kwargs[key] = parse_value(value)
     if base.startswith(TORCHVISION_PREFIX):
         return ParsedSpec(spec, "torchvision", base[len(TORCHVISION_PREFIX) :], kwargs)
+    if base.startswith(TESTING_PREFIX):
+        return ParsedSpec(spec, "testing", base[len(TESTING_PREFIX) :], kwargs)
     if ":" in base:
         return ParsedSpec(spec, "import", base, kwargs)
     return ParsedSpec(spec, "zoo", base, kwargs)
@@ -163,6 +188,8 @@ def build_model(spec: str, *, num_classes: int = 10, in_channels: int = 3) -> nn
         model = _build_torchvision(parsed, num_classes, in_channels)
     elif parsed.kind == "import":
         model = _build_imported(parsed, num_classes, in_channels)
+    elif parsed.kind == "testing":
+        model = _build_testing(parsed, num_classes, in_channels)
     else:
         model = _build_zoo(parsed, num_classes, in_channels)
     if not isinstance(model, nn.Module):
@@ -179,8 +206,27 @@ def _build_zoo(parsed: ParsedSpec, num_classes: int, in_channels: int) -> nn.Mod
             f"model spec {parsed.spec!r}: {parsed.target!r} is not a zoo model.{hint} Zoo models: "
             f"{one_of(list_models())}. Accepted forms: {_FORMS}."
         )
+    return _call_builder(parsed, builder, num_classes, in_channels)
+
+
+def _call_builder(parsed: ParsedSpec, builder: ModelBuilder, num_classes: int, in_channels: int) -> nn.Module:
+    """Call a zoo or fixture builder with the data's classes and channels and the query kwargs."""
     _check_kwargs(parsed, builder, reserved=("num_classes", "in_channels"))
     return _call(parsed, builder, num_classes=num_classes, in_channels=in_channels, **parsed.kwargs)
+
+
+def _build_testing(parsed: ParsedSpec, num_classes: int, in_channels: int) -> nn.Module:
+    from prunepilot.models.testing import FIXTURES  # imported only when a test fixture is named
+
+    builder = FIXTURES.get(parsed.target)
+    if builder is None:
+        names = [TESTING_PREFIX + name for name in sorted(FIXTURES)]
+        raise ModelSpecError(
+            f"model spec {parsed.spec!r}: {parsed.target!r} is not a test fixture of prunepilot.models.testing; "
+            f"the fixtures are {one_of(names)}. For a production model use a zoo name ({one_of(list_models())}), "
+            "'torchvision:NAME' or 'pkg.module:callable'."
+        )
+    return _call_builder(parsed, builder, num_classes, in_channels)
 
 
 def _build_torchvision(parsed: ParsedSpec, num_classes: int, in_channels: int) -> nn.Module:

@@ -1,13 +1,16 @@
 """Tiny deterministic models and a task with a known pruning answer, for prunepilot's own tests.
 
-All models here are registered in the zoo, so specs can name them:
+They are test fixtures, not zoo models (:func:`~prunepilot.models.list_models` does not list
+them, and importing :mod:`prunepilot.models` does not import this module); specs name them with
+the ``testing:`` prefix, so tests, Ray workers and run folders build them like any model:
 
-* ``tiny-convnet``: four conv-BN-ReLU groups (8, 16, 16, 32 channels), two of them strided.
-* ``tiny-residual``: a residual add couples the stem convolution and a block's second
+* ``testing:tiny-convnet``: four conv-BN-ReLU groups (8, 16, 16, 32 channels), two of them strided.
+* ``testing:tiny-residual``: a residual add couples the stem convolution and a block's second
   convolution into one pruning group.
-* ``tiny-depthwise``: a depthwise-separable block (3x3 depthwise + 1x1 pointwise).
-* ``tiny-known-answer``: the model of :func:`make_known_answer_task` (``?seed=N`` selects the
-  task; it needs ``num_classes=4, in_channels=1``).
+* ``testing:tiny-depthwise``: a depthwise-separable block (3x3 depthwise + 1x1 pointwise).
+* ``testing:tiny-fragile``: ``tiny-convnet`` that fails at one width (``?fail_width=N``).
+* ``testing:tiny-known-answer``: the model of :func:`make_known_answer_task` (``?seed=N`` selects
+  the task; it needs ``num_classes=4, in_channels=1``).
 
 They run in milliseconds on a CPU and are deterministic under ``torch.manual_seed``.
 """
@@ -21,7 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from prunepilot.errors import ModelSpecError
-from prunepilot.models._registry import register_model
+from prunepilot.models._registry import ModelBuilder
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -88,19 +91,16 @@ class TinyDepthwise(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
 
-@register_model("tiny-convnet")
 def tiny_convnet(num_classes: int = 10, in_channels: int = 3) -> TinyConvNet:
     """Four plain conv groups; the smallest useful model for pipeline tests."""
     return TinyConvNet(num_classes, in_channels)
 
 
-@register_model("tiny-residual")
 def tiny_residual(num_classes: int = 10, in_channels: int = 3) -> TinyResidual:
     """A residual add couples two convolutions into one pruning group."""
     return TinyResidual(num_classes, in_channels)
 
 
-@register_model("tiny-depthwise")
 def tiny_depthwise(num_classes: int = 10, in_channels: int = 3) -> TinyDepthwise:
     """A depthwise-separable block (depthwise channels move with their input group)."""
     return TinyDepthwise(num_classes, in_channels)
@@ -124,7 +124,6 @@ class TinyFragile(TinyConvNet):
         return super().forward(x)
 
 
-@register_model("tiny-fragile")
 def tiny_fragile(num_classes: int = 10, in_channels: int = 3, fail_width: int = 5) -> TinyFragile:
     """A test model that fails at one width of its first group (for fault-handling tests)."""
     return TinyFragile(num_classes, in_channels, fail_width)
@@ -220,9 +219,7 @@ def _construct(model: KnownAnswerNet, train_x: torch.Tensor, train_y: torch.Tens
 
 def make_known_answer_task(
     seed: int = 0,
-) -> tuple[
-    KnownAnswerNet, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], set[str], set[str]
-]:
+) -> tuple[KnownAnswerNet, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], set[str], set[str]]:
     """Build a model and data whose right pruning answer is known by construction.
 
     Data: 1x8x8 images of one of four +-1 stripe patterns (horizontal, vertical, checkerboard,
@@ -272,10 +269,7 @@ def known_answer_dataset(seed: int = 0) -> tuple[TensorDataset, TensorDataset, i
     return TensorDataset(train_x, train_y), TensorDataset(val_x, val_y), KNOWN_ANSWER_CLASSES
 
 
-@register_model("tiny-known-answer")
-def tiny_known_answer(
-    num_classes: int = KNOWN_ANSWER_CLASSES, in_channels: int = 1, seed: int = 0
-) -> KnownAnswerNet:
+def tiny_known_answer(num_classes: int = KNOWN_ANSWER_CLASSES, in_channels: int = 1, seed: int = 0) -> KnownAnswerNet:
     """The constructed model of :func:`make_known_answer_task` for ``seed`` (4 classes, 1x8x8)."""
     if num_classes != KNOWN_ANSWER_CLASSES or in_channels != 1:
         raise ModelSpecError(
@@ -284,3 +278,13 @@ def tiny_known_answer(
             "'prunepilot.models.testing:known_answer_dataset' or make_known_answer_task()"
         )
     return make_known_answer_task(seed)[0]
+
+
+FIXTURES: dict[str, ModelBuilder] = {
+    "tiny-convnet": tiny_convnet,
+    "tiny-residual": tiny_residual,
+    "tiny-depthwise": tiny_depthwise,
+    "tiny-fragile": tiny_fragile,
+    "tiny-known-answer": tiny_known_answer,
+}
+"""The fixtures ``testing:NAME`` specs build (see :func:`prunepilot.models.build_model`)."""

@@ -7,6 +7,8 @@ Public API::
     space.macs(policy.channels), space.params(policy.channels)   # analytic, no pruning
     small = apply_policy(model, policy, torch.randn(1, 3, 32, 32), space=space)
     recalibrate_bn(small, calib_loader)
+    # both steps, as the evaluator, apply and prune take them (calib: a list of (x, y) batches)
+    small = prune_and_recalibrate(model, policy, torch.randn(1, 3, 32, 32), space=space, calib_batches=calib)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prunepilot.pruning.cost import count_macs_params
 from prunepilot.pruning.guard import Limits
 from prunepilot.pruning.layers import LayerShape
 from prunepilot.pruning.policy import POLICY_FORMAT, PruningPolicy, round_width
+from prunepilot.pruning.prepare import prune_and_recalibrate
 from prunepilot.pruning.space import GroupInfo, PruningSpace
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "apply_policy",
     "canonical_importance",
     "count_macs_params",
+    "prune_and_recalibrate",
     "recalibrate_bn",
     "round_width",
 ]

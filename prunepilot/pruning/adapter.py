@@ -20,6 +20,12 @@ module covers each of them:
 * **Hessian importance accumulates only the last sample** (its ``accumulate_grad`` keys by
   name but stores by parameter): we accumulate squared per-sample gradients ourselves.
 * Finally, every group's width after pruning is **asserted** against the policy.
+
+Criteria beyond Torch-Pruning's own are in :mod:`prunepilot.pruning.criteria`; they get each
+group as plain data (:func:`_view`), and the pruning is Torch-Pruning's as for the others. What
+needs no Torch-Pruning lives beside this module and is re-exported here: criterion names and
+channel selection in :mod:`prunepilot.pruning.selection`, the plain-data group records in
+:mod:`prunepilot.pruning.groups`, post-pruning fix-ups in :mod:`prunepilot.pruning.fixups`.
 """
 
 from __future__ import annotations
@@ -27,63 +33,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from prunepilot.errors import GraphAnalysisError, PruningError, one_of
+from prunepilot.errors import GraphAnalysisError, PruningError
+from prunepilot.pruning import criteria
+from prunepilot.pruning.fixups import FIXUPS as FIXUPS
+from prunepilot.pruning.fixups import register_fixup as register_fixup
+from prunepilot.pruning.fixups import run_fixups
+from prunepilot.pruning.groups import DepRecord, KeptIndices, RawGroup, channel_blocks
 from prunepilot.pruning.guard import Limits, bounded
+from prunepilot.pruning.selection import DATA_DEPENDENT, canonical_importance, needs_data_message, select_keep
+from prunepilot.pruning.selection import IMPORTANCE_CRITERIA as IMPORTANCE_CRITERIA
 
 TORCH_PRUNING_VERSION: str = str(getattr(tp, "__version__", "unknown"))
 
-#: Channel-selection criteria by name, with what they measure.
-IMPORTANCE_CRITERIA: dict[str, str] = {
-    "l1": "L1 norm of each channel's weights across the group (Li et al. 2017)",
-    "l2": "L2 norm of each channel's weights across the group",
-    "bn-scale": "|gamma| of the BatchNorm layers in the group (Network Slimming, Liu et al. 2017)",
-    "taylor": "first-order Taylor |w * dL/dw| on calibration batches (Molchanov et al. 2019)",
-    "hessian": "diagonal Fisher/second-order w^2 * E[g^2] on calibration samples (OBD, LeCun 1989)",
-    "random": "uniformly random channels (a control)",
-}
-_ALIASES = {"fisher": "hessian", "obd": "hessian", "slimming": "bn-scale", "magnitude": "l1"}
-DATA_DEPENDENT = frozenset({"taylor", "hessian"})
-
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 _STOP_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention, nn.Embedding, nn.LSTM)
-
-
-def canonical_importance(name: str) -> str:
-    """Return the canonical criterion name, or raise listing the valid ones."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in IMPORTANCE_CRITERIA:
-        raise ValueError(
-            f"unknown importance criterion {name!r}; expected {one_of(IMPORTANCE_CRITERIA)} "
-            f"(aliases: {', '.join(sorted(_ALIASES))})"
-        )
-    return key
-
-
-@dataclass(frozen=True)
-class DepRecord:
-    """One coupled layer of a dependency group: which module, which side, how many indices."""
-
-    module: str
-    side: str  # "out" or "in"
-    count: int
-    full: int  # the module's full size on that side
-
-
-@dataclass(frozen=True)
-class RawGroup:
-    """A dependency group as Torch-Pruning reports it, reduced to plain data."""
-
-    name: str
-    channels: int
-    blocks: int
-    deps: tuple[DepRecord, ...]
 
 
 def example_tuple(example_inputs: Any) -> tuple[Any, ...]:
@@ -170,15 +139,6 @@ def build_graph(model: nn.Module, example_inputs: Any, *, what: str = "model", l
             raise GraphAnalysisError(f"Torch-Pruning could not analyse {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def _blocks_of(module: nn.Module) -> int:
-    """Channel blocks a module needs its channels kept in (grouped conv groups, heads)."""
-    if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.out_channels:
-        return int(module.groups)
-    if isinstance(module, nn.MultiheadAttention):
-        return int(module.num_heads)
-    return 1
-
-
 def list_groups(model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ()) -> list[tuple[RawGroup, nn.Module]]:
     """All prunable dependency groups, in model order, with their root module.
 
@@ -204,7 +164,7 @@ def list_groups(model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ())
             full = _size_of(graph, dep.target, side, len(idxs))
             deps[key] = (max(deps.get(key, (0, 0))[0], len(idxs)), full)
             if isinstance(target, nn.Module):
-                blocks = math.lcm(blocks, _blocks_of(target))
+                blocks = math.lcm(blocks, channel_blocks(target))
                 if side == "out" and isinstance(target, _ROOT_TYPES):
                     roots.append(target)
         if not roots:
@@ -265,6 +225,8 @@ def _prepare_data_dependent(
                     if p.grad is not None:
                         accu[p] = accu.get(p, torch.zeros_like(p)) + p.grad.detach() ** 2
                         count[p] = count.get(p, 0) + 1
+        if not count:
+            raise PruningError(needs_data_message("hessian"))
         imp._accu_grad, imp._counter = accu, count
         model.zero_grad(set_to_none=False)  # the criterion writes into existing .grad tensors
         return
@@ -273,21 +235,7 @@ def _prepare_data_dependent(
         loss_fn(model(x), y).mean().backward()
         n += 1
     if n == 0:
-        raise PruningError("importance 'taylor' needs calibration batches; none were given")
-
-
-def select_keep(scores: torch.Tensor, keep: int, blocks: int) -> list[int]:
-    """Indices of the ``keep`` most important channels, keeping equal offsets in every block.
-
-    With ``blocks > 1`` (grouped convolutions, attention heads) the same within-block offsets
-    are kept in every block, so each conv group / head keeps the same, aligned channels.
-    """
-    total = scores.numel()
-    if blocks > 1:
-        per = total // blocks
-        offsets = torch.topk(scores.view(blocks, per).sum(0), keep // blocks).indices.sort().values
-        return sorted(b * per + int(o) for b in range(blocks) for o in offsets)
-    return sorted(int(i) for i in torch.topk(scores, keep).indices)
+        raise PruningError(needs_data_message("taylor"))
 
 
 def prune_to_widths(
@@ -299,6 +247,7 @@ def prune_to_widths(
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ignored: Sequence[str] = (),
     limits: Limits | None = None,
+    kept: KeptIndices | None = None,
 ) -> nn.Module:
     """Prune ``model`` **in place** so that each named group keeps exactly ``widths[name]``.
 
@@ -310,6 +259,7 @@ def prune_to_widths(
         calib_batches: ``(inputs, targets)`` batches for the data-dependent criteria.
         ignored: Module names never to prune.
         limits: Time/memory limits for graph analysis.
+        kept: If given, filled with the indices each pruned module kept, per ``(name, side)``.
 
     Raises:
         PruningError: a width cannot be honoured or the result differs from what was asked.
@@ -333,12 +283,21 @@ def prune_to_widths(
     to_prune = [(raw, root) for raw, root in groups if int(widths.get(raw.name, raw.channels)) < raw.channels]
     # Score every group on the unpruned model first; indices of one group do not move when
     # another group is pruned, so the plan stays valid while it is carried out.
-    scores = _score_groups(model, graph, to_prune, crit, calib_batches)
+    scores = _score_groups(model, graph, to_prune, crit, calib_batches, example_inputs, widths)
+    names = _module_names(model)
     with _tracing_state(model):
         for raw, root in to_prune:
             keep = select_keep(scores[raw.name], int(widths[raw.name]), raw.blocks)
             drop = sorted(set(range(raw.channels)) - set(keep))
-            graph.get_pruning_group(root, _out_fn(graph, root), drop).prune()
+            group = graph.get_pruning_group(root, _out_fn(graph, root), drop)
+            if kept is not None:
+                for dep, idxs in group:
+                    if isinstance(dep.target.module, nn.Module) and dep.target.module in names:
+                        side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+                        full = _size_of(graph, dep.target, side, len(idxs))
+                        key = (names[dep.target.module], side)
+                        kept[key] = tuple(sorted(set(kept.get(key, range(full))) - {int(i) for i in idxs}))
+            group.prune()
         model.zero_grad(set_to_none=True)
     for raw, root in groups:
         want = int(widths.get(raw.name, raw.channels))
@@ -347,7 +306,7 @@ def prune_to_widths(
             raise PruningError(
                 f"Torch-Pruning left group {raw.name!r} with {got} channels; the policy asked for {want}"
             )
-    _run_fixups(model, example_inputs)
+    run_fixups(model, example_tuple(example_inputs))
     return model
 
 
@@ -357,8 +316,21 @@ def _score_groups(
     groups: Sequence[tuple[RawGroup, nn.Module]],
     crit: str,
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    example_inputs: Any,
+    widths: Mapping[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-channel importance of each full-width group (higher keeps), on the current model."""
+    if crit in criteria.CRITERIA:
+        batches = list(calib_batches or [])
+        if crit in DATA_DEPENDENT and groups and not batches:
+            raise PruningError(needs_data_message(crit))
+        views = [_view(graph, raw, root) for raw, root in groups]
+        with _tracing_state(model):
+            example = example_tuple(example_inputs)
+            kw: dict[str, Any] = {"batches": batches, "example_inputs": example, "widths": widths, "keep": select_keep}
+            got = criteria.channel_scores(crit, model, views, **kw)
+            model.zero_grad(set_to_none=True)
+        return {name: s.detach().float().cpu().clone() for name, s in got.items()}
     imp = _make_importance(crit)
     found: dict[str, torch.Tensor] = {}
     with _tracing_state(model):
@@ -374,6 +346,18 @@ def _score_groups(
     return found
 
 
+def _view(graph: Any, raw: RawGroup, root: nn.Module) -> criteria.GroupView:
+    """A full-width group as :class:`~prunepilot.pruning.criteria.GroupView`: its scored layers and indices."""
+    full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
+    slices = []
+    for item in full:
+        dep, idxs, roots = item.dep, item.idxs, item.root_idxs
+        if isinstance(dep.target.module, criteria.SCORED_TYPES) and all(r is not None for r in roots):
+            side: criteria.Side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+            slices.append(criteria.ChannelSlice(dep.target.module, side, tuple(map(int, idxs)), tuple(map(int, roots))))
+    return criteria.GroupView(raw.name, raw.channels, raw.blocks, tuple(slices))
+
+
 def group_scores(
     model: nn.Module,
     example_inputs: Any,
@@ -382,13 +366,15 @@ def group_scores(
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ignored: Sequence[str] = (),
     limits: Limits | None = None,
+    widths: Mapping[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Channel importance per prunable group, exactly as :func:`prune_to_widths` ranks channels.
 
     Keeping the ``k`` highest scores of a group here keeps the channels :func:`prune_to_widths`
     (and ``apply_policy``) keeps at width ``k`` (barring exact ties): both call the same
     scoring on the same unpruned groups. One-shot supernets use it to order channels once.
-    The model is not modified.
+    The model is not modified. ``synflow`` prunes iteratively towards target ``widths``; without
+    them it ranks each group by masking it down to its narrowest width.
 
     Returns:
         Group name -> 1-D float CPU tensor of ``channels`` scores (higher is more important).
@@ -397,42 +383,7 @@ def group_scores(
     by_name = dict(model.named_modules())
     graph = build_graph(model, example_inputs, limits=limits)
     groups = list_groups(model, graph, [by_name[n] for n in ignored if n in by_name])
-    return _score_groups(model, graph, groups, crit, calib_batches)
-
-
-#: Post-pruning fix-ups for modules that keep channel counts in plain attributes, by class name.
-FIXUPS: dict[str, Callable[[nn.Module], None]] = {
-    # torchvision's VisionTransformer reshapes with self.hidden_dim in forward().
-    "VisionTransformer": lambda m: setattr(m, "hidden_dim", int(m.conv_proj.out_channels)),  # type: ignore[union-attr,arg-type]
-}
-
-
-def register_fixup(class_name: str, fn: Callable[[nn.Module], None]) -> None:
-    """Register ``fn(module)`` to run on every module of class ``class_name`` after pruning.
-
-    Use it for models that store channel counts in attributes their ``forward`` reads.
-    """
-    FIXUPS[class_name] = fn
-
-
-def _run_fixups(model: nn.Module, example_inputs: Any) -> None:
-    for module in model.modules():
-        fix = FIXUPS.get(type(module).__name__)
-        if fix is not None:
-            fix(module)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*example_tuple(example_inputs))
-    except Exception as exc:
-        raise PruningError(
-            f"the pruned {type(model).__name__} no longer runs: {type(exc).__name__}: {exc}. If the model "
-            "keeps channel counts in attributes, register a fix-up with "
-            "prunepilot.pruning.adapter.register_fixup(class_name, fn)."
-        ) from exc
-    finally:
-        model.train(was_training)
+    return _score_groups(model, graph, groups, crit, calib_batches, example_inputs, widths)
 
 
 def _out_fn(graph: Any, module: nn.Module) -> Any:

@@ -25,11 +25,12 @@ def apply_policy(
     calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ignored_layers: Sequence[str] | None = None,
     limits: Limits | None = None,
+    kept: adapter.KeptIndices | None = None,
 ) -> nn.Module:
     """Return a pruned copy of ``model`` whose groups have exactly ``policy.channels``.
 
     The input model is not modified. Channels are chosen by ``importance`` (default: the
-    policy's criterion); ``taylor`` and ``hessian`` need ``calib_batches`` of
+    policy's criterion); the data-dependent ones (``adapter.DATA_DEPENDENT``) need ``calib_batches`` of
     ``(inputs, targets)``.
 
     Args:
@@ -41,6 +42,8 @@ def apply_policy(
         calib_batches: Batches for data-dependent criteria.
         ignored_layers: Module names never to prune (default: those the space was built with).
         limits: Graph-analysis time/memory limits.
+        kept: If given, filled with the indices each pruned module kept, per ``(module name,
+            side)`` (``"out"``/``"in"``), for :func:`~prunepilot.pruning.reconstruct.reconstruct`.
 
     Raises:
         PolicyError: the policy was made for another architecture (lists the groups that differ).
@@ -59,5 +62,6 @@ def apply_policy(
         calib_batches=calib_batches,
         ignored=ignored,
         limits=limits,
+        kept=kept,
     )
     return pruned

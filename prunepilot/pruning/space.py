@@ -101,8 +101,7 @@ class PruningSpace:
         missing = [n for n in ignored_layers if n not in modules]
         if missing:
             raise PolicyError(
-                f"ignored_layers {missing} are not modules of this model; "
-                f"e.g. {sorted(n for n in modules if n)[:8]}"
+                f"ignored_layers {missing} are not modules of this model; e.g. {sorted(n for n in modules if n)[:8]}"
             )
         inputs = adapter.example_tuple(example_inputs)
         graph = adapter.build_graph(model, inputs, what=type(model).__name__, limits=limits)

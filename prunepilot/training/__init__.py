@@ -17,28 +17,30 @@ Resumable fine-tuning with knowledge distillation::
 
 from __future__ import annotations
 
+from prunepilot.training.base_models import base_model_key, train_base_model
 from prunepilot.training.distill import DistillConfig, distillation_loss, kd_loss
+from prunepilot.training.finetune import FinetuneScore, finetune_and_score
 from prunepilot.training.resume import STATE_FORMAT, list_states, load_latest_state
 from prunepilot.training.trainer import (
     LossFn,
     TrainConfig,
-    base_model_key,
     cross_entropy_loss,
     evaluate_accuracy,
     fit,
     load_train_config,
-    train_base_model,
 )
 
 __all__ = [
     "STATE_FORMAT",
     "DistillConfig",
+    "FinetuneScore",
     "LossFn",
     "TrainConfig",
     "base_model_key",
     "cross_entropy_loss",
     "distillation_loss",
     "evaluate_accuracy",
+    "finetune_and_score",
     "fit",
     "kd_loss",
     "list_states",

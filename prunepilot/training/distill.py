@@ -88,8 +88,6 @@ def distillation_loss(teacher: nn.Module, cfg: DistillConfig | None = None) -> L
     def loss_fn(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = teacher(inputs)
-        return kd_loss(
-            model(inputs), teacher_logits, targets, cfg.temperature, cfg.alpha, cfg.label_smoothing
-        )
+        return kd_loss(model(inputs), teacher_logits, targets, cfg.temperature, cfg.alpha, cfg.label_smoothing)
 
     return loss_fn

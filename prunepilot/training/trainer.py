@@ -1,5 +1,6 @@
-"""Training and evaluating classifiers: :func:`fit`, :func:`evaluate_accuracy`, and base models
-trained once and cached (:func:`train_base_model`).
+"""Training and evaluating classifiers: :func:`fit`, :func:`evaluate_accuracy`, and
+:class:`TrainConfig` (read from a file with :func:`load_train_config`). Base models trained once
+and cached are in :mod:`prunepilot.training.base_models`.
 
 ``fit`` is one plain loop: an optimizer and a per-step learning-rate schedule from
 :class:`TrainConfig`, and a ``loss_fn(model, inputs, targets) -> loss`` hook (cross-entropy by
@@ -19,12 +20,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata
-import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,10 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-import prunepilot
-from prunepilot.data import DataConfig, build_data
 from prunepilot.errors import CheckpointError, ConfigError, DataError
-from prunepilot.models import build_model, load_checkpoint, save_checkpoint
 from prunepilot.training.resume import load_latest_state, loader_generators, save_state, state_path
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,9 +50,6 @@ _SCHEDULES: dict[str, Callable[[float], float]] = {
     "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
     "step": lambda progress: 0.1 ** ((progress >= 0.5) + (progress >= 0.75)),
 }
-
-_CACHE_FORMAT = 1  # bump when the cache layout or the training loop changes results
-_DATA_FIELDS_NOT_IN_KEY = ("root", "download", "num_workers", "eval_batch_size")
 
 
 class TrainConfig(BaseModel):
@@ -342,91 +333,6 @@ def _progress_bar(enabled: bool) -> Any:
     bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bar.start()
     return bar
-
-
-def _versions() -> dict[str, str | None]:
-    """Versions to record with every result (torch-pruning is read from its metadata only)."""
-    try:
-        tp_version: str | None = importlib.metadata.version("torch-pruning")
-    except importlib.metadata.PackageNotFoundError:
-        tp_version = None
-    return {
-        "prunepilot": prunepilot.__version__,
-        "torch": str(torch.__version__),
-        "torch-pruning": tp_version,
-    }
-
-
-def base_model_key(spec: str, data_cfg: DataConfig, train_cfg: TrainConfig) -> str:
-    """Hash identifying a trained base model: spec, data config (without machine-local fields:
-    root, download, num_workers, eval_batch_size) and train config."""
-    payload = {
-        "format": _CACHE_FORMAT,
-        "spec": spec,
-        "data": data_cfg.model_dump(mode="json", exclude=set(_DATA_FIELDS_NOT_IN_KEY)),
-        "train": train_cfg.model_dump(mode="json"),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def train_base_model(
-    spec: str,
-    data_cfg: DataConfig,
-    train_cfg: TrainConfig,
-    cache_dir: str | os.PathLike[str],
-    *,
-    progress: bool = False,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a base model once, or load it from ``cache_dir`` if it was trained before.
-
-    The cache holds ``<slug>-<key>.pt`` (weights, via :func:`save_checkpoint`) and
-    ``<slug>-<key>.json`` (the info below); the key is :func:`base_model_key`. The JSON is
-    written last, so an interrupted run is retrained, not half-loaded.
-
-    Args:
-        spec: Model spec (see :func:`prunepilot.models.build_model`).
-        data_cfg: Data to train on (classes and input channels come from it).
-        train_cfg: How to train; its seed also seeds the model's initialisation.
-        cache_dir: Folder of the cache (created if missing).
-        progress: Show a progress bar while training.
-
-    Returns:
-        ``(model, info)``: the model in eval mode, and ``info`` with ``key``, ``spec``,
-        ``num_classes``, ``input_shape``, ``val_acc``, ``test_acc``, ``history``, ``data``,
-        ``train``, ``versions``, ``checkpoint`` and ``cached`` (True when loaded from the cache).
-    """
-    key = base_model_key(spec, data_cfg, train_cfg)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)[:60]
-    folder = Path(cache_dir)
-    ckpt_path, info_path = folder / f"{slug}-{key}.pt", folder / f"{slug}-{key}.json"
-    if info_path.is_file() and ckpt_path.is_file():
-        cached: dict[str, Any] = json.loads(info_path.read_text())
-        model = build_model(spec, num_classes=cached["num_classes"], in_channels=cached["input_shape"][0])
-        load_checkpoint(model, ckpt_path)
-        return model.eval(), {**cached, "cached": True}
-
-    data = build_data(data_cfg)
-    torch.manual_seed(train_cfg.seed)
-    model = build_model(spec, num_classes=data.num_classes, in_channels=data.input_shape[0])
-    history = fit(model, data.train, train_cfg, val_loader=None, progress=progress)
-    info: dict[str, Any] = {
-        "key": key,
-        "spec": spec,
-        "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape),
-        "val_acc": evaluate_accuracy(model, data.val),
-        "test_acc": evaluate_accuracy(model, data.test),
-        "history": history,
-        "data": data_cfg.model_dump(mode="json"),
-        "train": train_cfg.model_dump(mode="json"),
-        "versions": _versions(),
-        "checkpoint": str(ckpt_path),
-    }
-    save_checkpoint(model, ckpt_path, **info)
-    tmp = info_path.with_name(f".{info_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, info_path)
-    return model.eval(), {**info, "cached": False}
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:

@@ -198,7 +198,7 @@ def test_mismatched_policy_lists_groups_and_by_ratio_applies_it(base: tuple[Path
 
 
 def test_bad_policy_files_are_one_clear_error_before_out(tmp_path: Path) -> None:
-    space = PruningSpace.build(build_model("tiny-convnet").eval(), torch.zeros(1, 3, 16, 16))
+    space = PruningSpace.build(build_model("testing:tiny-convnet").eval(), torch.zeros(1, 3, 16, 16))
     raw = json.loads(PruningPolicy.uniform(space, 0.5).to_json())
     group = space.names[0]
     bad = {
@@ -211,7 +211,7 @@ def test_bad_policy_files_are_one_clear_error_before_out(tmp_path: Path) -> None
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(policy))
         out = tmp_path / f"out-{name}"
-        res = _invoke("--policy", str(path), "--model", "tiny-convnet", "--input-shape", "1,3,16,16",
+        res = _invoke("--policy", str(path), "--model", "testing:tiny-convnet", "--input-shape", "1,3,16,16",
                       "--out", str(out), "--no-latency", "--quiet")  # fmt: skip
         assert res.exit_code == 2, (name, res.output)  # type: ignore[attr-defined]
         assert needle in res.output, (name, res.output)  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ def _device(tmp_path: Path, **fields: object) -> str:
 
 def test_latency_is_compared_with_the_search_figure(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    model = build_model("tiny-convnet", num_classes=3, in_channels=1).eval()
+    model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1).eval()
     space = PruningSpace.build(model, torch.zeros(1, 1, 8, 8))
     small = PruningPolicy.uniform(space, 0.5)
     from prunepilot.pruning import apply_policy
@@ -97,7 +97,9 @@ def test_search_context_reads_the_run_folder(tmp_path: Path) -> None:
         yaml.safe_dump({"device": {"name": "local-cpu-cputime", "batch_size": 8}, "model": {"ignored_layers": ["fc"]}})
     )
     (run / "run.json").write_text('{"base": {"latency_ms": 4.0, "accuracy": 0.9}}')
-    space = PruningSpace.build(build_model("tiny-convnet", num_classes=3, in_channels=1), torch.zeros(1, 1, 8, 8))
+    space = PruningSpace.build(
+        build_model("testing:tiny-convnet", num_classes=3, in_channels=1), torch.zeros(1, 1, 8, 8)
+    )
     meta = {"run": str(run), "metrics": {"latency_ms": 2.5, "latency_kind": "measured", "latency_model": "torch-cpu"}}
     ctx = search_context(PruningPolicy.uniform(space, 0.5, metadata=meta))
     assert (ctx.device, ctx.batch_size, ctx.ignored_layers, ctx.latency_ms) == ("local-cpu-cputime", 8, ("fc",), 2.5)
@@ -108,7 +110,7 @@ def test_search_context_reads_the_run_folder(tmp_path: Path) -> None:
 
 def test_drift_of_the_base_is_corrected_for(tmp_path: Path) -> None:
     """With deterministic figures (MACs): the machine 'got twice as fast' since the search."""
-    model = build_model("tiny-convnet", num_classes=3, in_channels=1).eval()
+    model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1).eval()
     space = PruningSpace.build(model, torch.zeros(1, 1, 8, 8))
     from prunepilot.pruning import apply_policy
 

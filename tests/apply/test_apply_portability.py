@@ -22,8 +22,14 @@ def test_a_policy_from_one_checkpoint_applies_to_another(make_case, tmp_path) ->
     _a, _ckpt_a, policy_path, policy = make_case("resnet20", (1, 3, 32, 32), seed=1, name="a")
     b, ckpt_b, _p, _ = make_case("resnet20", (1, 3, 32, 32), seed=2, name="b")
     result = apply_to_model(
-        ApplyConfig(policy=policy_path, model="resnet20", checkpoint=ckpt_b, out=tmp_path / "out",
-                    input_shape=(1, 3, 32, 32), measure_latency=False)
+        ApplyConfig(
+            policy=policy_path,
+            model="resnet20",
+            checkpoint=ckpt_b,
+            out=tmp_path / "out",
+            input_shape=(1, 3, 32, 32),
+            measure_latency=False,
+        )
     )
     assert result.report["policy_match"] == "signature"
     assert result.policy.channels == policy.channels
@@ -38,8 +44,13 @@ def test_a_mismatched_policy_lists_the_groups_that_differ(make_case, tmp_path) -
     _m, _c, policy_path, _p = make_case("resnet20", (1, 3, 32, 32))
     with pytest.raises(PolicyError) as info:
         apply_to_model(
-            ApplyConfig(policy=policy_path, model="resnet32", out=tmp_path / "out", input_shape=(1, 3, 32, 32),
-                        measure_latency=False)
+            ApplyConfig(
+                policy=policy_path,
+                model="resnet32",
+                out=tmp_path / "out",
+                input_shape=(1, 3, 32, 32),
+                measure_latency=False,
+            )
         )
     msg = str(info.value)
     assert "does not match" in msg and "only in the model" in msg and "layer3.4.conv1" in msg

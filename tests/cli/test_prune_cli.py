@@ -27,7 +27,7 @@ def test_prune_uniform_then_policy(tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
-    assert report["macs_after"] < 0.4 * report["macs_before"]
+    assert report["macs"]["after"] < 0.4 * report["macs"]["before"]
     model = load_pruned(out)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     # the written policy applies again through --policy
@@ -46,7 +46,7 @@ def test_prune_uniform_then_policy(tmp_path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "b" / "report.json").read_text())["macs_after"] == report["macs_after"]
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["macs"] == report["macs"]
 
 
 def test_prune_with_data_reports_accuracy(tmp_path) -> None:
@@ -66,7 +66,9 @@ def test_prune_with_data_reports_accuracy(tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert 0.0 <= report["accuracy_after"] <= 1.0 and report["accuracy_split"] == "test"
+    accuracy = report["accuracy"]  # apply's report: prune is apply without fine-tuning
+    assert 0.0 <= accuracy["after_pruning"] <= 1.0 and accuracy["split"] == "test"
+    assert accuracy["after_finetuning"] is None and report["finetune"]["epochs_per_step"] == 0
 
 
 def test_prune_errors(tmp_path) -> None:
@@ -91,7 +93,7 @@ def test_prune_errors(tmp_path) -> None:
 
 def _uniform_args(out: Path, *extra: str) -> list[str]:
     shape = ["--input-shape", "1,3,16,16"]
-    return ["prune", "--model", "tiny-convnet", *shape, "--uniform", "0.5", "--out", str(out), *extra]
+    return ["prune", "--model", "testing:tiny-convnet", *shape, "--uniform", "0.5", "--out", str(out), *extra]
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -194,7 +196,7 @@ def test_prune_applies_the_policy_files_importance_unless_told(tmp_path: Path) -
     policy = first / "policy.json"
     assert json.loads(policy.read_text())["importance"] == "l2"
     shape = ["--input-shape", "1,3,16,16"]
-    args = ["prune", "--model", "tiny-convnet", *shape, "--policy", str(policy)]
+    args = ["prune", "--model", "testing:tiny-convnet", *shape, "--policy", str(policy)]
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     assert "warning" not in res.output
@@ -227,7 +229,7 @@ def test_prune_refuses_bad_policy_files_before_touching_out(tmp_path: Path) -> N
             [
                 "prune",
                 "--model",
-                "tiny-convnet",
+                "testing:tiny-convnet",
                 "--input-shape",
                 "1,3,16,16",
                 "--policy",
@@ -239,3 +241,16 @@ def test_prune_refuses_bad_policy_files_before_touching_out(tmp_path: Path) -> N
         assert res.exit_code == 2, (name, res.output)
         assert needle in res.output, (name, res.output)
         assert not out.exists(), name
+
+
+def test_prune_is_apply_without_fine_tuning_and_torchvision_defaults_to_224(tmp_path: Path) -> None:
+    out = tmp_path / "tv"
+    res = runner.invoke(app, ["prune", "--model", "torchvision:resnet18", "--uniform", "0.5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "prunepilot.apply-report/v1" and report["policy_match"] == "uniform"
+    assert report["input_shape"] == [1, 3, 224, 224]  # no --input-shape, no --data: the torchvision default
+    assert report["latency"] is None and report["exports"] == [] and report["finetune"]["train"] is None
+    assert json.loads((out / "pruned.json").read_text())["input_shape"] == [1, 3, 224, 224]
+    assert {"apply.json", "model.pt", "policy.json", "pruned.json", "report.json"} <= {p.name for p in out.iterdir()}
+    assert load_pruned(out)(torch.zeros(1, 3, 224, 224)).shape == (1, 10)

@@ -73,9 +73,7 @@ def test_train_and_val_do_not_overlap() -> None:
 
 def test_subsets_cap_each_split() -> None:
     bundle = build_data(
-        DataConfig(
-            train_subset=100, val_subset=20, test_subset=30, calib_size=1000, batch_size=32, val_size=50
-        )
+        DataConfig(train_subset=100, val_subset=20, test_subset=30, calib_size=1000, batch_size=32, val_size=50)
     )
     assert (bundle.num_train, bundle.num_val, bundle.num_test, bundle.num_calib) == (100, 20, 30, 100)
     assert len(bundle.train) == 3  # 100 images in batches of 32, the last partial batch dropped
@@ -107,9 +105,7 @@ def test_files_are_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.skipif(DATA_ROOT_ENV not in os.environ, reason=f"{DATA_ROOT_ENV} is not set: no Fashion-MNIST")
 def test_fashion_mnist_from_the_data_root() -> None:
-    cfg = DataConfig(
-        name="fashion-mnist", root=Path(os.environ[DATA_ROOT_ENV]), train_subset=1000, val_subset=500
-    )
+    cfg = DataConfig(name="fashion-mnist", root=Path(os.environ[DATA_ROOT_ENV]), train_subset=1000, val_subset=500)
     bundle = build_data(cfg)
     assert bundle.num_classes == 10 and bundle.input_shape == (1, 28, 28)
     assert (bundle.num_train, bundle.num_val, bundle.num_test) == (1000, 500, 10000)

@@ -48,28 +48,34 @@ def test_devices_lists_profiles_and_local_hardware(app: typer.Typer) -> None:
 
 def test_errors_are_one_line_and_exit_2(app: typer.Typer, tmp_path: Path) -> None:
     res = runner.invoke(
-        app, ["profile", "--device", "no-such", "--model", "tiny-convnet", "--out", str(tmp_path / "x")]
+        app, ["profile", "--device", "no-such", "--model", "testing:tiny-convnet", "--out", str(tmp_path / "x")]
     )
     assert res.exit_code == 2 and "unknown device 'no-such'" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["profile", "--device", "rpi4", "--model", "tiny-convnet", "--out", str(tmp_path / "x")])
+    res = runner.invoke(
+        app, ["profile", "--device", "rpi4", "--model", "testing:tiny-convnet", "--out", str(tmp_path / "x")]
+    )
     assert res.exit_code == 2 and "torch-cpu" in res.output
 
 
 def test_profile_command_writes_a_table(app: typer.Typer, fast_device: Path, tmp_path: Path) -> None:
     out = tmp_path / "lut.json"
-    args = ["profile", "--device", str(fast_device), "--model", "tiny-convnet", "--out", str(out)]
+    args = ["profile", "--device", str(fast_device), "--model", "testing:tiny-convnet", "--out", str(out)]
     res = runner.invoke(app, [*args, "--input-shape", "1,3,16,16", "--grid", "0.5,1", "--extra-samples", "1"])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
-    assert data["format"] == "prunepilot.lut/v1" and data["device"] == "fast-cpu" and data["model"] == "tiny-convnet"
+    assert (
+        data["format"] == "prunepilot.lut/v1"
+        and data["device"] == "fast-cpu"
+        and data["model"] == "testing:tiny-convnet"
+    )
     assert data["threads"] == 1 and data["clock"] == "thread" and data["entries"]
 
 
 def test_calibrate_command_writes_a_profile(app: typer.Typer, fast_device: Path, tmp_path: Path) -> None:
     out, lut_path, learned_path = tmp_path / "cal.yaml", tmp_path / "lut.json", tmp_path / "learned.json"
-    net, shape = build_model("tiny-convnet"), (1, 3, 16, 16)
+    net, shape = build_model("testing:tiny-convnet"), (1, 3, 16, 16)
     profile_model(net, shape, fractions=(0.5, 1.0), extra_samples=2, progress=False).save(lut_path)
-    args = ["calibrate", "--device", str(fast_device), "--model", "tiny-convnet", "--input-shape", "1,3,16,16"]
+    args = ["calibrate", "--device", str(fast_device), "--model", "testing:tiny-convnet", "--input-shape", "1,3,16,16"]
     more = ["--lut", str(lut_path), "--learned-out", str(learned_path)]
     res = runner.invoke(app, [*args, "--samples", "3", "--out", str(out), *more])
     assert res.exit_code == 0, res.output
@@ -80,11 +86,11 @@ def test_calibrate_command_writes_a_profile(app: typer.Typer, fast_device: Path,
 
 
 def test_hw_eval_runner_reports_every_model() -> None:
-    net, shape = build_model("tiny-convnet"), (1, 3, 16, 16)
+    net, shape = build_model("testing:tiny-convnet"), (1, 3, 16, 16)
     measurer = TorchCPULatency(**{**FAST.record(), "threads": 1, "clock": "thread"})
     lut = profile_model(net, shape, fractions=(0.5, 1.0), extra_samples=2, progress=False, clock="thread")
     settings = HwEvalSettings(samples=6, calib=4, rounds=1, repeat=2)
-    rep = run_hw_eval(net, shape, measurer, settings, model_name="tiny-convnet", lut=lut)
+    rep = run_hw_eval(net, shape, measurer, settings, model_name="testing:tiny-convnet", lut=lut)
     expected = {"roofline (raw)", "roofline (calibrated)", "macs (calibrated)", "lut", "lut (calibrated)", "learned"}
     assert set(rep.metrics) == expected and len(rep.measured_ms) == 6
     for name, m in rep.metrics.items():

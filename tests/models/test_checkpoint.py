@@ -41,7 +41,7 @@ def test_round_trip_reproduces_outputs_exactly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("layout", ["raw", "state_dict", "model", "dataparallel", "compiled"])
 def test_accepted_layouts_load(tmp_path: Path, layout: str) -> None:
-    model = _trained_like("tiny-convnet")
+    model = _trained_like("testing:tiny-convnet")
     state = model.state_dict()
     obj: object = {
         "raw": state,
@@ -52,7 +52,7 @@ def test_accepted_layouts_load(tmp_path: Path, layout: str) -> None:
     }[layout]
     torch.save(obj, tmp_path / "ckpt.pt")
     torch.manual_seed(1)
-    fresh = build_model("tiny-convnet")
+    fresh = build_model("testing:tiny-convnet")
     assert load_checkpoint(fresh, tmp_path / "ckpt.pt") is fresh
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
 
@@ -80,10 +80,10 @@ class _Custom:
 
 @pytest.mark.parametrize("payload", ["module", "custom_object"])
 def test_unsafe_pickles_are_refused_with_a_resave_hint(tmp_path: Path, payload: str) -> None:
-    obj = build_model("tiny-convnet") if payload == "module" else {"state_dict": _Custom()}
+    obj = build_model("testing:tiny-convnet") if payload == "module" else {"state_dict": _Custom()}
     torch.save(obj, tmp_path / "unsafe.pt")
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(build_model("tiny-convnet"), tmp_path / "unsafe.pt")
+        load_checkpoint(build_model("testing:tiny-convnet"), tmp_path / "unsafe.pt")
     message = str(info.value)
     assert "weights_only=True" in message
     assert "torch.save(model.state_dict(), path)" in message
@@ -106,7 +106,7 @@ def test_an_attack_pickle_is_refused_naming_the_global_never_advising_weights_on
     marker = tmp_path / "MARKER"
     torch.save({"state_dict": _Attack(marker)}, tmp_path / "attack.pt")
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(build_model("tiny-convnet"), tmp_path / "attack.pt")
+        load_checkpoint(build_model("testing:tiny-convnet"), tmp_path / "attack.pt")
     assert not marker.exists()
     message = str(info.value)
     assert re.search(r"it pickles the global '(posix|nt|os)\.system'", message), message
@@ -116,7 +116,7 @@ def test_an_attack_pickle_is_refused_naming_the_global_never_advising_weights_on
 
 
 def test_missing_unreadable_and_non_state_dict_files(tmp_path: Path) -> None:
-    model = build_model("tiny-convnet")
+    model = build_model("testing:tiny-convnet")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(model, tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="is a directory"):
@@ -131,5 +131,5 @@ def test_missing_unreadable_and_non_state_dict_files(tmp_path: Path) -> None:
 
 def test_save_rejects_metadata_that_is_not_json(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="'when'"):
-        save_checkpoint(build_model("tiny-convnet"), tmp_path / "x.pt", when=object())
+        save_checkpoint(build_model("testing:tiny-convnet"), tmp_path / "x.pt", when=object())
     assert not (tmp_path / "x.pt").exists()

@@ -99,7 +99,7 @@ def test_task_is_deterministic_per_seed_and_leaves_global_rng_alone() -> None:
 
 
 def test_zoo_entry_matches_the_task_and_rejects_other_shapes(task) -> None:
-    model = build_model("tiny-known-answer?seed=0", num_classes=4, in_channels=1)
+    model = build_model("testing:tiny-known-answer?seed=0", num_classes=4, in_channels=1)
     assert all(torch.equal(v, task[0].state_dict()[k]) for k, v in model.state_dict().items())
-    with pytest.raises(ModelSpecError, match=r"'tiny-known-answer'.*num_classes=4, in_channels=1"):
-        build_model("tiny-known-answer")
+    with pytest.raises(ModelSpecError, match=r"'testing:tiny-known-answer'.*num_classes=4, in_channels=1"):
+        build_model("testing:tiny-known-answer")

@@ -79,7 +79,7 @@ def search_config(tmp_path: Path, strategy: str, settings: dict[str, Any], **cha
         "name": "oneshot",
         "seed": 0,
         "model": {
-            "spec": "tiny-residual",
+            "spec": "testing:tiny-residual",
             "train": {"epochs": 2, "lr": 0.05, "seed": 0},
             "cache_dir": str(tmp_path / "cache"),
         },

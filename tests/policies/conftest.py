@@ -25,7 +25,7 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_space() -> PruningSpace:
     torch.manual_seed(0)
-    return PruningSpace.build(build_model("tiny-convnet").eval(), torch.randn(1, 3, 16, 16))
+    return PruningSpace.build(build_model("testing:tiny-convnet").eval(), torch.randn(1, 3, 16, 16))
 
 
 @pytest.fixture

@@ -62,8 +62,8 @@ def test_train_mode_restored_and_no_grad_context_ok(resnet20) -> None:
 
 def test_no_state_leaks_between_calls() -> None:
     # Torch-Pruning keeps mutable default lists; a second model must not see the first's modules.
-    a = build_model("tiny-convnet", num_classes=10, in_channels=3)
-    b = build_model("tiny-residual", num_classes=10, in_channels=3)
+    a = build_model("testing:tiny-convnet", num_classes=10, in_channels=3)
+    b = build_model("testing:tiny-residual", num_classes=10, in_channels=3)
     x = torch.randn(1, 3, 16, 16)
     sa, sb = PruningSpace.build(a, x), PruningSpace.build(b, x)
     pa = apply_policy(a, PruningPolicy.uniform(sa, 0.5), x, space=sa)
@@ -169,7 +169,7 @@ def test_importance_criteria(resnet20, criterion: str) -> None:
 
 
 def test_l1_keeps_the_largest_channels() -> None:
-    model = build_model("tiny-convnet", num_classes=10, in_channels=3).eval()
+    model = build_model("testing:tiny-convnet", num_classes=10, in_channels=3).eval()
     x = torch.randn(1, 3, 16, 16)
     space = PruningSpace.build(model, x)
     g = space.groups[0]

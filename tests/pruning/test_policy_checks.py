@@ -18,7 +18,7 @@ X = torch.zeros(1, 3, 16, 16)
 
 @pytest.fixture
 def tiny() -> tuple[torch.nn.Module, PruningSpace]:
-    model = build_model("tiny-convnet").eval()
+    model = build_model("testing:tiny-convnet").eval()
     return model, PruningSpace.build(model, X)
 
 

@@ -60,9 +60,7 @@ def test_policies_on_model(spec: str, channels: int, size: int, tmp_path) -> Non
     assert count_macs_params(model, x) == (space.base_macs, space.base_params)
 
 
-@pytest.mark.parametrize(
-    "spec,channels,size", [CASES[0], CASES[2], CASES[5]], ids=["resnet20", "mbv2", "tv-resnet18"]
-)
+@pytest.mark.parametrize("spec,channels,size", [CASES[0], CASES[2], CASES[5]], ids=["resnet20", "mbv2", "tv-resnet18"])
 def test_save_load_pruned_reproduces_outputs(spec: str, channels: int, size: int, tmp_path) -> None:
     from prunepilot.pruning.io import load_pruned, save_pruned
 

@@ -12,7 +12,7 @@ def tiny_config(tmp_path: Path, **changes: Any) -> dict[str, Any]:
         "name": "tiny",
         "seed": 0,
         "model": {
-            "spec": "tiny-convnet",
+            "spec": "testing:tiny-convnet",
             "train": {"epochs": 2, "lr": 0.05, "seed": 0},
             "cache_dir": str(tmp_path / "cache"),
         },

@@ -61,9 +61,7 @@ def cand(
 def run() -> list[dict[str, Any]]:
     cands = [cand(i, 0.5 + 0.04 * i - 0.01 * (i % 3) ** 2, 1.0 + 0.8 * i) for i in range(10)]
     cands += [cand(i, 0.45 + 0.04 * i, 1.2 + 0.8 * i, strategy="optuna-tpe") for i in range(8)]
-    cands += [
-        cand(i, 0.4 + 0.05 * i, 1.0 + i, strategy="uniform", uniform_ratio=0.1 * (i + 1)) for i in range(9)
-    ]
+    cands += [cand(i, 0.4 + 0.05 * i, 1.0 + i, strategy="uniform", uniform_ratio=0.1 * (i + 1)) for i in range(9)]
     cands.append(cand(99, 0.0, 0.1, status="failed"))
     cands[3]["metrics"]["measured_latency_ms"] = 3.9
     return cands
@@ -78,9 +76,7 @@ def assert_png(path: Path) -> None:
 
 def test_front_png(tmp_path: Path, run: list[dict[str, Any]]) -> None:
     front = pareto_front(run)
-    out = plot_front_png(
-        run, front, tmp_path / "sub" / "pareto.png", base={"accuracy": 0.9, "latency_ms": 10.0}
-    )
+    out = plot_front_png(run, front, tmp_path / "sub" / "pareto.png", base={"accuracy": 0.9, "latency_ms": 10.0})
     assert out == tmp_path / "sub" / "pareto.png"
     assert_png(out)
     # degenerate inputs still draw
@@ -137,6 +133,4 @@ def test_fronts_png(tmp_path: Path, run: list[dict[str, Any]]) -> None:
     assert_png(plot_fronts_png(runs, tmp_path / "bench.png", base={"accuracy": 0.9, "latency_ms": 10.0}))
     assert_png(plot_fronts_png({}, tmp_path / "nothing.png"))
     only_failed = {"x": [cand(0, 0.1, 1.0, status="failed")]}
-    assert_png(
-        plot_fronts_png(only_failed, tmp_path / "failed.png", base={"accuracy": 0.9, "latency_ms": 10.0})
-    )
+    assert_png(plot_fronts_png(only_failed, tmp_path / "failed.png", base={"accuracy": 0.9, "latency_ms": 10.0}))

@@ -79,8 +79,8 @@ def _loader(n: int = 48, batch: int = 8, seed: int = 1) -> DataLoader:
 
 def test_distillation_pulls_the_student_towards_the_teacher() -> None:
     torch.manual_seed(0)
-    teacher = build_model("tiny-convnet", num_classes=3, in_channels=1).eval()
-    student = build_model("tiny-convnet", num_classes=3, in_channels=1)
+    teacher = build_model("testing:tiny-convnet", num_classes=3, in_channels=1).eval()
+    student = build_model("testing:tiny-convnet", num_classes=3, in_channels=1)
     x = torch.cat([b for b, _ in _loader()])
 
     def gap() -> float:
@@ -104,7 +104,7 @@ class _Interrupt(Exception):
 
 def _train(tmp: Path | None, resume: bool = False, stop_at_step: int | None = None) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("tiny-residual", num_classes=3, in_channels=1)
+    model = build_model("testing:tiny-residual", num_classes=3, in_channels=1)
     steps = [0]
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ def test_interrupted_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
 def test_resume_refuses_another_config_and_bad_states(tmp_path: Path) -> None:
     _train(tmp_path)
-    model = build_model("tiny-residual", num_classes=3, in_channels=1)
+    model = build_model("testing:tiny-residual", num_classes=3, in_channels=1)
     with pytest.raises(ConfigError, match="another|train config"):
         fit(model, _loader(), TrainConfig(epochs=5, lr=0.05, seed=3), checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="checkpoint_dir"):
@@ -146,7 +146,7 @@ def test_resume_refuses_another_config_and_bad_states(tmp_path: Path) -> None:
 
 
 def test_keep_checkpoints_and_cpu_mixed_precision(tmp_path: Path) -> None:
-    model = build_model("tiny-convnet", num_classes=3, in_channels=1)
+    model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1)
     fit(model, _loader(), CFG, checkpoint_dir=tmp_path, keep_checkpoints=1)
     assert [e for e, _ in list_states(tmp_path)] == [3]
     with pytest.raises(ConfigError, match="CUDA"):

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import prunepilot.training.trainer as trainer
+import prunepilot.training.base_models as base_models
 from prunepilot.data import DataConfig, build_data
 from prunepilot.errors import DataError
 from prunepilot.models import build_model
@@ -91,7 +91,7 @@ def test_loss_hook_and_batch_cap() -> None:
         calls.append(inputs.shape[0])
         return nn.functional.cross_entropy(model(inputs), targets) * 0.5
 
-    model = build_model("tiny-convnet", num_classes=3, in_channels=1)
+    model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1)
     history = fit(model, _loader(), TrainConfig(epochs=2, max_batches_per_epoch=3), loss_fn=loss_fn)
     assert calls == [8] * 6
     assert all(0.0 <= h["train_acc"] <= 1.0 and h["val_acc"] is None for h in history)
@@ -99,7 +99,7 @@ def test_loss_hook_and_batch_cap() -> None:
 
 @pytest.mark.parametrize(("schedule", "final_factor"), [("constant", 1.0), ("step", 0.01), ("cosine", 0.0)])
 def test_schedules_end_where_they_should(schedule: str, final_factor: float) -> None:
-    model = build_model("tiny-convnet", num_classes=3, in_channels=1)
+    model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1)
     history = fit(model, _loader(), TrainConfig(epochs=4, lr=0.1, schedule=schedule))  # type: ignore[arg-type]
     assert history[-1]["lr"] == pytest.approx(0.1 * final_factor, abs=1e-9)
     assert history[0]["lr"] > 0.0
@@ -110,14 +110,12 @@ def test_fit_is_deterministic_for_a_seed(optimizer: str) -> None:
     states = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = build_model("tiny-residual", num_classes=3, in_channels=1)
-        loader = DataLoader(
-            _loader().dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1)
-        )
+        model = build_model("testing:tiny-residual", num_classes=3, in_channels=1)
+        loader = DataLoader(_loader().dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1))
         fit(model, loader, TrainConfig(epochs=2, optimizer=optimizer, lr=0.01, seed=5))  # type: ignore[arg-type]
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    start = build_model("tiny-residual", num_classes=3, in_channels=1).state_dict()
+    start = build_model("testing:tiny-residual", num_classes=3, in_channels=1).state_dict()
     assert any(not torch.equal(start[k], states[0][k]) for k in start if start[k].is_floating_point())
 
 
@@ -125,17 +123,15 @@ def test_progress_bar_does_not_change_results(capsys: pytest.CaptureFixture[str]
     results = []
     for progress in (False, True):
         torch.manual_seed(0)
-        model = build_model("tiny-convnet", num_classes=3, in_channels=1)
+        model = build_model("testing:tiny-convnet", num_classes=3, in_channels=1)
         results.append(fit(model, _loader(), TrainConfig(epochs=1), progress=progress)[0]["train_loss"])
     assert results[0] == results[1]
 
 
-def test_train_base_model_caches_weights_and_skips_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_train_base_model_caches_weights_and_skips_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data_cfg = DataConfig(name="digits", train_subset=256, batch_size=64)
     train_cfg = TrainConfig(epochs=1, lr=0.05)
-    model, info = train_base_model("tiny-convnet", data_cfg, train_cfg, tmp_path)
+    model, info = train_base_model("testing:tiny-convnet", data_cfg, train_cfg, tmp_path)
     assert info["cached"] is False and not model.training
     assert 0.0 <= info["val_acc"] <= 1.0 and len(info["history"]) == 1
     assert info["num_classes"] == 10 and info["input_shape"] == [1, 8, 8]
@@ -144,10 +140,10 @@ def test_train_base_model_caches_weights_and_skips_training(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cache hit must not train")
 
-    monkeypatch.setattr(trainer, "fit", no_training)
+    monkeypatch.setattr(base_models, "fit", no_training)
     # root, workers and eval batch size do not change the trained model, so they share the cache
     again, info2 = train_base_model(
-        "tiny-convnet",
+        "testing:tiny-convnet",
         data_cfg.model_copy(update={"num_workers": 0, "eval_batch_size": 7}),
         train_cfg,
         tmp_path,
@@ -156,5 +152,5 @@ def test_train_base_model_caches_weights_and_skips_training(
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 
     monkeypatch.undo()
-    _, info3 = train_base_model("tiny-convnet", data_cfg, TrainConfig(epochs=1, lr=0.01), tmp_path)
+    _, info3 = train_base_model("testing:tiny-convnet", data_cfg, TrainConfig(epochs=1, lr=0.01), tmp_path)
     assert info3["cached"] is False and info3["key"] != info["key"]
