@@ -28,32 +28,30 @@ carries that same table (:func:`amc_table`) for ``bench/report.py`` to put in BE
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from prunepilot import __version__
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+
+from bench.common import RESULTS, args_record, machine_note, print_notes, result_table, stamp, write_json
+from bench.inprocess import Record, random_search, run_strategy, uniform_record
 from prunepilot.data import DataConfig
-from prunepilot.envs import PruningEnv, metrics_dict, uniform_within_budget
+from prunepilot.envs import metrics_dict
 from prunepilot.errors import ConfigError
+from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.measure import cpu_name
-from prunepilot.policies import AgentConfig, run_agent
-from prunepilot.pruning import TORCH_PRUNING_VERSION, PruningPolicy
+from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import SearchConfig
 from prunepilot.search.evaluator import Evaluator
 from prunepilot.training import TrainConfig, evaluate_accuracy
-
-HERE = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny training, 20 episodes, 1 seed: a smoke run")
     p.add_argument("--data-root", type=Path, default=None, help="dataset root (default: $PRUNEPILOT_DATA)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"), help="trained base models")
-    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the JSON result goes")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON result goes")
     p.add_argument("--epochs", type=int, default=None, help="base-model training epochs (default 6; quick 1)")
     p.add_argument("--train-subset", type=int, default=None, help="training images (default 30000; quick 2000)")
     p.add_argument("--val-subset", type=int, default=None, help="held-out images per candidate (default 1000)")
@@ -145,61 +143,34 @@ def score_on_test(ev: Evaluator, policy: PruningPolicy) -> float:
     return float(evaluate_accuracy(ev.prune(policy), ev.data.test))
 
 
-def run_amc(ev: Evaluator, budget_ms: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    ev_cfg = ev.cfg.evaluation
-    env = PruningEnv(
-        ev.space,
-        ev.evaluate,
-        ev.predict_latency_ms,
-        budget_ms,
-        lower_bound=ev_cfg.lower_bound,
-        round_to=ev_cfg.round_to,
-        importance=ev_cfg.importance,
-        reward="acc",
-    )
-    cfg = AgentConfig(name="amc-ddpg", episodes=args.episodes, seed=seed, warmup_episodes=args.warmup)
-    start = time.perf_counter()
-    result = run_agent(env, cfg)
-    best = max(result.episodes, key=lambda e: e.metrics["accuracy"])
+def found_in(records: list[Record], seconds: float) -> dict[str, Any]:
+    """A method's outcome from the candidates it reported: the most accurate one, the accuracy of
+    every episode in order, and how many were evaluated (not answered by the evaluation cache)."""
+    policy, metrics, _extra = max(records, key=lambda r: r[1].accuracy)
+    cached = sum(bool(extra.get("cached")) for _p, _m, extra in records)
     return {
-        "policy": best.policy,
-        "metrics": best.metrics,
-        "curve": [e.metrics["accuracy"] for e in result.episodes],
-        "evaluations": result.evaluations,
-        "cache_hits": result.cache_hits,
-        "seconds": time.perf_counter() - start,
+        "policy": policy,
+        "metrics": metrics_dict(metrics),
+        "curve": [m.accuracy for _p, m, _e in records],
+        "evaluations": len(records) - cached,
+        "cache_hits": cached,
+        "seconds": seconds,
     }
+
+
+def run_amc(ev: Evaluator, budget_ms: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``amc-ddpg`` strategy: ``--episodes`` episodes, reward ``acc``."""
+    settings = {"reward": "acc", "warmup_episodes": args.warmup}
+    start = time.perf_counter()
+    records = run_strategy(ev, "amc-ddpg", settings, budget_ms, seed, evaluations=args.episodes)
+    return found_in(records, time.perf_counter() - start)
 
 
 def run_random(ev: Evaluator, budget_ms: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from prunepilot.search.space import project_to_budget
-
-    lower = ev.cfg.evaluation.lower_bound
-    rng = np.random.default_rng(seed)
-
-    def latency_of(ratios: Mapping[str, float]) -> float:
-        return ev.predict_latency_ms(ev.make_policy(ratios).channels)
-
+    """The ``random`` strategy: ``--episodes`` candidates."""
     start = time.perf_counter()
-    best: tuple[PruningPolicy, dict[str, Any]] | None = None
-    curve = []
-    for _ in range(args.episodes):
-        draw = {g.name: float(rng.uniform(lower, 1.0)) for g in ev.space.groups}
-        ratios, _ = project_to_budget(draw, lower, budget_ms, latency_of)
-        policy = ev.make_policy(ratios)
-        metrics = metrics_dict(ev.evaluate(policy))
-        curve.append(metrics["accuracy"])
-        if best is None or metrics["accuracy"] > best[1]["accuracy"]:
-            best = (policy, metrics)
-    assert best is not None
-    return {
-        "policy": best[0],
-        "metrics": best[1],
-        "curve": curve,
-        "evaluations": args.episodes,
-        "cache_hits": 0,
-        "seconds": time.perf_counter() - start,
-    }
+    records = random_search(ev, budget_ms, seed, evaluations=args.episodes)
+    return found_in(records, time.perf_counter() - start)
 
 
 def row(method: str, seed: int | None, found: dict[str, Any], ev: Evaluator, budget_ms: float) -> dict[str, Any]:
@@ -239,13 +210,6 @@ def table_row(r: dict[str, Any]) -> list[Any]:
             r["evaluations"], r["cache_hits"], r["seconds"]]  # fmt: skip
 
 
-def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
-    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
-    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
-    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
-    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
-
-
 def amc_table(record: dict[str, Any]) -> dict[str, Any]:
     """The BENCHMARKS.md table for one ``amc-*.json`` record (also what the script prints)."""
     rows, base, budget_ms, args = record["rows"], record["base"], record["budget_ms"], record["args"]
@@ -276,13 +240,13 @@ def amc_table(record: dict[str, Any]) -> dict[str, Any]:
         f"(latency ms); predicted ms is the evaluator's fast predictor, which the budget check uses.",
         machine_note(record["versions"].get("cpu"), record["versions"].get("cpus"), versions.get("platform"), versions),
     ]
-    return {
-        "title": f"AMC-DDPG vs uniform vs random: ResNet-20 on Fashion-MNIST at {args['budget']:.0%} latency"
+    return result_table(
+        f"AMC-DDPG vs uniform vs random: ResNet-20 on Fashion-MNIST at {args['budget']:.0%} latency"
         + (" (quick)" if args.get("quick") else ""),
-        "columns": COLUMNS,
-        "rows": [table_row(r) for r in rows],
-        "notes": notes,
-    }
+        COLUMNS,
+        [table_row(r) for r in rows],
+        notes,
+    )
 
 
 def print_table(table: dict[str, Any]) -> None:
@@ -293,8 +257,7 @@ def print_table(table: dict[str, Any]) -> None:
         seed_text = "-" if seed is None else str(seed)
         print(f"{method:<10} {seed_text:>4} {val:>8.4f} {test:>8.4f} {lat:>8.3f} {pred:>8.3f} {keep:>6.3f} "
               f"{evals:>6} {hits:>5} {secs:>7.1f}")  # fmt: skip
-    for note in table["notes"]:
-        print(f"- {note}")
+    print_notes(table["notes"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,18 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         budget_ms = args.budget * base_ms
         print(f"base model: {base}; budget {budget_ms:.3f} ms; groups {len(ev.space.groups)}", flush=True)
 
-        lower = cfg.evaluation.lower_bound
         start = time.perf_counter()
-        uniform_policy = uniform_within_budget(
-            ev.space,
-            ev.predict_latency_ms,
-            budget_ms,
-            lower_bound=lower,
-            round_to=cfg.evaluation.round_to,
-            importance=cfg.evaluation.importance,
-        )
-        uniform = {"policy": uniform_policy, "metrics": metrics_dict(ev.evaluate(uniform_policy))}
-        uniform["seconds"] = time.perf_counter() - start
+        policy, metrics, _extra = uniform_record(ev, budget_ms)
+        uniform = {"policy": policy, "metrics": metrics_dict(metrics), "seconds": time.perf_counter() - start}
         rows = [row("uniform", None, uniform, ev, budget_ms)]
         runs: list[tuple[str, Callable[..., dict[str, Any]]]] = [("amc-ddpg", run_amc), ("random", run_random)]
         for seed in range(args.seeds):
@@ -344,31 +298,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  best val {r['val_acc']:.4f} test {r['test_acc']:.4f} in {r['seconds']:.0f} s", flush=True)
 
     total_s = time.perf_counter() - started
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"amc-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     record = {
         "benchmark": "amc",
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": args_record(args),
         "config": cfg.model_dump(mode="json"),
         "base": base,
         "budget_ms": budget_ms,
         "rows": rows,
         "seconds": {"total": total_s, "setup": setup_s},
-        "versions": {
-            "prunepilot": __version__,
-            "torch": torch.__version__,
-            "torch_pruning": TORCH_PRUNING_VERSION,
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpu": cpu_name(),
-            "cpus": os.cpu_count(),
-        },
+        "versions": {**runtime_versions(), "cpu": cpu_name(), "cpus": os.cpu_count()},
     }
     record["table"] = amc_table(record)
     print_table(record["table"])
     print(f"total {total_s / 60:.1f} min (evaluator setup incl. training/loading {setup_s:.0f} s)")
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out_dir / f"amc-{stamp()}{'-quick' if args.quick else ''}.json", record)
     return 0
 
 

@@ -39,13 +39,15 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+
+from bench.common import RESULTS, args_record, machine, machine_note, print_notes, result_table, write_json
 from prunepilot.apply import ApplyConfig, apply_to_model
 from prunepilot.data import DataConfig, build_data
 from prunepilot.hw_models.base import LatencyModel, runtime_versions
 from prunepilot.hw_models.devices import load_device
-from prunepilot.hw_models.measure import cpu_name
 from prunepilot.models import build_model
-from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, recalibrate_bn
+from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
 from prunepilot.training import DistillConfig, TrainConfig, evaluate_accuracy, train_base_model
 
 SPEC = "resnet20"
@@ -71,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=None, help="random-search candidates (default 24; quick 10)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared 2-core machine)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.data_root is None:
         ap.error("give --data-root or set PRUNEPILOT_DATA to the folder holding FashionMNIST/")
@@ -125,14 +127,16 @@ def random_search(
         policy = PruningPolicy.from_ratios(space, ratios)
         if not 0.7 <= space.macs(policy.channels) / target_macs <= 1.3:
             continue
-        pruned = apply_policy(base, policy, example, space=space)
-        recalibrate_bn(pruned, calib)
+        pruned = prune_and_recalibrate(base, policy, example, space=space, calib_batches=calib)
         acc = evaluate_accuracy(pruned, val)
         ms = measure(lm, pruned, args.latency_batch)
         keep = policy.mean_keep()
         rows.append({"candidate": len(rows), "accuracy": acc, "latency_ms": ms, "mean_keep": keep, "policy": policy})
-        print(f"  candidate {len(rows) - 1:2d}: keep {keep:.2f}  val acc {acc:.4f}  {ms:7.2f} ms"
-              f"{'  (within budget)' if ms <= budget_ms else ''}", flush=True)
+        print(
+            f"  candidate {len(rows) - 1:2d}: keep {keep:.2f}  val acc {acc:.4f}  {ms:7.2f} ms"
+            f"{'  (within budget)' if ms <= budget_ms else ''}",
+            flush=True,
+        )
     feasible = [r for r in rows if r["latency_ms"] <= budget_ms]
     best = max(feasible, key=lambda r: r["accuracy"]) if feasible else min(rows, key=lambda r: r["latency_ms"])
     meta = {
@@ -168,15 +172,14 @@ def uniform_at_latency(
 def write_run_folder(folder: Path, device: str, batch: int, base_ms: float, latency_model: str) -> Path:
     """A minimal search run folder, as `prunepilot search` leaves one: apply reads the device and
     batch size from its config.yaml and the base's search-time latency from its run.json."""
-    import yaml
+    from prunepilot.search.store import RunStore
 
-    run = folder / "search-run"
-    run.mkdir()
-    config = {"name": "bench-apply", "model": {"spec": SPEC}, "device": {"name": device, "batch_size": batch}}
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    base = {"latency_ms": base_ms, "latency_kind": "measured", "latency_model": latency_model}
-    (run / "run.json").write_text(json.dumps({"base": base}, indent=2))
-    return run
+    store = RunStore(folder / "search-run")
+    store.write_config(
+        {"name": "bench-apply", "model": {"spec": SPEC}, "device": {"name": device, "batch_size": batch}}
+    )
+    store.write_info({"base": {"latency_ms": base_ms, "latency_kind": "measured", "latency_model": latency_model}})
+    return store.dir
 
 
 def with_run(policy: PruningPolicy, run: Path) -> PruningPolicy:
@@ -236,10 +239,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         result = run(args, Path(tmp))
     result["seconds"] = time.perf_counter() - started
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"apply{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out} ({result['seconds'] / 60:.1f} min)")
+    write_json(args.out_dir / f"apply{'-quick' if args.quick else ''}.json", result)
+    print(f"({result['seconds'] / 60:.1f} min)")
 
 
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -268,13 +269,15 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         policy = with_run(policy, run_dir)
         target_ms = float(policy.metadata["metrics"]["latency_ms"])
     uniform = with_run(uniform_at_latency(base, space, lm, target_ms, args.latency_batch), run_dir)
-    print(f"policy: mean keep {policy.mean_keep():.3f} at {target_ms:.2f} ms; uniform at the same latency: "
-          f"keep {uniform.mean_keep():.3f} ({uniform.metadata['metrics']['latency_ms']:.2f} ms)")
+    print(
+        f"policy: mean keep {policy.mean_keep():.3f} at {target_ms:.2f} ms; uniform at the same latency: "
+        f"keep {uniform.mean_keep():.3f} ({uniform.metadata['metrics']['latency_ms']:.2f} ms)"
+    )
 
     finetune = TrainConfig(epochs=args.epochs, lr=0.01, seed=args.seed)
     variants = [("policy", policy, False), ("policy + KD", policy, True),
                 ("uniform", uniform, False), ("uniform + KD", uniform, True)]  # fmt: skip
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, pol, kd in variants:
         print(f"apply: {name} ({args.epochs} epoch(s) fine-tuning{', KD' if kd else ''})", flush=True)
         path = pol.save(folder / f"{name.replace(' ', '').replace('+', '-')}.json")
@@ -295,9 +298,13 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     record = {
         "benchmark": "apply",
         "quick": args.quick,
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "base": {"test_acc": info["test_acc"], "val_acc": info["val_acc"], "latency_ms": base_ms,
-                 "budget_ms": budget_ms},  # fmt: skip
+        "args": args_record(args),
+        "base": {
+            "test_acc": info["test_acc"],
+            "val_acc": info["val_acc"],
+            "latency_ms": base_ms,
+            "budget_ms": budget_ms,
+        },  # fmt: skip
         "policy": json.loads(policy.to_json()),
         "uniform_keep": uniform.mean_keep(),
         "search": search_rows,
@@ -307,7 +314,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "device_settings": device.settings,
         "latency_batch": args.latency_batch,
         "versions": runtime_versions("torchvision", "onnx", "onnxruntime"),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+        "machine": machine(),
     }
     record["table"] = apply_table(record)
     print_table(record["table"])
@@ -325,13 +332,6 @@ def table_row(r: dict[str, Any]) -> list[Any]:
             acc["after_pruning_no_recalibration"], acc["after_pruning"], acc["after_finetuning"],
             lat["search"]["ms"], lat["pruned_ms"], lat["diff_pct"], yes_no(lat["within_10pct"]),
             lat.get("diff_pct_drift_corrected"), yes_no(lat.get("within_10pct_drift_corrected"))]  # fmt: skip
-
-
-def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
-    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
-    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
-    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
-    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
 
 
 def apply_table(record: dict[str, Any]) -> dict[str, Any]:
@@ -368,13 +368,13 @@ def apply_table(record: dict[str, Any]) -> dict[str, Any]:
         "since the search.",
         machine_note(machine.get("cpu"), machine.get("cores"), versions.get("platform"), versions),
     ]
-    return {
-        "title": "prunepilot apply: Fashion-MNIST ResNet-20, policy vs uniform at the same latency"
+    return result_table(
+        "prunepilot apply: Fashion-MNIST ResNet-20, policy vs uniform at the same latency"
         + (" (quick)" if record.get("quick") else ""),
-        "columns": COLUMNS,
-        "rows": [table_row(v) for v in variants],
-        "notes": notes,
-    }
+        COLUMNS,
+        [table_row(v) for v in variants],
+        notes,
+    )
 
 
 def print_table(table: dict[str, Any]) -> None:
@@ -388,8 +388,7 @@ def print_table(table: dict[str, Any]) -> None:
         print(f"{variant:14} {keep:5.2f} {macs:6.2f} {params:7.2f} {acc_raw:10.4f} {acc_bn:8.4f} {acc_ft:7.4f} "
               f"{search_ms:9.2f} {ms:10.2f} {diff:+6.1f}% {ok:>5} {corrected:>11}")  # fmt: skip
     print("(keep: mean keep ratio; MACs, params: fraction of the base's)")
-    for note in table["notes"]:
-        print(f"- {note}")
+    print_notes(table["notes"])
 
 
 if __name__ == "__main__":

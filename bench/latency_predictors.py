@@ -14,15 +14,15 @@ bench/results/), carrying the printed table (:func:`predictors_table`) for ``ben
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
 
+from bench.common import RESULTS, args_record, machine_note, result_table, stamp, timed_model, write_json
 from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.hweval import HwEvalSettings, run_hw_eval
 from prunepilot.hw_models.lut_profile import DEFAULT_FRACTIONS, profile_model
@@ -32,22 +32,6 @@ TARGET_WITHIN_10 = 0.90
 TARGET_SPEARMAN = 0.95
 COLUMNS = ["model", "latency model", "MAPE %", "within ±5% (%)", "within ±10% (%)", "Spearman",
            "false within budget (%)", "predictions/s", "predictions/CPU s"]  # fmt: skip
-
-
-def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...], str]:
-    """The model, its input shape and a note on how it was built."""
-    try:
-        from prunepilot.models import build_model
-    except ImportError:
-        build_model = None
-    if spec.startswith("torchvision:"):
-        import torchvision
-
-        name = spec.split(":", 1)[1]
-        return getattr(torchvision.models, name)(num_classes=1000), (1, 3, 224, 224), "torchvision, 1000 classes"
-    if build_model is None:
-        raise SystemExit(f"{spec}: prunepilot.models.build_model is missing; only torchvision:NAME models can run")
-    return build_model(spec), (1, 3, 32, 32), "prunepilot.models zoo, 10 classes"
 
 
 def model_rows(result: dict[str, Any]) -> list[list[Any]]:
@@ -77,13 +61,6 @@ def model_notes(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
-    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
-    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
-    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
-    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
-
-
 def predictors_table(record: dict[str, Any]) -> dict[str, Any]:
     """The BENCHMARKS.md table for one ``latency_predictors-*.json`` record (also what the script prints)."""
     args, results = record["args"], record["results"]
@@ -105,12 +82,12 @@ def predictors_table(record: dict[str, Any]) -> dict[str, Any]:
             f"; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after" if load else "",
         ),
     ]
-    return {
-        "title": "Latency predictors vs measured latency (torch eager CPU)" + (" (quick)" if args.get("quick") else ""),
-        "columns": COLUMNS,
-        "rows": [row for result in results for row in model_rows(result)],
-        "notes": notes,
-    }
+    return result_table(
+        "Latency predictors vs measured latency (torch eager CPU)" + (" (quick)" if args.get("quick") else ""),
+        COLUMNS,
+        [row for result in results for row in model_rows(result)],
+        notes,
+    )
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -146,7 +123,7 @@ def main() -> None:
         "which other processes' time slices on this shared machine do not inflate",
     )
     ap.add_argument("--quick", action="store_true", help="12 samples, 5 calib, 1 round: a smoke run")
-    ap.add_argument("--out-dir", "--out", dest="out_dir", default="bench/results", help="folder for the JSON result")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=RESULTS, help="folder for the JSON result")
     args = ap.parse_args()
     if args.quick:
         args.samples, args.calib, args.rounds, args.lut_rounds = min(args.samples, 12), 5, 1, 1
@@ -160,7 +137,8 @@ def main() -> None:
     )
     results = []
     for spec in [s.strip() for s in args.models.split(",") if s.strip()]:
-        model, shape, note = build(spec)
+        model, shape = timed_model(spec)
+        note = "torchvision, 1000 classes" if spec.startswith("torchvision:") else "prunepilot.models zoo, 10 classes"
         model.eval()
         t0 = time.perf_counter()
         lut = profile_model(
@@ -190,12 +168,9 @@ def main() -> None:
         print_report(results[-1])
     load_after = os.getloadavg()
     print(f"\nload average at the end {load_after[0]:.2f} (2 shared cores: other processes add noise)")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"latency_predictors-{time.strftime('%Y%m%d-%H%M%S')}.json"
     record = {
         "benchmark": "latency_predictors",
-        "args": vars(args),
+        "args": args_record(args),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "versions": runtime_versions(),
@@ -203,8 +178,7 @@ def main() -> None:
         "results": results,
     }
     record["table"] = predictors_table(record)
-    path.write_text(json.dumps(record, indent=1))
-    print(f"wrote {path}")
+    write_json(args.out_dir / f"latency_predictors-{stamp()}.json", record)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,14 @@ The JSON carries the printed table (:func:`repeatability_table`) for ``bench/rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
 
+from bench.common import RESULTS, args_record, machine_note, print_notes, result_table, stamp, timed_model, write_json
 from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.measure import TorchCPULatency, cpu_name
 
@@ -29,28 +29,11 @@ COLUMNS = ["model", "clock", "repeats", "lowest median ms", "highest median ms",
            "within 5%", "flagged unstable"]  # fmt: skip
 
 
-def build(spec: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
-    if spec.startswith("torchvision:"):
-        import torchvision
-
-        return getattr(torchvision.models, spec.split(":", 1)[1])(num_classes=1000), (1, 3, 224, 224)
-    from prunepilot.models import build_model
-
-    return build_model(spec), (1, 3, 32, 32)
-
-
 def table_row(r: dict[str, Any]) -> list[Any]:
     """One table row from one entry of the JSON's ``rows`` (its own numbers, unformatted)."""
     return [r["model"], r["clock"], len(r["medians_ms"]), min(r["medians_ms"]), max(r["medians_ms"]),
             100 * r["spread"], max(r["cvs"]), "yes" if r["spread"] <= TARGET_SPREAD else "NO",
             sum(bool(u) for u in r["unstable"])]  # fmt: skip
-
-
-def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
-    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
-    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
-    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
-    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
 
 
 def repeatability_table(record: dict[str, Any]) -> dict[str, Any]:
@@ -74,12 +57,9 @@ def repeatability_table(record: dict[str, Any]) -> dict[str, Any]:
             f"; load average {load[0]:.2f} before, {load[1]:.2f} after" if load else "",
         ),
     ]
-    return {
-        "title": "Latency measurement repeatability (same model, one process)",
-        "columns": COLUMNS,
-        "rows": [table_row(r) for r in rows],
-        "notes": notes,
-    }
+    return result_table(
+        "Latency measurement repeatability (same model, one process)", COLUMNS, [table_row(r) for r in rows], notes
+    )
 
 
 def main() -> None:
@@ -88,7 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clocks", default="wall,thread", help="comma-separated: wall, thread")
-    ap.add_argument("--out-dir", "--out", dest="out_dir", default="bench/results", help="folder for the JSON result")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=RESULTS, help="folder for the JSON result")
     args = ap.parse_args()
     clocks = [c for c in args.clocks.split(",") if c]
     load_before = os.getloadavg()[0]
@@ -96,7 +76,7 @@ def main() -> None:
     print(f"{'model':26} {'clock':6} {'medians (ms)':44} {'spread':>7}  CVs")
     rows = []
     for spec in args.models.split(","):
-        model, shape = build(spec)
+        model, shape = timed_model(spec)
         model.eval()
         for clock in clocks:
             if clock == "thread" and args.threads != 1:
@@ -122,12 +102,9 @@ def main() -> None:
                 }
             )
     load_after = os.getloadavg()[0]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"measure_repeatability-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    record = {
+    record: dict[str, Any] = {
         "benchmark": "measure_repeatability",
-        "args": vars(args),
+        "args": args_record(args),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "load_average": [load_before, load_after],
@@ -140,10 +117,8 @@ def main() -> None:
     for model, clock, repeats, low, high, spread, cv, ok, flagged in record["table"]["rows"]:
         print(f"{model:26} {clock:6} {repeats:>7} {low:8.3f} {high:8.3f} {spread:6.1f}% {cv:7.3f} {ok:>5} "
               f"{flagged:>7}")  # fmt: skip
-    for note in record["table"]["notes"]:
-        print(f"- {note}")
-    path.write_text(json.dumps(record, indent=1))
-    print(f"wrote {path}")
+    print_notes(record["table"]["notes"])
+    write_json(args.out_dir / f"measure_repeatability-{stamp()}.json", record)
 
 
 if __name__ == "__main__":

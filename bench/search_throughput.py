@@ -15,16 +15,18 @@ printed table (:func:`throughput_table`) for ``bench/report.py``.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+
+from bench.common import dated_results, machine_note, print_notes, result_table, write_json
 from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.measure import cpu_name
 from prunepilot.search.config import load_config
@@ -67,9 +69,9 @@ def run(config: Path, concurrent: int, evaluations: int) -> dict[str, Any]:
         total = time.time() - start
         done.set()
         watcher.join()
-    times = sorted(c["wall_time"] for c in result.candidates)
+    times = sorted(c.wall_time for c in result.candidates)
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
-    kinds = sorted({str(c["metrics"].get("latency_kind")) for c in result.candidates if c.get("metrics")})
+    kinds = sorted({c.metrics.latency_kind for c in result.candidates})
     return {
         "concurrent": concurrent,
         "candidates": len(times),
@@ -83,13 +85,6 @@ def run(config: Path, concurrent: int, evaluations: int) -> dict[str, Any]:
 def table_row(r: dict[str, Any]) -> list[Any]:
     """One table row from one entry of the JSON's ``rows`` (its own numbers, unformatted)."""
     return [r["concurrent"], r["candidates"], r["rate_per_s"], r["total_s"], r["peak_rss_gib"], r.get("latency_kind")]
-
-
-def machine_note(cpu: Any, cores: Any, plat: Any, versions: dict[str, Any], extra: str = "") -> str:
-    """``Machine (shared): ... Versions: ...`` from what the JSON recorded (unrecorded parts left out)."""
-    machine = ", ".join(str(x) for x in (cpu, f"{cores} cores" if cores else None, plat) if x)
-    listed = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
-    return f"Machine (shared): {machine or 'not recorded'}{extra}. Versions: {listed}."
 
 
 def throughput_table(record: dict[str, Any]) -> dict[str, Any]:
@@ -108,19 +103,16 @@ def throughput_table(record: dict[str, Any]) -> dict[str, Any]:
         f"Latency: {' and '.join(kinds) or 'not recorded'} (the config's device).",
         machine_note(record.get("machine"), record.get("cpus"), versions.get("platform"), versions),
     ]
-    return {
-        "title": "Search throughput and memory: 1 vs 2 concurrent trials",
-        "columns": COLUMNS,
-        "rows": [table_row(r) for r in rows],
-        "notes": notes,
-    }
+    return result_table(
+        "Search throughput and memory: 1 vs 2 concurrent trials", COLUMNS, [table_row(r) for r in rows], notes
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
     ap.add_argument("--evaluations", type=int, default=24)
-    ap.add_argument("--out-dir", type=Path, default=Path("bench/results") / datetime.now().strftime("%Y-%m-%d"))
+    ap.add_argument("--out-dir", type=Path, default=dated_results())
     args = ap.parse_args()
     rows = [run(args.config, c, args.evaluations) for c in (1, 2)]
     record = {
@@ -138,12 +130,8 @@ def main() -> None:
     print(f"{'concurrent':>10} {'candidates':>10} {'cand/s':>8} {'total s':>8} {'peak GiB':>9}  latency")
     for concurrent, candidates, rate, total, peak, kind in record["table"]["rows"]:
         print(f"{concurrent:>10} {candidates:>10} {rate:>8.3f} {total:>8.1f} {peak:>9.2f}  {kind}")
-    for note in record["table"]["notes"]:
-        print(f"- {note}")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / "search_throughput.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print_notes(record["table"]["notes"])
+    write_json(args.out_dir / "search_throughput.json", record)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ that result's own numbers.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -16,17 +15,9 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from bench_helpers import BENCH, ROOT, load
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from prunepilot.search.front_metrics import budget_hypervolume
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +136,8 @@ def summary_entry(
 
 
 def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
-    sq = load("search_quality")
-    mnv2 = sq.SECOND_MODEL
+    mnv2 = load("search_quality").SECOND_MODEL
+    tables = load("sq_tables")
     summary = [
         summary_entry("uniform", 0.80, 0.85, 5.0),
         summary_entry("random", 0.83, 0.86, 6.0),
@@ -180,7 +171,7 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
         "machine": {"cpu": "AMD EPYC", "cores": 2, "platform": "Linux-x"},
         "versions": VERSIONS,
     }
-    table = roundtrip(sq.quality_table(result))
+    table = roundtrip(tables.quality_table(result))
     keys = ["model", "budget", "strategy", "seeds", "seeds_within", "evals_median", "acc_min", "acc_median",
             "acc_max", "hv_median", "ft_median", "wall_median_s", "latency_kind"]  # fmt: skip
     assert table["rows"] == [[s[k] for k in keys] for s in summary]
@@ -208,13 +199,13 @@ def test_search_quality_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "re-run" in notes
     assert "metapruning" in notes and "evaluation budget: 40 evaluations" in notes and "Seeds: 3" in notes
     assert_honest_notes(table, "measured")
-    sq.print_table(table)
+    tables.print_table(table)
     out = capsys.readouterr().out
     assert "0.8100/0.8200/0.8250" in out and "mobilenet_v2" in out
 
 
 def test_search_quality_target_verdicts() -> None:
-    sq = load("search_quality")
+    tables = load("sq_tables")
     summary = [
         summary_entry("uniform", 0.14, None, 0.10, budget=0.3),
         summary_entry("autoslim", 0.18, None, 0.12, budget=0.3),
@@ -225,7 +216,7 @@ def test_search_quality_target_verdicts() -> None:
         summary_entry("random", 0.51, 0.710, 0.33),
         summary_entry("optuna-nsga2", 0.49, 0.702, 0.36),
     ]
-    notes = "\n".join(sq.target_notes(summary))
+    notes = "\n".join(tables.target_notes(summary))
     # 30%, no fine-tune: autoslim +4 points over uniform (random is a baseline, not a searched strategy)
     assert "Target at resnet20, 30%, no fine-tune: best searched strategy beats uniform by >= 3.0 points. " in notes
     assert "autoslim 0.18 vs uniform 0.14 (+4.00): MET." in notes
@@ -260,22 +251,23 @@ def test_search_quality_a_failed_search_is_a_row_not_a_crash(monkeypatch: pytest
     assert [r["seed"] for r in doc["rows"]] == [0, 1, 2] and saved == [1, 2, 3]  # saved after every search
     failed = doc["rows"][1]
     assert failed["best_acc"] is None and failed["front"] == [] and "below the reachable minimum" in failed["error"]
-    (entry,) = sq.summarise(doc["rows"])
+    summary = load("sq_summary")
+    (entry,) = summary.summarise(doc["rows"])
     assert (entry["seeds"], entry["seeds_within"], entry["failed"]) == (3, 2, 1)
-    assert entry["hv_median"] == pytest.approx(sq.budget_hypervolume([{"accuracy": 0.4, "latency_ms": 5.0}], 10.0))
-    doc["summary"] = sq.summarise(doc["rows"])
-    notes = "\n".join(sq.quality_table(doc)["notes"])
+    assert entry["hv_median"] == pytest.approx(budget_hypervolume([{"accuracy": 0.4, "latency_ms": 5.0}], 10.0))
+    doc["summary"] = summary.summarise(doc["rows"])
+    notes = "\n".join(load("sq_tables").quality_table(doc)["notes"])
     assert "FAILED searches (counted in 'seeds', with no policy): resnet20 random seed 1: ValueError: budget" in notes
 
 
 def test_search_quality_merge_rows_a_rerun_wins() -> None:
-    sq = load("search_quality")
+    summary = load("sq_summary")
     first = [{"model": "a", "strategy": "random", "seed": s, "run": 1} for s in range(3)]
     first += [{"model": "a", "strategy": "uniform", "seed": 0, "run": 1}]
     first += [{"model": "b", "strategy": "random", "seed": 0, "run": 1}]
     second = [{"model": "a", "strategy": "random", "seed": s, "run": 2} for s in range(3)]
     second += [{"model": "a", "strategy": "autoslim", "seed": 0, "run": 2}]
-    merged = sq.merge_rows([first, second])
+    merged = summary.merge_rows([first, second])
     assert [(r["model"], r["strategy"], r["run"]) for r in merged] == [
         ("a", "uniform", 1), ("b", "random", 1), ("a", "random", 2), ("a", "random", 2), ("a", "random", 2),
         ("a", "autoslim", 2),
@@ -285,12 +277,12 @@ def test_search_quality_merge_rows_a_rerun_wins() -> None:
 def test_search_quality_combined_runs_get_their_own_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: ModuleType
 ) -> None:
-    sq = load("search_quality")
+    sq, summary = load("search_quality"), load("sq_summary")
     base = {"accuracy": 0.9, "latency_ms": 10.0, "latency_kind": "measured"}
 
     def run_doc(strategy: str, acc: float, **extra: Any) -> dict[str, Any]:
         rows = [
-            sq.result_row("resnet20", strategy, 0.5, seed, [0.5], 10.0, best_acc=acc, best_latency_ms=4.0,
+            summary.result_row("resnet20", strategy, 0.5, seed, [0.5], 10.0, best_acc=acc, best_latency_ms=4.0,
                           latency_kind="measured", base=base, budget_ms=5.0)
             for seed in range(2)
         ]  # fmt: skip
@@ -546,19 +538,6 @@ def test_run_all_passes_only_flags_the_scripts_accept() -> None:
         source = (BENCH / script).read_text()
         for flag in {a for a in quick + full if a.startswith("--")}:
             assert re.search(rf"add_argument\([^)]*\"{flag}\"", source), f"{script} has no {flag} option"
-
-
-def test_search_quality_budget_hypervolume() -> None:
-    sq = load("search_quality")
-    front = [
-        {"latency_ms": 2.0, "accuracy": 0.5},
-        {"latency_ms": 6.0, "accuracy": 0.8},
-        {"latency_ms": 12.0, "accuracy": 0.9},  # over the budget: counts for nothing
-    ]
-    # best acc 0 on [0, 2), 0.5 on [2, 6), 0.8 on [6, 10] -> (0.5 * 4 + 0.8 * 4) / 10
-    assert sq.budget_hypervolume(front, 10.0) == pytest.approx(0.52)
-    assert sq.budget_hypervolume(front, 1.0) == 0.0
-    assert sq.budget_hypervolume([], 10.0) == 0.0
 
 
 def test_run_all_timing_table(tmp_path: Path, report: ModuleType) -> None:
