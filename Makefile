@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (see README.md):
 #   make demo   - create .venv, install, run the quickstart search offline, then pareto and prune
-#   make test   - create .venv with dev extras, run ruff, mypy and pytest
+#   make test   - create .venv with dev extras, run ruff (lint and format), mypy (package and bench) and pytest
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
@@ -26,16 +26,20 @@ demo: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check prunepilot tests bench
+	$(VENV)/bin/ruff format --check prunepilot tests bench
 
 typecheck: install-dev
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench
 
 pytest: install-dev
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: install-dev
 	$(VENV)/bin/ruff check prunepilot tests bench
+	$(VENV)/bin/ruff format --check prunepilot tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # build the wheel, install it into a fresh venv and run devices/init/search from an empty folder

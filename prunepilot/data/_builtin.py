@@ -154,9 +154,7 @@ def _resize_source(source: Source, resize: int | None) -> Source:
     if resize is None:
         return source
     assert isinstance(source.train, TensorDataset) and isinstance(source.test, TensorDataset)
-    return Source(
-        _resize_tensors(source.train, resize), _resize_tensors(source.test, resize), source.num_classes
-    )
+    return Source(_resize_tensors(source.train, resize), _resize_tensors(source.test, resize), source.num_classes)
 
 
 class ResizedDataset(Dataset[tuple[torch.Tensor, Any]]):
@@ -190,9 +188,7 @@ def _load_user(name: str, root: str | None, download: bool, seed: int | None, re
         ) from exc
     for attr in attr_path.split("."):
         if not hasattr(obj, attr):
-            raise DataError(
-                f"data name {name!r}: {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}"
-            )
+            raise DataError(f"data name {name!r}: {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}")
         obj = getattr(obj, attr)
     if not callable(obj):
         raise DataError(f"data name {name!r}: {attr_path!r} is a {type(obj).__name__}, not a function")
