@@ -108,7 +108,8 @@ class EvaluationSection(_Strict):
         "bn-recal",
         description="How a candidate's accuracy is scored (prunepilot/search/protocols.py): bn-recal "
         "(BN recalibration, no training), short-finetune (a few distillation steps from the unpruned "
-        "model), supernet (sliced from a slimmable supernet trained once per search).",
+        "model), reconstruct (least-squares refit of the pruned layers' consumers), supernet (sliced from a "
+        "slimmable supernet trained once per search).",
     )
     protocol_settings: dict[str, Any] = Field(
         default_factory=dict, description="Settings of the protocol (e.g. {steps: 40} for short-finetune)."

@@ -10,6 +10,9 @@ number, always on the held-out split of the *training* data (never the test spli
   unpruned model on training batches (NetAdapt's short-term fine-tune), recalibrate, score. The
   batches are a function of the seed alone, so every candidate sees the same ones and the same
   policy always gets the same score.
+* ``reconstruct``: prune, then refit every consumer of pruned channels by least squares on
+  calibration activations so that its output matches the unpruned model's (ThiNet / He et al.
+  2017, :mod:`prunepilot.pruning.reconstruct`), recalibrate batch norm, score. No training.
 * ``supernet``: the candidate's weights are sliced from a slimmable supernet trained once per
   search (AutoSlim's sandwich rule with in-place distillation, :mod:`prunepilot.oneshot`),
   then its batch-norm statistics are recalibrated at the candidate's widths. The training is
@@ -300,3 +303,21 @@ class SupernetScore(ScoringProtocol):
         if self.supernet is None:
             self.prepare(data)
         return float(self.supernet.score(policy.channels, list(data.calib), list(data.val)).accuracy)
+
+
+@register_protocol
+class Reconstruct(ScoringProtocol):
+    """Prune, refit the pruned layers' consumers by least squares (calibration data), recalibrate, score."""
+
+    name = "reconstruct"
+    description = "least-squares reconstruction of the pruned layers' consumers on calibration batches (ThiNet)"
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        from prunepilot.pruning import apply_policy
+        from prunepilot.pruning.reconstruct import reconstruct
+
+        kept: dict[tuple[str, str], tuple[int, ...]] = {}
+        model = apply_policy(data.base, policy, data.example, space=data.space, calib_batches=data.calib, kept=kept)
+        if data.calib:
+            reconstruct(model, data.base, data.calib, kept)  # recalibrates batch norm at its end
+        return float(evaluate_accuracy(model.eval(), data.val))

@@ -61,7 +61,7 @@ def _pruner(setup: dict[str, Any], policy: PruningPolicy) -> Any:
 
 
 def test_registry_lists_the_protocols_and_refuses_unknown_ones() -> None:
-    assert {"bn-recal", "short-finetune", "supernet"} <= set(protocol_names())
+    assert {"bn-recal", "short-finetune", "supernet", "reconstruct"} <= set(protocol_names())
     with pytest.raises(ConfigError, match="unknown protocol 'adabn'.*bn-recal"):
         get_protocol("adabn")
     with pytest.raises(ConfigError, match="accepted settings: alpha, batch_size, lr, steps, temperature"):
@@ -107,6 +107,14 @@ def test_short_finetune_recovers_accuracy_that_bn_recal_does_not(setup: dict[str
     bn = get_protocol("bn-recal").score(policy, _pruner(setup, policy), setup["data"])
     ft = get_protocol("short-finetune", {"steps": 30, "lr": 0.02}).score(policy, _pruner(setup, policy), setup["data"])
     assert ft > bn
+
+
+def test_reconstruct_beats_bn_recal_without_training_and_is_deterministic(setup: dict[str, Any]) -> None:
+    policy = PruningPolicy.uniform(setup["space"], 0.25)
+    bn = get_protocol("bn-recal").score(policy, _pruner(setup, policy), setup["data"])
+    rec = get_protocol("reconstruct").score(policy, _pruner(setup, policy), setup["data"])
+    again = get_protocol("reconstruct").score(policy, _pruner(setup, policy), setup["data"])
+    assert rec > bn and rec == again
 
 
 def test_supernet_at_full_width_reproduces_the_base(setup: dict[str, Any], tmp_path: Path) -> None:
