@@ -114,6 +114,7 @@ def _load_builtins() -> None:
     import importlib
 
     from prunepilot.search.strategies import (
+        knapsack,  # noqa: F401
         optuna_search,  # noqa: F401
         sampling,  # noqa: F401
     )
