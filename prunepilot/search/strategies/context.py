@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from prunepilot.hw_models.base import LatencyModel
 from prunepilot.pruning import PruningPolicy, PruningSpace
 from prunepilot.search.records import Metrics
 from prunepilot.search.space import ParamSpace
@@ -36,6 +37,11 @@ ReportFn = Callable[[PruningPolicy, Metrics, Mapping[str, Any]], None]
 @runtime_checkable
 class PolicyEvaluator(Protocol):
     """What a strategy may ask of the evaluator (:class:`prunepilot.search.evaluator.Evaluator`)."""
+
+    #: The device's latency model (predicted ones answer from layer shapes; measured ones time models).
+    latency: LatencyModel
+    #: The batch size latency is measured or predicted at.
+    batch_size: int
 
     def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
         """A policy from keep ratios, with the search's rounding and channel criterion."""
