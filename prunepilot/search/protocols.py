@@ -227,7 +227,9 @@ class ShortFinetune(ScoringProtocol):
         model = prune()
         if data.calib:
             recalibrate_bn(model, data.calib)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = list(model.parameters())
+        for p in params:  # a copy: it trains even where the caller's base model is frozen
+            p.requires_grad_(True)
         opt = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True)
         rng = torch.get_rng_state()
         torch.manual_seed(data.seed)  # dropout and the like: the same for every candidate

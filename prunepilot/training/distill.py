@@ -75,15 +75,15 @@ def kd_loss(
 
 
 def distillation_loss(teacher: nn.Module, cfg: DistillConfig | None = None) -> LossFn:
-    """A :func:`fit` loss hook distilling ``teacher`` (kept in eval mode, frozen) into the model.
+    """A :func:`fit` loss hook distilling ``teacher`` (put in eval mode) into the model.
 
-    The teacher runs without gradients on the same inputs as the student; it must be on the
-    same device as the student.
+    The teacher runs without gradients (``torch.no_grad``) on the same inputs as the student; it
+    must be on the same device as the student. Its parameters are left as they are: freezing
+    them here would make every model later copied from the teacher untrainable (and a frozen
+    model is one Torch-Pruning silently prunes nothing of).
     """
     cfg = cfg or DistillConfig()
     teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
 
     def loss_fn(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
