@@ -59,8 +59,10 @@ class Metrics:
         params: Parameters (analytic).
         eval_seconds: Wall time of this evaluation.
         latency_cv: Coefficient of variation of the timing runs (measured only).
-        protocol: The scoring protocol that gave ``accuracy`` (``evaluation.protocol``; records
-            written before protocols existed were all ``bn-recal``).
+        protocol: The scoring protocol that gave ``accuracy`` (``evaluation.protocol``); the
+            evaluator always sets it. None only in records written before protocols existed,
+            which were all ``bn-recal`` (:func:`scoring_protocol` reads them so), and then left
+            out of the JSON so that such records round-trip unchanged.
     """
 
     accuracy: float
@@ -71,11 +73,14 @@ class Metrics:
     params: int
     eval_seconds: float
     latency_cv: float | None = None
-    protocol: str = "bn-recal"
+    protocol: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return asdict(self)
+        out = asdict(self)
+        if out["protocol"] is None:
+            del out["protocol"]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Metrics:
@@ -322,7 +327,8 @@ def _node_id() -> str | None:
 def scoring_protocol(candidate: Candidate | Mapping[str, Any]) -> str:
     """The protocol that scored ``candidate`` (records from before protocols: ``bn-recal``)."""
     metrics = as_wire(candidate).get("metrics") or {}
-    return str(metrics.get("protocol", "bn-recal")) if isinstance(metrics, Mapping) else "bn-recal"
+    found = metrics.get("protocol") if isinstance(metrics, Mapping) else None
+    return str(found) if found else "bn-recal"
 
 
 def check_one_protocol(candidates: Iterable[Candidate | Mapping[str, Any]]) -> str | None:
