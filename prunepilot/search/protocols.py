@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from prunepilot.errors import ConfigError, one_of
+from prunepilot.oneshot.autoslim import SlimmableTraining
 from prunepilot.pruning import PruningPolicy, PruningSpace, recalibrate_bn
 from prunepilot.training import evaluate_accuracy
 from prunepilot.training.distill import kd_loss
@@ -122,7 +123,7 @@ class ScoringProtocol(ABC):
 
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""
-    Settings: ClassVar[type[ProtocolSettings]] = ProtocolSettings
+    Settings: ClassVar[type[BaseModel]] = ProtocolSettings
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         try:
@@ -248,12 +249,11 @@ class ShortFinetune(ScoringProtocol):
         return float(evaluate_accuracy(model, data.val))
 
 
-class SupernetSettings(ProtocolSettings):
-    steps: int = Field(600, ge=1, description="Supernet training steps (sandwich rule), once per search.")
-    batch_size: int | None = Field(None, ge=1, description="Training batch size (None: the data config's).")
-    lr: float = Field(0.01, gt=0, description="Peak learning rate (SGD, cosine decay).")
-    random_widths: int = Field(2, ge=0, description="Random widths per step besides the widest and narrowest.")
-    checkpoint_every: int = Field(100, ge=1, description="Checkpoint the training every this many steps.")
+class SupernetSettings(SlimmableTraining):
+    """The supernet's slimmable training (AutoSlim's sandwich rule, in-place distillation), once per search."""
+
+    lr: float = Field(0.01, gt=0, description="Peak learning rate (SGD, cosine decay to 0 over `steps`).")
+    checkpoint_every: int = Field(100, ge=1, description="Write a resumable checkpoint every this many steps.")
 
 
 @register_protocol
@@ -269,7 +269,7 @@ class SupernetScore(ScoringProtocol):
         self.supernet: Any = None
 
     def prepare(self, data: ScoringData) -> dict[str, Any]:
-        from prunepilot.oneshot.autoslim import SlimmableTraining, train_slimmable
+        from prunepilot.oneshot.autoslim import train_slimmable
         from prunepilot.oneshot.supernet import Supernet
         from prunepilot.oneshot.training import BatchStream
         from prunepilot.oneshot.widths import WidthGrid
@@ -281,16 +281,9 @@ class SupernetScore(ScoringProtocol):
             data.base, data.example, space=data.space, importance=data.importance, calib_batches=list(data.calib)
         )
         grid = WidthGrid.from_space(data.space, data.lower_bound, data.round_to)
-        cfg = SlimmableTraining(
-            steps=s.steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            random_widths=s.random_widths,
-            checkpoint_every=s.checkpoint_every,
-        )
         stream = BatchStream(data.train, s.batch_size or data.batch_size, data.seed)
         ckpt = data.work_dir / "supernet.pt" if data.work_dir is not None else None
-        result = train_slimmable(self.supernet, grid, stream, cfg, seed=data.seed, checkpoint=ckpt)
+        result = train_slimmable(self.supernet, grid, stream, s, seed=data.seed, checkpoint=ckpt)
         self.supernet.model.eval()
         return {
             "protocol": self.name,
