@@ -26,7 +26,10 @@ SHAPE = (1, 3, 16, 16)
 @pytest.fixture(scope="module")
 def cert_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a self-signed certificate")
+        pytest.fail(
+            "the TLS tests make a self-signed certificate with the openssl command; install it (apt-get install "
+            "openssl)"
+        )
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
