@@ -50,7 +50,7 @@ from prunepilot.hw_models.base import runtime_versions
 from prunepilot.hw_models.measure import cpu_name
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import SearchConfig
-from prunepilot.search.evaluator import Evaluator
+from prunepilot.search.evaluator import Evaluator, get_evaluator
 from prunepilot.training import TrainConfig, evaluate_accuracy
 
 
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(args, device_name(args.device, Path(tmp)))
         print(f"building the evaluator (trains ResNet-20 once into {args.cache_dir} if needed) ...", flush=True)
-        ev = Evaluator(cfg)
+        ev = get_evaluator(cfg)
         setup_s = time.perf_counter() - started
         base = base_metrics(ev)
         base_ms = float(base["latency_ms"])

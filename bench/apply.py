@@ -2,9 +2,10 @@
 
 1. Train the base ResNet-20 once (``prunepilot.training.train_base_model``, cached).
 2. Take a non-uniform policy at ~50% of the base's latency: ``--policy`` (exported from a run
-   folder by ``prunepilot pareto RUN --export``) or, without it, a small random search with the
-   pruning core (prune -> BN recalibration -> accuracy on held-out *training* data -> latency
-   measured on ``--device``), keeping the most accurate candidate within the budget. Latency is
+   folder by ``prunepilot pareto RUN --export``) or, without it, a small ``random`` search run
+   as ``prunepilot search`` runs it (``prunepilot.search.run``, local backend: candidates scored
+   on held-out *training* data, latency on ``--device``) and the policy ``pareto --export``
+   writes from it (the most accurate within the budget, on re-measured latency). Latency is
    measured with ``--device``'s protocol timed for >= 1 s and 50 runs per figure (a few-ms model
    on a shared machine varies ±10% between two 0.3 s measurements).
 3. Find the uniform keep ratio with the same measured latency (bisection).
@@ -43,12 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from bench.common import RESULTS, args_record, machine, machine_note, print_notes, result_table, write_json
 from prunepilot.apply import ApplyConfig, apply_to_model
-from prunepilot.data import DataConfig, build_data
+from prunepilot.data import DataConfig
 from prunepilot.hw_models.base import LatencyModel, runtime_versions
 from prunepilot.hw_models.devices import load_device
 from prunepilot.models import build_model
-from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
-from prunepilot.training import DistillConfig, TrainConfig, evaluate_accuracy, train_base_model
+from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy
+from prunepilot.training import DistillConfig, TrainConfig, train_base_model
 
 SPEC = "resnet20"
 SHAPE = (1, 1, 28, 28)
@@ -100,52 +101,41 @@ def measure(lm: LatencyModel, model: torch.nn.Module, batch: int) -> float:
     return float(lm.measure_ms(model.eval(), SHAPE, batch).ms)
 
 
-def random_search(
-    args: argparse.Namespace, base: torch.nn.Module, space: PruningSpace, lm: LatencyModel, budget_ms: float
-) -> tuple[PruningPolicy, list[dict[str, Any]]]:
-    """Random non-uniform policies near the budget, scored like the search's evaluator does.
+def searched_policy(
+    args: argparse.Namespace, checkpoint: Path, device_file: str, folder: Path
+) -> tuple[PruningPolicy, list[dict[str, Any]], Path, float]:
+    """A ``random`` search of ``--candidates`` evaluations, as ``prunepilot search`` runs it
+    (``prunepilot.search.run``, local backend, into ``folder/search-run``), and the policy
+    ``prunepilot pareto --export`` writes from it: the most accurate candidate within the budget
+    (judged on re-measured latency where there is one). Returns the policy, one row per
+    candidate, the run folder and the search's measured base latency."""
+    import prunepilot.search
+    from prunepilot.search.pareto import best_within_budget, budget_latency
+    from prunepilot.search.store import RunStore
 
-    Candidates are drawn around the uniform keep ratio that meets the budget (found by bisection)
-    and only those whose analytic MACs are within 0.7-1.3x of that uniform policy's are measured,
-    like the search's cheap budget check before an evaluation.
-    """
-    data = build_data(data_config(args))
-    calib = list(data.calib)
-    val = list(data.val)
-    example = torch.zeros(SHAPE)
-    at_budget = uniform_at_latency(base, space, lm, budget_ms, args.latency_batch)
-    r_u = at_budget.mean_keep()
-    target_macs = space.macs(at_budget.channels)
-    print(f"  uniform keep at the budget: {r_u:.3f} ({at_budget.metadata['metrics']['latency_ms']:.2f} ms)")
-    rng = random.Random(args.seed)
-    rows: list[dict[str, Any]] = []
-    for _ in range(200 * args.candidates):
-        if len(rows) >= args.candidates:
-            break
-        level = rng.uniform(r_u - 0.1, r_u + 0.2)
-        ratios = [min(1.0, max(0.1, level + rng.uniform(-0.25, 0.25))) for _ in space.groups]
-        policy = PruningPolicy.from_ratios(space, ratios)
-        if not 0.7 <= space.macs(policy.channels) / target_macs <= 1.3:
-            continue
-        pruned = prune_and_recalibrate(base, policy, example, space=space, calib_batches=calib)
-        acc = evaluate_accuracy(pruned, val)
-        ms = measure(lm, pruned, args.latency_batch)
-        keep = policy.mean_keep()
-        rows.append({"candidate": len(rows), "accuracy": acc, "latency_ms": ms, "mean_keep": keep, "policy": policy})
-        print(
-            f"  candidate {len(rows) - 1:2d}: keep {keep:.2f}  val acc {acc:.4f}  {ms:7.2f} ms"
-            f"{'  (within budget)' if ms <= budget_ms else ''}",
-            flush=True,
-        )
-    feasible = [r for r in rows if r["latency_ms"] <= budget_ms]
-    best = max(feasible, key=lambda r: r["accuracy"]) if feasible else min(rows, key=lambda r: r["latency_ms"])
-    meta = {
-        "source": "bench/apply.py random search",
-        "metrics": {"accuracy": best["accuracy"], "latency_ms": best["latency_ms"], "latency_kind": "measured",
-                    "latency_model": lm.name},
-    }  # fmt: skip
-    chosen = best["policy"].model_copy(update={"metadata": meta})
-    return chosen, [{k: v for k, v in r.items() if k != "policy"} for r in rows]
+    cfg = {
+        "name": "bench-apply",
+        "seed": args.seed,
+        "model": {"spec": SPEC, "checkpoint": str(checkpoint)},
+        "data": data_config(args).model_dump(mode="json"),
+        "device": {"name": device_file, "batch_size": args.latency_batch},
+        "budget": {"fraction": args.budget},
+        "evaluation": {"uniform_baseline": 0},
+        "strategy": {"name": "random", "evaluations": args.candidates},
+    }
+    result = prunepilot.search.run(cfg, backend="local", run_dir=folder / "search-run", progress=False)
+    store = RunStore(result.run_dir)
+    candidates = store.ok()
+    best = best_within_budget(candidates, result.budget_ms)
+    if best is None:
+        raise SystemExit(f"no candidate of the search is within {result.budget_ms:.3f} ms; raise --budget")
+    policy = PruningPolicy.load(store.export_policy(best, folder / "searched.json"))
+    rows = [
+        {"candidate": c.id, "accuracy": c.metrics.accuracy, "latency_ms": budget_latency(c),
+         "latency_kind": c.metrics.latency_kind, "mean_keep": c.policy.mean_keep()}
+        for c in candidates
+    ]  # fmt: skip
+    return policy, rows, result.run_dir, result.base.latency_ms
 
 
 def uniform_at_latency(
@@ -167,19 +157,6 @@ def uniform_at_latency(
     meta = {"source": f"uniform keep {ratio:.3f} at the policy's latency",
             "metrics": {"latency_ms": ms, "latency_kind": "measured", "latency_model": lm.name}}  # fmt: skip
     return policy.model_copy(update={"metadata": meta})
-
-
-def write_run_folder(folder: Path, device: str, batch: int, base_ms: float, latency_model: str) -> Path:
-    """A minimal search run folder, as `prunepilot search` leaves one: apply reads the device and
-    batch size from its config.yaml and the base's search-time latency from its run.json."""
-    from prunepilot.search.store import RunStore
-
-    store = RunStore(folder / "search-run")
-    store.write_config(
-        {"name": "bench-apply", "model": {"spec": SPEC}, "device": {"name": device, "batch_size": batch}}
-    )
-    store.write_info({"base": {"latency_ms": base_ms, "latency_kind": "measured", "latency_model": latency_model}})
-    return store.dir
 
 
 def with_run(policy: PruningPolicy, run: Path) -> PruningPolicy:
@@ -253,21 +230,25 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     device_file = careful_device(args.device, folder)
     device = load_device(device_file)
     lm = device.build()
-    base_ms = statistics.median(measure(lm, base, args.latency_batch) for _ in range(3))  # the first is often cold
-    budget_ms = args.budget * base_ms
     space = PruningSpace.build(base, torch.zeros(SHAPE))
-    run_dir = write_run_folder(folder, device_file, args.latency_batch, base_ms, lm.name)
     search_rows: list[dict[str, Any]] = []
     if args.policy is not None:
         policy = PruningPolicy.load(args.policy)  # its metadata names its own run folder
         print(f"policy from {args.policy}")
+        if "run" not in policy.metadata:
+            raise SystemExit(
+                f"{args.policy} names no run folder (metadata.run); export it with prunepilot pareto RUN --export"
+            )
+        run_dir = Path(policy.metadata["run"])
+        base_ms = statistics.median(measure(lm, base, args.latency_batch) for _ in range(3))  # the first is often cold
         target_ms = measure(lm, apply_policy(base, policy, torch.zeros(SHAPE), space=space), args.latency_batch)
     else:
-        print(f"random search: {args.candidates} candidates, budget {budget_ms:.2f} ms "
-              f"({args.budget:.0%} of {base_ms:.2f})")  # fmt: skip
-        policy, search_rows = random_search(args, base, space, lm, budget_ms)
-        policy = with_run(policy, run_dir)
-        target_ms = float(policy.metadata["metrics"]["latency_ms"])
+        print(f"random search (prunepilot.search.run, local backend): {args.candidates} candidates, "
+              f"budget {args.budget:.0%} of the base's latency")  # fmt: skip
+        policy, search_rows, run_dir, base_ms = searched_policy(args, Path(info["checkpoint"]), device_file, folder)
+        m = policy.metadata["metrics"]
+        target_ms = float(m.get("measured_latency_ms") or m["latency_ms"])
+    budget_ms = args.budget * base_ms
     uniform = with_run(uniform_at_latency(base, space, lm, target_ms, args.latency_batch), run_dir)
     print(
         f"policy: mean keep {policy.mean_keep():.3f} at {target_ms:.2f} ms; uniform at the same latency: "

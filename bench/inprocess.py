@@ -1,8 +1,14 @@
-"""The product's search strategies run in this process, one trial at a time, on one
-:class:`~prunepilot.search.evaluator.Evaluator`, without Ray: the only place in ``bench/`` that
-runs a strategy's trial by hand (with the product's own
-:func:`~prunepilot.search.trainable.trial_context`). ``bench/amc.py`` and ``bench/oneshot.py``
-search only through these functions.
+"""The product's searches run in this process for the benchmarks: every strategy run here is a
+``prunepilot.search.run(config, backend="local")`` -- the same config -> driver -> trials -> run
+store path a user's ``prunepilot search`` takes, serially, without Ray. ``bench/amc.py`` and
+``bench/oneshot.py`` search only through these functions; none of them wires a trial by hand.
+
+Each search runs on the benchmark's own config (``ev.cfg``) with the strategy, its settings, the
+seed and the budget (in ms) replaced, no uniform baseline (the benchmarks draw their own), in a
+temporary run folder unless one is given. The driver measures the base model and the latency fit
+as every search does; the evaluator is this process's cached one for that config
+(:func:`~prunepilot.search.evaluator.get_evaluator`), so a benchmark's runs share its model, data
+and evaluation cache.
 
 A candidate comes back as a :data:`Record`; the pick within a budget is the product's
 (:func:`~prunepilot.search.pareto.best_within_budget`).
@@ -10,75 +16,76 @@ A candidate comes back as a :data:`Record`; the pick within a budget is the prod
 
 from __future__ import annotations
 
-import time
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.evaluator import Evaluator, Metrics
 from prunepilot.search.pareto import best_within_budget
-from prunepilot.search.strategies import TrialContext
-from prunepilot.search.trainable import trial_context
+from prunepilot.search.records import Candidate
 
 Record = tuple[PruningPolicy, Metrics, dict[str, Any]]
-"""One candidate a strategy reported: its policy, its metrics and the strategy's extra fields."""
+"""One candidate a strategy reported: its policy, its metrics and its extra fields (``cached`` among them)."""
+
+#: The evaluation cap of a search limited by time only (``strategy.time_limit_s`` ends it first).
+UNBOUNDED = 1_000_000
 
 
-def _context(
-    ev: Evaluator, name: str, budget_ms: float, seed: int, evaluations: int, records: list[Record]
-) -> TrialContext:
-    """The product's trial context on ``ev`` (as both search backends build it), reporting into ``records``."""
-    return trial_context(
-        ev,
-        budget_ms=budget_ms,
+def record(cand: Candidate) -> Record:
+    """A stored candidate as a :data:`Record`."""
+    return cand.policy, cand.metrics, {**cand.extra, "cached": cand.cached}
+
+
+def search(
+    ev: Evaluator,
+    name: str,
+    settings: Mapping[str, Any],
+    budget_ms: float,
+    seed: int,
+    *,
+    evaluations: int = 1,
+    time_limit_s: float | None = None,
+    run_dir: Path | None = None,
+) -> list[Record]:
+    """``prunepilot.search.run(..., backend="local")`` of strategy ``name`` on ``ev``'s config at
+    ``budget_ms``: every candidate its trials reported, in order."""
+    import prunepilot.search
+
+    cfg = ev.cfg.model_dump(mode="json")
+    cfg.update(
         seed=seed,
-        trial_id=name,
-        report=lambda p, m, e: records.append((p, m, dict(e))),
-        evaluations=evaluations,
+        budget={"ms": budget_ms},
+        strategy={"name": name, "evaluations": evaluations, "settings": dict(settings), "time_limit_s": time_limit_s},
+        run_dir=None,
     )
+    cfg["evaluation"] = {**cfg["evaluation"], "uniform_baseline": 0}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        folder = run_dir if run_dir is not None else Path(tmp) / "run"
+        result = prunepilot.search.run(cfg, backend="local", run_dir=folder, progress=False)
+    return [record(c) for c in result.candidates]
 
 
 def run_strategy(
     ev: Evaluator, name: str, settings: Mapping[str, Any], budget_ms: float, seed: int, evaluations: int = 1
 ) -> list[Record]:
-    """One trial of session strategy ``name`` (an agent or a one-shot method) on ``ev``: every
-    candidate it reported, in order. ``evaluations`` is the strategy's evaluation budget
-    (episodes, for an agent)."""
-    from prunepilot.search.strategies import get_strategy  # imports Ray: only when a strategy runs
-
-    records: list[Record] = []
-    ctx = _context(ev, name, budget_ms, seed, evaluations, records)
-    get_strategy(name, settings).run_trial(ctx, {"trial_index": 0})
-    return records
+    """A search with strategy ``name`` (an agent or a one-shot method): every candidate it
+    reported, in order. ``evaluations`` is the strategy's evaluation budget (episodes, for an agent)."""
+    return search(ev, name, settings, budget_ms, seed, evaluations=evaluations)
 
 
 def random_search(
     ev: Evaluator, budget_ms: float, seed: int, *, evaluations: int | None = None, seconds: float | None = None
 ) -> list[Record]:
-    """The ``random`` strategy's trials (keep ratios uniform in ``[lower_bound, 1]`` per group, as
-    its Tune space draws them, projected into the budget), ``evaluations`` of them or as many as
-    ``seconds`` allow."""
-    from prunepilot.search.strategies.sampling import evaluate_ratios  # imports Ray: only when it runs
-
+    """A ``random`` search (keep ratios uniform in ``[lower_bound, 1]`` per group, projected into
+    the budget): ``evaluations`` candidates, or as many as ``seconds`` allow
+    (``strategy.time_limit_s``; the search's set-up is inside the limit, as a user's would be)."""
     if (evaluations is None) == (seconds is None):
         raise ValueError("random_search needs exactly one of evaluations and seconds")
-    records: list[Record] = []
-    ctx = _context(ev, "random", budget_ms, seed, 1, records)
-    rng = np.random.default_rng(seed)
-    lower = ev.cfg.evaluation.lower_bound
-    start = time.perf_counter()
-
-    def more() -> bool:
-        if evaluations is not None:
-            return len(records) < evaluations
-        return time.perf_counter() - start < float(seconds or 0.0)
-
-    while more():
-        ratios = {g.name: float(rng.uniform(lower, 1.0)) for g in ev.space.groups}
-        evaluate_ratios(ctx, ratios, project=True)
-    return records
+    if evaluations is not None:
+        return search(ev, "random", {}, budget_ms, seed, evaluations=evaluations)
+    return search(ev, "random", {}, budget_ms, seed, evaluations=UNBOUNDED, time_limit_s=seconds)
 
 
 def uniform_record(ev: Evaluator, budget_ms: float) -> Record:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from bench.common import RESULTS, args_record, print_notes, result_table, stamp, write_json
 from bench.inprocess import Record, best_record, random_search, run_strategy, uniform_record
 from prunepilot.search.config import validate_config
-from prunepilot.search.evaluator import Evaluator, Metrics
+from prunepilot.search.evaluator import Evaluator, Metrics, get_evaluator
 from prunepilot.training import FinetuneScore, TrainConfig, evaluate_accuracy, finetune_and_score
 
 BUDGETS = (0.5, 0.3)
@@ -352,7 +352,7 @@ def main() -> None:
     phases: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ev = Evaluator(validate_config(search_config(args, s)))
+    ev = get_evaluator(validate_config(search_config(args, s)))
     phases["base model + evaluator"] = time.perf_counter() - t0
     base = ev.base_metrics()
     base_test = evaluate_accuracy(ev.model, ev.data.test)

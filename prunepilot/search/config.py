@@ -141,6 +141,13 @@ class StrategySection(_Strict):
     evaluations: int = Field(32, ge=1, description="Candidates to evaluate in total (per trial for agents).")
     trials: int = Field(1, ge=1, description="Tune trials for agent/one-shot strategies (budgets spread).")
     settings: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific settings.")
+    time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock limit on the trials, in seconds (None: `evaluations` only). No trial starts "
+        "after it; on Ray, Tune's `time_budget_s` also stops the trials still running. Every candidate "
+        "reported before the limit is kept.",
+    )
 
 
 class RaySection(_Strict):

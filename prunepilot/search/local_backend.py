@@ -19,6 +19,7 @@ failed are skipped (as Tune does not restart errored trials), and the rest run a
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,8 @@ def _run_trials(
     recorder: Recorder,
     failed_before: set[str],
 ) -> None:
+    limit = cfg.strategy.time_limit_s
+    deadline = None if limit is None else time.monotonic() + limit
     for n, (params, tell) in enumerate(trials):
         trial_id = f"local_{n:05d}"
         if trial_id in failed_before:
@@ -146,3 +149,6 @@ def _run_trials(
             else:
                 tell(results)
             break
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("strategy.time_limit_s (%.1f s) reached after %d trial(s)", limit, n + 1)
+            return

@@ -139,6 +139,7 @@ def run_ray(
                     search_alg=search_alg,
                     max_concurrent_trials=max_concurrent,
                     reuse_actors=cfg.ray.reuse_actors,
+                    time_budget_s=cfg.strategy.time_limit_s,
                 ),
                 run_config=tune.RunConfig(
                     name="tune",

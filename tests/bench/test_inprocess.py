@@ -48,6 +48,9 @@ def test_random_uniform_and_the_pick_within_budget(ev: Evaluator) -> None:
     assert inprocess.best_record(records, 0.0) is None
     with pytest.raises(ValueError, match="exactly one"):
         inprocess.random_search(ev, budget_ms, seed=0)
+    # By time: a limit shorter than one trial ends the search after its first trial.
+    timed = inprocess.random_search(ev, budget_ms, seed=0, seconds=1e-6)
+    assert [m.accuracy for _p, m, _e in timed] == [records[0][1].accuracy]
 
 
 def test_a_session_strategy_reports_every_episode(ev: Evaluator) -> None:

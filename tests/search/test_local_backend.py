@@ -110,6 +110,33 @@ def test_local_backend_records_a_failing_trial_and_goes_on(tmp_path: Path) -> No
     assert sorted(c.extra["uniform_ratio"] for c in result.candidates) == [0.25, 1.0] and result.failed_trials == 1
 
 
+def test_time_limit_ends_the_search_at_a_trial_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that moves 10 s per trial: a 25 s limit lets exactly three trials run (0, 10, 20 s
+    # at their starts; the limit is seen after the third), of the 50 asked for.
+    from prunepilot.search import local_backend
+
+    now = [0.0]
+    monkeypatch.setattr(local_backend.time, "monotonic", lambda: now[0])
+    real = local_backend.run_trial
+
+    def slow_trial(*args: Any, **kwargs: Any) -> Any:
+        now[0] += 10.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local_backend, "run_trial", slow_trial)
+    cfg = tiny_config(tmp_path, **{"strategy.name": "random", "strategy.evaluations": 50,
+                                   "strategy.time_limit_s": 25, "evaluation.uniform_baseline": 0})  # fmt: skip
+    result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    assert len(result.candidates) == 3
+    assert RunStore(tmp_path / "run").read_info()["status"] == "finished"
+
+
+def test_time_limit_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="time_limit_s"):
+        prunepilot.search.run(tiny_config(tmp_path, **{"strategy.time_limit_s": 0}), backend="local",
+                              run_dir=tmp_path / "run")  # fmt: skip
+
+
 def test_local_backend_imports_no_ray(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, **{"strategy.name": "optuna-nsga2", "strategy.evaluations": 3,
                                    "evaluation.uniform_baseline": 0})  # fmt: skip
