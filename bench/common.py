@@ -76,6 +76,25 @@ def machine_note(cpu: Any, cores: Any, plat: Any, versions: Mapping[str, Any], e
     return f"Machine (shared): {described or 'not recorded'}{extra}. Versions: {listed}."
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_result_table(table: Mapping[str, Any]) -> None:
+    """A :func:`result_table` as plain text: right-aligned columns (floats to 4 decimals, None as
+    ``-``), then its notes."""
+    rows, columns = table["rows"], table["columns"]
+    widths = [max(len(str(c)), *(len(_cell(row[i])) for row in rows)) for i, c in enumerate(columns)]
+    print(f"\n{table['title']}")
+    print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths, strict=True)))
+    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for row in rows:
+        print("  ".join(_cell(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+    print_notes(table["notes"])
+
+
 def print_notes(notes: Iterable[str]) -> None:
     """A table's notes as the scripts print them, one ``- note`` a line."""
     for note in notes:

@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
 
-from bench.common import RESULTS, args_record, print_notes, result_table, stamp, write_json
+from bench.common import RESULTS, args_record, print_result_table, result_table, stamp, write_json
 from bench.inprocess import Record, best_record, random_search, run_strategy, uniform_record
 from prunepilot.search.config import validate_config
 from prunepilot.search.evaluator import Evaluator, Metrics, get_evaluator
@@ -325,23 +325,6 @@ def table_row(r: dict[str, Any]) -> list[Any]:
             f"{r['within']}/{r['total']}"]  # fmt: skip
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def print_table(table: dict[str, Any]) -> None:
-    rows, columns = table["rows"], table["columns"]
-    widths = [max(len(str(c)), *(len(_cell(row[i])) for row in rows)) for i, c in enumerate(columns)]
-    print(f"\n{table['title']}")
-    print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths, strict=True)))
-    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    for row in rows:
-        print("  ".join(_cell(c).rjust(w) for c, w in zip(row, widths, strict=True)))
-    print_notes(table["notes"])
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -365,7 +348,7 @@ def main() -> None:
     found, random_s = search(ev, args, s, ckpt, phases)
     rows = fine_tune_all(ev, found, args, s, ckpt, phases)
     table = oneshot_table(ev, args, s, rows, phases, base_test, random_s)
-    print_table(table)
+    print_result_table(table)
     doc = {
         "benchmark": "oneshot",
         "table": table,
