@@ -170,6 +170,12 @@ class LookupTable:
             ) from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{p}: not a readable JSON lookup table ({exc})") from None
+        return cls.from_json(raw, source=str(p))
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str = "(in memory)") -> LookupTable:
+        """A table from its :meth:`to_json` form; errors name ``source`` and the bad field."""
+        p = source
         if not isinstance(raw, dict) or raw.get("format") != LUT_FORMAT:
             got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             raise ConfigError(f"{p}: field 'format' is {got!r}, expected {LUT_FORMAT!r}")
@@ -198,7 +204,7 @@ class LookupTable:
             raise ConfigError(f"{p}: field 'scale' must be a positive number, got {scale!r}")
         skip = ("format", "entries", "overhead_ms", "batch_size", "scale")
         meta = {k: v for k, v in raw.items() if k not in skip}
-        meta["source"] = str(p)
+        meta["source"] = p
         return cls(entries, float(raw["overhead_ms"]), int(raw["batch_size"]), meta, float(scale))
 
 

@@ -12,7 +12,7 @@ import difflib
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -104,6 +104,25 @@ class EvaluationSection(_Strict):
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )
+    in_loop_latency: Literal["predicted", "measured"] = Field(
+        "predicted",
+        description="For measured devices: predicted from a predictor calibrated on the device when the "
+        "search starts (candidates tagged predicted; every front point and the best candidate within the "
+        "budget re-measured at the end, remeasure_top aside), or measured per candidate.",
+    )
+    in_loop_predictor: Literal["lut", "fit"] = Field(
+        "lut",
+        description="lut: a lookup table profiled for this model on this device at search start, scaled to "
+        "the measured whole model (torch-cpu only; otherwise, or for a layer a table cannot hold, the fit); "
+        "fit: the affine fit on MACs and bytes of uniformly pruned models.",
+    )
+    budget_margin: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Strategies aim at budget / (1 + margin), never below the predicted reachable minimum; "
+        "auto: the in-loop predictor's largest under-prediction (measured / predicted - 1) on its "
+        "calibration and check points, at most 0.25 (0 when latency is measured per candidate or the "
+        "device predicts).",
+    )
     protocol: str = Field(
         "bn-recal",
         description="How a candidate's accuracy is scored (prunepilot/search/protocols.py): bn-recal "
@@ -113,6 +132,12 @@ class EvaluationSection(_Strict):
     )
     protocol_settings: dict[str, Any] = Field(
         default_factory=dict, description="Settings of the protocol (e.g. {steps: 40} for short-finetune)."
+    )
+    scoring: Literal["slice", "prune"] = Field(
+        "slice",
+        description="How bn-recal scores a candidate: slice the leading channels of a once-reordered copy "
+        "(fast) or prune a copy with Torch-Pruning (the apply path); models the slicer cannot represent "
+        "fall back to prune. Both give the same accuracy.",
     )
 
     @field_validator("importance")

@@ -1,7 +1,9 @@
 """The driver's steps both backends share: set-up before any trial, and recording what trials report.
 
-* :func:`prepare`: the analytic budget floor, the base model's metrics, the latency fit and the
-  budget check (refusing an unreachable budget), written to ``run.json``;
+* :func:`prepare`: the analytic budget floor, the base model's metrics, the latency fit, the
+  budget check (refusing an unreachable budget) and, on measured devices, the in-loop latency
+  predictor and the budget margin strategies keep (:mod:`prunepilot.search.inloop`), written to
+  ``run.json``;
 * :class:`Recorder`: every reported candidate into the run folder (:class:`RunStore`), every
   failed trial as a record, and the progress bar: the Ray backend's Tune callback and the local
   backend's loop both call it, so a run folder looks the same whichever ran it.
@@ -85,19 +87,27 @@ def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
 def prepare(
     cfg: SearchConfig, store: RunStore, resume: bool, backend: str
 ) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
-    """Driver-side set-up before any trial: budget floor, base metrics, latency fit, budget check."""
+    """Driver-side set-up before any trial: budget floor, base metrics, latency fit, budget check,
+    in-loop predictor and the budget strategies aim at (the budget less its margin)."""
+    from prunepilot.search.inloop import prepare_in_loop, restore_in_loop
+
     info = store.read_info() if resume else {}
     ev = get_evaluator(cfg)
     if resume and "fit" in info:
         ev.fit = LatencyFit(**info["fit"]) if info["fit"] else None
         base = info["base"]
         budget_ms = float(info["budget_ms"])
+        trial_budget_ms = restore_in_loop(ev, info) or budget_ms
     else:
         check_budget_floor(cfg, ev)
         console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
         _, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
         base = ev.base_metrics().to_dict()
         budget_ms = resolve_budget(cfg, base["latency_ms"], low.ms)
+        if ev.latency.requires_model and cfg.evaluation.in_loop_latency == "predicted":
+            console.print("calibrating the in-loop latency predictor on the device ...")
+        in_loop = prepare_in_loop(cfg, ev, budget_ms)
+        trial_budget_ms = float(in_loop["trial_budget_ms"])
         info = {
             "name": cfg.name,
             "status": "running",
@@ -107,6 +117,8 @@ def prepare(
             "base": base,
             "reachable_min_ms": low.ms,
             "fit": asdict(ev.fit) if ev.fit else None,
+            "trial_budget_ms": trial_budget_ms,
+            "in_loop_latency": in_loop,
             "groups": len(ev.space.groups),
             "base_checkpoint": ev.base_checkpoint,
             "signature": ev.space.signature,
@@ -121,6 +133,8 @@ def prepare(
         fit=asdict(ev.fit) if ev.fit else None,
         run_id=str(store.dir.resolve()),
         base_latency_ms=float(base["latency_ms"]),
+        predictor=ev.in_loop.to_json() if ev.in_loop is not None else None,
+        trial_budget_ms=trial_budget_ms,
     )
     return ev, setup, info
 

@@ -3,6 +3,10 @@
     policy -> apply_policy (prune) -> recalibrate BN -> accuracy on the held-out split of the
     *training* data -> latency from the device's latency model (measured or predicted)
 
+With ``bn-recal`` and ``evaluation.scoring: slice`` (the defaults) the first three steps run on
+the leading channels of a once-reordered copy of the base instead (:mod:`prunepilot.search.sliced`:
+the same figure, no pruning per candidate); see :attr:`Evaluator.scoring_path`.
+
 One :class:`Evaluator` per process holds the base model, the data batches and the pruning
 space (see :func:`get_evaluator`, a per-process cache), so a candidate costs only its own
 pruning and scoring. The test split is never touched here: it is for final reports.
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,7 +35,11 @@ from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_
 from prunepilot.search.config import SearchConfig
 from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol
 from prunepilot.search.records import Candidate, Metrics
+from prunepilot.search.sliced import SlicedScorer
 from prunepilot.training import evaluate_accuracy
+
+if TYPE_CHECKING:
+    from prunepilot.search.inloop import InLoopPredictor
 
 __all__ = ["Evaluator", "LatencyFit", "Metrics", "build_latency_model", "config_key", "get_evaluator"]
 
@@ -107,12 +115,18 @@ class Evaluator:
         self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
         self.val = [(x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches]
         self.fit: LatencyFit | None = None
+        #: A measured device's in-loop predictor (:mod:`prunepilot.search.inloop`), set by the driver
+        #: and shipped to trials; None: in-loop candidates are measured. Fit points: ``(keep ratio, result)``.
+        self.in_loop: InLoopPredictor | None = None
+        self.fit_measurements: list[tuple[float, LatencyResult]] = []
         #: The scoring protocol (``evaluation.protocol``); prepared on first use.
         self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
         self._prepared: dict[str, Any] | None = None
         self._cache: dict[tuple[int, ...], Metrics] = {}
         #: Whether the last :meth:`evaluate` call was answered from the cache.
         self.last_cached = False
+        self._slicer: SlicedScorer | None = None
+        self._scoring: tuple[str, str | None] | None = None  # (path, fallback reason), decided on first use
 
     # --- the contract ------------------------------------------------------------------------
     def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
@@ -130,7 +144,11 @@ class Evaluator:
             return self._cache[key]
         start = time.perf_counter()
         if self.protocol.name == "bn-recal":
-            metrics = self.score(self.prune(policy), policy.channels, started=start)
+            acc = self._slicer.try_accuracy(policy) if self.scoring_path == "slice" and self._slicer else None
+            if acc is None:
+                metrics = self.score(self.prune(policy), policy.channels, started=start)
+            else:  # sliced: latency_of prunes a copy only for a latency model that must time one
+                metrics = self.score(None, policy.channels, started=start, accuracy=acc)
         else:
             pruned = self._apply(policy)
             data = self.scoring_data()
@@ -141,6 +159,30 @@ class Evaluator:
             metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=scored)
         self._cache[key] = metrics
         return metrics
+
+    @property
+    def scoring_path(self) -> str:
+        """How candidates are scored: ``"slice"`` or ``"prune"``, decided on first use.
+
+        ``"slice"``: by a :class:`~prunepilot.search.sliced.SlicedScorer` (built then); ``"prune"``:
+        configured, a model it cannot represent (:attr:`scoring_fallback_reason`), or not bn-recal.
+        """
+        return self._decide_scoring()[0]
+
+    @property
+    def scoring_fallback_reason(self) -> str | None:
+        """Why bn-recal prunes although ``evaluation.scoring`` is ``"slice"`` (None: it slices)."""
+        return self._decide_scoring()[1]
+
+    def _decide_scoring(self) -> tuple[str, str | None]:
+        if self._scoring is None:
+            self._scoring = ("prune", None)
+            if self.protocol.name == "bn-recal" and self.cfg.evaluation.scoring == "slice":
+                ev = self.cfg.evaluation
+                args = (self.model, self.example, self.space, self.calib, self.val, ev.importance)
+                self._slicer, reason = SlicedScorer.try_build(*args)
+                self._scoring = ("slice", None) if self._slicer is not None else ("prune", reason)
+        return self._scoring
 
     def scoring_data(self, work_dir: Path | None = None) -> ScoringData:
         """What a protocol sees: the training part, calibration and held-out batches, the base."""
@@ -160,7 +202,7 @@ class Evaluator:
 
     def score(
         self,
-        model: nn.Module,
+        model: nn.Module | None,
         widths: Mapping[str, int],
         *,
         started: float | None = None,
@@ -171,11 +213,16 @@ class Evaluator:
 
         What :meth:`evaluate` does after pruning, for models built otherwise (a one-shot
         supernet's weights: ``protocol`` names how, e.g. ``"autoslim"``). ``accuracy``, when
-        given, is the protocol's score (not recomputed). ``eval_seconds`` counts from
-        ``started`` (a ``perf_counter()`` value; default: now). Not cached.
+        given, is the protocol's score (not recomputed); ``model`` may then be None (latency
+        from the widths, pruning only for a latency model that must time a model).
+        ``eval_seconds`` counts from ``started`` (a ``perf_counter()`` value; default: now). Not cached.
         """
         start = time.perf_counter() if started is None else started
-        acc = evaluate_accuracy(model, self.val) if accuracy is None else accuracy
+        if accuracy is None:
+            if model is None:
+                raise ValueError("Evaluator.score needs a model or an accuracy")
+            accuracy = evaluate_accuracy(model, self.val)
+        acc = accuracy
         lat = self.latency_of(model, widths)
         return Metrics(
             accuracy=float(acc),
@@ -197,7 +244,13 @@ class Evaluator:
         return prune_and_recalibrate(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
 
     def latency_of(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
-        """Latency from the configured latency model (measures ``model`` when it must)."""
+        """An in-loop candidate's latency: from :attr:`in_loop` when set (``model`` unused), else measured."""
+        if self.in_loop is not None:
+            return self.in_loop.predict_ms(self.space, widths, self.batch_size)
+        return self.measure_latency(model, widths)
+
+    def measure_latency(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
+        """Latency from the device's own latency model (times ``model``, pruned here if None, when it must)."""
         bs = self.batch_size
         if self.latency.requires_model:
             if model is None:
@@ -208,9 +261,11 @@ class Evaluator:
     def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
         """A fast (< 1 ms) latency estimate for budget checks inside search loops.
 
-        Predicted latency models answer directly; for measured ones the driver's
-        :class:`LatencyFit` (affine in MACs) is used.
+        Predicted latency models answer directly; for measured ones the in-loop predictor the
+        candidates' latency comes from (:attr:`in_loop`), else the driver's :class:`LatencyFit`.
         """
+        if self.in_loop is not None:
+            return float(self.in_loop.predict_ms(self.space, widths, self.batch_size).ms)
         if not self.latency.requires_model:
             return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
         if self.fit is None:
@@ -242,7 +297,7 @@ class Evaluator:
         points = self.cfg.evaluation.fit_points if self.latency.requires_model else 2
         ratios = [lower + (1.0 - lower) * i / (points - 1) for i in range(points)]
         ratios = [ratios[0], ratios[-1], *ratios[1:-1]]  # the ends first
-        macs, moved, results = [], [], []
+        macs, moved, results, kept = [], [], [], []
         for i, r in enumerate(ratios):
             policy = PruningPolicy.uniform(self.space, r)
             try:
@@ -251,11 +306,13 @@ class Evaluator:
                 if i >= 2:
                     continue  # the ends must work (they are the base and the reachable minimum)
                 raise
-            results.append(self.latency_of(model, policy.channels))
+            results.append(self.measure_latency(model, policy.channels))
+            kept.append(r)
             macs.append(float(self.space.macs(policy.channels)))
             moved.append(self._bytes_moved(policy.channels))
             if i == 1 and on_range is not None:
                 on_range(results[1], results[0])
+        self.fit_measurements = list(zip(kept, results, strict=True))  # what the in-loop predictor reuses
         fit = LatencyFit.from_points(macs, moved, [res.ms for res in results])
         # Anchor the fit at the lower bound: the reachable minimum the driver checks the budget
         # against (measured) is then the one strategies and environments see (predicted).

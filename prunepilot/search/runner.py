@@ -12,8 +12,9 @@ The whole path, one way through::
            -> evaluator (prune, recalibrate BN, held-out accuracy; latency from the device's model)
            -> report -> Candidate                                         (prunepilot.search.trainable)
            -> driver.Recorder -> candidates.jsonl (failed trials recorded beside them)
-      -> finish: uniform baseline -> Pareto front -> re-measurement of predicted front points
-         -> remeasured.json, front.json, run.json status: finished -> SearchResult
+      -> finish: uniform baseline -> Pareto front -> re-measurement of predicted front points and of
+         the best candidate within the budget -> remeasured.json, front.json, run.json (status:
+         finished, best_within_budget with its budget use) -> SearchResult
       -> later: `prunepilot pareto` (front, plots, --export) and `prunepilot apply`, through RunStore
 
 ``resume`` continues a search in its run folder with the stored config: nothing stored is
@@ -183,19 +184,23 @@ def _uniform_baseline(store: RunStore, ev: Evaluator, cfg: SearchConfig, budget_
 
 
 def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, info: dict[str, Any]) -> SearchResult:
-    """Uniform baseline, front, re-measurement of predicted front points, ``front.json``, run status."""
+    """Uniform baseline, front, re-measurement of predicted front points and of the best candidate
+    within the budget, ``front.json``, run status and the best candidate's budget use."""
     from prunepilot.search.pareto import pareto_front
-    from prunepilot.search.remeasure import remeasure_front
+    from prunepilot.search.remeasure import budget_use, meter_for, remeasure_best, remeasure_front
 
     if cfg.strategy.name != "uniform" and cfg.evaluation.uniform_baseline > 0 and not store.baseline():
         _uniform_baseline(store, ev, cfg, budget_ms)
     ok = store.ok()
     front = pareto_front(ok)
-    store.add_measurements(remeasure_front(front, ev, cfg.device.remeasure_with, cfg.evaluation.remeasure_top))
+    measure = meter_for(ev, cfg.device.remeasure_with)
+    store.add_measurements(remeasure_front(front, ev, None, cfg.evaluation.remeasure_top, measure))
+    store.add_measurements(remeasure_best(store.ok(), budget_ms, ev, None, measure))
     store.write_front(front)
     ok, front = store.ok(), store.read_front()
     failed = len(store.failed())
     info = {k: v for k, v in info.items() if k not in ("error", "failed_at")}  # an earlier try's failure
     info = {**info, "status": "finished", "finished": time.time(), "candidates": len(ok), "failed": failed}
+    info["best_within_budget"] = budget_use(ok, budget_ms)
     store.write_info(info)
     return SearchResult(store.dir, ok, front, budget_ms, Metrics.from_json(info["base"]), failed)

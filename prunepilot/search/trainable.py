@@ -1,6 +1,7 @@
 """One trial, as both backends run it: the trial body, and the Ray Tune trainable around it.
 
-A trial gets the search setup as JSON (config, budget, latency fit), the base model's weights
+A trial gets the search setup as JSON (config, budget, latency fit, in-loop latency predictor),
+the base model's weights
 (through Ray's object store on the Ray backend; the driver's own evaluator on the local one)
 and, on resume, the run's already-stored candidates. :func:`run_trial` builds the strategy's
 :class:`TrialContext` from this process's evaluator, runs ``Strategy.run_trial`` and turns each
@@ -30,13 +31,22 @@ from prunepilot.search.strategies import ReportFn, Strategy, TrialContext
 
 @dataclass(frozen=True)
 class SearchSetup:
-    """What the driver resolved before any trial started; shipped to trials as JSON."""
+    """What the driver resolved before any trial started; shipped to trials as JSON.
+
+    ``budget_ms`` is the search's budget (every candidate is judged on it); ``trial_budget_ms``
+    the one strategies aim at (less the margin, :func:`prunepilot.search.inloop.trial_budget`;
+    None: the budget). ``predictor`` is the in-loop latency predictor of a measured device
+    (:meth:`InLoopPredictor.to_json <prunepilot.search.inloop.InLoopPredictor.to_json>`), set in
+    each trial's evaluator so that no trial profiles or calibrates.
+    """
 
     config: dict[str, Any]
     budget_ms: float
     fit: dict[str, float] | None
     run_id: str
     base_latency_ms: float
+    predictor: dict[str, Any] | None = None
+    trial_budget_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -127,7 +137,7 @@ def run_trial(
 
     ctx = trial_context(
         ev,
-        budget_ms=setup.budget_ms,
+        budget_ms=setup.budget_ms if setup.trial_budget_ms is None else setup.trial_budget_ms,
         seed=seed,
         trial_id=trial_id,
         report=report,
@@ -135,6 +145,17 @@ def run_trial(
         base_latency_ms=setup.base_latency_ms,
     )
     strategy.run_trial(ctx, params)
+
+
+def trial_evaluator(setup: SearchSetup, base_state: Mapping[str, torch.Tensor] | None = None) -> Evaluator:
+    """This process's evaluator for a trial of ``setup``: the driver's latency fit and in-loop
+    predictor set from the setup (a trial never measures uniform points or profiles a table)."""
+    from prunepilot.search.inloop import InLoopPredictor
+
+    cfg = SearchConfig.model_validate(setup.config)
+    ev = get_evaluator(cfg, base_state, LatencyFit(**setup.fit) if setup.fit else None)
+    ev.in_loop = InLoopPredictor.from_json(setup.predictor) if setup.predictor is not None else None
+    return ev
 
 
 def search_trial(
@@ -151,7 +172,7 @@ def search_trial(
     s = SearchSetup.from_json(setup)
     cfg = SearchConfig.model_validate(s.config)
     torch.set_num_threads(cfg.ray.torch_threads)
-    ev = get_evaluator(cfg, base_state, LatencyFit(**s.fit) if s.fit else None)
+    ev = trial_evaluator(s, base_state)
     seeded_key = f"_seeded_{s.run_id}"
     if prior and not getattr(ev, seeded_key, False):
         ev.seed_cache([Candidate.from_json(rec) for rec in prior])

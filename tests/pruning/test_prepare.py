@@ -78,7 +78,8 @@ def test_evaluator_apply_prune_and_the_known_answer_env_share_the_path(
     from prunepilot.search.config import validate_config
     from prunepilot.search.evaluator import Evaluator
 
-    ev = Evaluator(validate_config(tiny_config(tmp_path)))
+    # scoring "prune": the default, "slice", gives the same figure without pruning (test_sliced_scoring)
+    ev = Evaluator(validate_config(tiny_config(tmp_path, **{"evaluation.scoring": "prune"})))
     ev.evaluate(ev.make_policy([0.5] * len(ev.space.groups)))
     assert len(calls) == 1, "the evaluator's bn-recal path"
 
