@@ -110,6 +110,7 @@ def test_in_loop_candidates_are_predicted_and_nothing_is_timed_in_the_loop(
     policies = {c.policy.key() for c in result.candidates if c.id in remeasured}
     assert len(timings.calls) == 5 + 1 + CHECK_POINTS + len(policies)
     assert info["base"]["latency_kind"] == "measured"
+    assert info["scoring"] == {"protocol": "bn-recal", "path": "slice", "fallback_reason": None}
     # every front point carries its measured latency beside the predicted one
     assert result.front and all(c.measured is not None for c in result.front)
     assert all(c.measured.latency_model == "torch-cpu" for c in result.front)  # type: ignore[union-attr]
