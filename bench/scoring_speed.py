@@ -60,7 +60,7 @@ TARGET_SPEEDUP = 10.0
 TARGET_WITHIN = 0.9
 TARGET_SPEARMAN = 0.95
 COLUMNS = ["model", "path", "candidates", "candidates/s", "speedup", "s/candidate", "prepare s",
-           "within ±10%", "spearman", "max |err| %"]  # fmt: skip
+           "within ±10%", "spearman", "max |err| %", "within ±10% of base share", "meas. spread %"]  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--evaluations", type=int, default=None, help="candidates per search (default 40; quick 8)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds per candidate")
     ap.add_argument("--device", default="local-cpu-cputime", help="the measured device (thread-CPU clock)")
-    ap.add_argument("--batch", type=int, default=1, help="latency batch size")
+    ap.add_argument("--batch", type=int, default=16, help="latency batch size (16: compute, not overhead, dominates)")
     ap.add_argument("--val-subset", type=int, default=1000, help="held-out images scored per candidate")
     ap.add_argument("--budget", type=float, default=0.5, help="latency budget as a fraction of the base's")
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"), help="stand-in base cache")
@@ -110,7 +110,9 @@ def search_config(name: str, path: str, args: argparse.Namespace, model: dict[st
         "budget": {"fraction": args.budget},
         "evaluation": {"importance": "l1", "lower_bound": 0.2, "bn_batches": 4, "uniform_baseline": 0,
                        "remeasure_top": 0, **PATHS[path]},
-        "strategy": {"name": "random", "evaluations": args.evaluations},
+        # unprojected: the candidates span the latency range (projected ones all sit at the budget,
+        # where a rank correlation measures nothing); the same proposals for every path
+        "strategy": {"name": "random", "evaluations": args.evaluations, "settings": {"project": False}},
         "ray": {"num_cpus": 2, "max_concurrent": 2, "cpus_per_trial": 1},
     }  # fmt: skip
 
@@ -122,19 +124,37 @@ def throughput(cands: list[Candidate]) -> float:
     return (len(times) - 1) / span if span > 0 else 0.0
 
 
-def measured_medians(cfg: dict[str, Any], cands: list[Candidate], rounds: int) -> list[float]:
-    """Each candidate's physically pruned model measured on the device, ``rounds`` interleaved
-    rounds (every candidate once per round), median per candidate."""
+def measured_medians(
+    cfg: dict[str, Any], cands: list[Candidate], rounds: int
+) -> tuple[list[float], list[float], float]:
+    """Each candidate's physically pruned model measured on the device, and the base model beside
+    them, in ``rounds`` interleaved rounds (every model once per round). Returns the median per
+    candidate, the spread of its rounds relative to it ((max - min) / median: how far the
+    measurement itself moves) and the base model's median."""
     from prunepilot.search.config import validate_config
     from prunepilot.search.evaluator import get_evaluator
 
     ev = get_evaluator(validate_config(cfg))
-    models = [ev.prune(c.policy) for c in cands]
-    samples: list[list[float]] = [[] for _ in cands]
+    models = [ev.model, *(ev.prune(c.policy) for c in cands)]
+    samples: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
         for i, model in enumerate(models):
             samples[i].append(float(ev.latency.measure_ms(model, ev.input_shape, ev.batch_size).ms))
-    return [statistics.median(s) for s in samples]
+    medians = [statistics.median(s) for s in samples]
+    spread = [(max(s) - min(s)) / m for s, m in zip(samples[1:], medians[1:], strict=True)]
+    return medians[1:], spread, medians[0]
+
+
+def predicted_base_ms(cfg: dict[str, Any], run_dir: Path) -> float:
+    """The search's in-loop predictor at full width (the base model), from its run.json."""
+    from prunepilot.search.config import validate_config
+    from prunepilot.search.evaluator import get_evaluator
+    from prunepilot.search.inloop import InLoopPredictor
+    from prunepilot.search.store import RunStore
+
+    ev = get_evaluator(validate_config(cfg))
+    predictor = InLoopPredictor.from_json(RunStore(run_dir).read_info()["in_loop_latency"]["predictor"])
+    return float(predictor.predict_ms(ev.space, ev.space.full_widths(), ev.batch_size).ms)
 
 
 def accuracy_of_predictor(predicted: list[float], measured: list[float]) -> dict[str, float]:
@@ -174,9 +194,15 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
             "latency_kinds": sorted({c.metrics.latency_kind for c in cands}),
         }
         if path != "old":
-            measured = measured_medians(cfg, cands, args.rounds)
+            measured, spread, base_ms = measured_medians(cfg, cands, args.rounds)
             predicted = [c.metrics.latency_ms for c in cands]
             rec.update(accuracy_of_predictor(predicted, measured))
+            rec["measurement_spread_pct_median"] = 100 * statistics.median(spread)
+            # Side by side with the base in the same rounds: the share of the base's latency, which
+            # machine-wide drift between calibration and this check does not move.
+            pred_base = predicted_base_ms(cfg, result.run_dir)
+            rel = accuracy_of_predictor([p / pred_base for p in predicted], [m / base_ms for m in measured])
+            rec["vs_base"] = {**rel, "predicted_base_ms": pred_base, "measured_base_ms": base_ms}
             rec["points"] = [{"predicted_ms": p, "measured_ms": m} for p, m in zip(predicted, measured, strict=True)]
         out["paths"][path] = rec
         print(f"  {rate:.2f} candidates/s ({wall:.0f} s in all)", flush=True)
@@ -197,7 +223,13 @@ def speed_table(record: dict[str, Any]) -> dict[str, Any]:
     for name, res in record["models"].items():
         for path, p in res["paths"].items():
             speed = p["candidates_per_s"] / res["old_candidates_per_s"] if res["old_candidates_per_s"] else None
-            fit = [p.get("within_10pct_share"), p.get("spearman"), p.get("max_abs_err_pct")]
+            fit = [
+                p.get("within_10pct_share"),
+                p.get("spearman"),
+                p.get("max_abs_err_pct"),
+                p.get("vs_base", {}).get("within_10pct_share"),
+                p.get("measurement_spread_pct_median"),
+            ]
             rows.append([name, path, p["candidates"], p["candidates_per_s"], speed, p["eval_seconds_median"],
                          p["prepare_s"], *fit])  # fmt: skip
     args = record["args"]
@@ -209,7 +241,10 @@ def speed_table(record: dict[str, Any]) -> dict[str, Any]:
         "old: prune a copy (Torch-Pruning) + measured latency per candidate; new: slice a once-reordered copy + "
         "latency predicted by the LUT profiled at search start; new-fit: slice + the MACs/bytes fit.",
         f"within ±10% and spearman: in-loop (predicted) latency against the median of {args['rounds']} interleaved "
-        "measurements of each candidate's pruned model, taken after the searches.",
+        "measurements of each candidate's pruned model, taken after the searches; meas. spread: the median "
+        "(max - min) / median of those rounds, the measurement's own movement on this machine; within ±10% of "
+        "base share: the same check on latency as a share of the base model's, predicted vs measured beside "
+        "the candidates in the same rounds (what machine-wide drift since the calibration does not move).",
         f"Targets: speedup >= {TARGET_SPEEDUP:g} on ResNet-20; within ±10% >= {TARGET_WITHIN:g}; spearman >= "
         f"{TARGET_SPEARMAN:g}.",
         machine_note(record["machine"]["cpu"], record["machine"]["cores"], record["machine"]["platform"],
@@ -243,10 +278,11 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - started,
     }
-    record["table"] = speed_table(record)
-    print_result_table(record["table"])
     out = args.out or dated_results() / f"scoring_speed{'-quick' if args.quick else ''}.json"
+    write_json(out, record, quiet=True)  # the figures first: a table that fails to build loses nothing
+    record["table"] = speed_table(record)
     write_json(out, record)
+    print_result_table(record["table"])
 
 
 if __name__ == "__main__":
