@@ -119,8 +119,11 @@ def prepare(
             "fit": asdict(ev.fit) if ev.fit else None,
             "trial_budget_ms": trial_budget_ms,
             "in_loop_latency": in_loop,
-            "scoring": {"protocol": ev.protocol.name, "path": ev.scoring_path,
-                        "fallback_reason": ev.scoring_fallback_reason},  # fmt: skip
+            "scoring": {
+                "protocol": ev.protocol.name,
+                "path": ev.scoring_path,
+                "fallback_reason": ev.scoring_fallback_reason,
+            },  # fmt: skip
             "groups": len(ev.space.groups),
             "base_checkpoint": ev.base_checkpoint,
             "signature": ev.space.signature,
