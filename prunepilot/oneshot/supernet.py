@@ -145,9 +145,10 @@ class Supernet:
         scores = adapter.group_scores(
             base, example, crit, calib_batches=list(calib_batches or []), ignored=space.ignored
         )
-        graph = adapter.build_graph(base, example, what=type(base).__name__)
         named = dict(base.named_modules())
-        raw = adapter.list_groups(base, graph, [named[n] for n in space.ignored if n in named])
+        _graph, raw = adapter.analyse(
+            base, example, [named[n] for n in space.ignored if n in named], what=type(base).__name__
+        )
         order = {g.name: torch.sort(scores[g.name], descending=True, stable=True).indices for g, _ in raw}
         ties = tuple(n for n, s in scores.items() if torch.unique(s).numel() < s.numel())
 

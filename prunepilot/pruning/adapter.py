@@ -19,20 +19,21 @@ module covers each of them:
   ``torch.enable_grad()`` and the train/eval mode of every submodule is restored.
 * **Hessian importance accumulates only the last sample** (its ``accumulate_grad`` keys by
   name but stores by parameter): we accumulate squared per-sample gradients ourselves.
+* **Patterns its tracing misreads** (:mod:`prunepilot.pruning.patterns`: channel shuffles,
+  Swin's window attention and patch merging) go through its customized pruners.
+* **Analysis can run for minutes or past 10 GB**: it runs under one time/memory bound
+  (:func:`analyse`, 30 s / 4 GiB by default); failures name the module or operation.
 * Finally, every group's width after pruning is **asserted** against the policy.
 
-Criteria beyond Torch-Pruning's own are in :mod:`prunepilot.pruning.criteria`; they get each
-group as plain data (:func:`_view`), and the pruning is Torch-Pruning's as for the others. What
-needs no Torch-Pruning lives beside this module and is re-exported here: criterion names and
-channel selection in :mod:`prunepilot.pruning.selection`, the plain-data group records in
-:mod:`prunepilot.pruning.groups`, post-pruning fix-ups in :mod:`prunepilot.pruning.fixups`.
+Criteria beyond Torch-Pruning's own (:mod:`~prunepilot.pruning.criteria`) get each group as
+plain data (:func:`_view`). What needs no Torch-Pruning lives in the sibling modules (selection,
+groups, fixups, patterns, gradients, tracing); some of their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,133 +41,195 @@ import torch_pruning as tp
 from torch import nn
 
 from prunepilot.errors import GraphAnalysisError, PruningError
-from prunepilot.pruning import criteria
+from prunepilot.pruning import criteria, patterns
 from prunepilot.pruning.fixups import FIXUPS as FIXUPS
 from prunepilot.pruning.fixups import register_fixup as register_fixup
 from prunepilot.pruning.fixups import run_fixups
-from prunepilot.pruning.groups import DepRecord, KeptIndices, RawGroup, channel_blocks
-from prunepilot.pruning.guard import Limits, bounded
+from prunepilot.pruning.gradients import prepare_data_dependent
+from prunepilot.pruning.groups import DepRecord, KeptIndices, RawGroup, channel_blocks, check_widths, output_layers
+from prunepilot.pruning.guard import Limits, bounded, locate_in
+from prunepilot.pruning.patterns import register_composite as register_composite
 from prunepilot.pruning.selection import DATA_DEPENDENT, canonical_importance, needs_data_message, select_keep
 from prunepilot.pruning.selection import IMPORTANCE_CRITERIA as IMPORTANCE_CRITERIA
+from prunepilot.pruning.tracing import example_tuple as example_tuple
+from prunepilot.pruning.tracing import module_names, tracing_state
 
 TORCH_PRUNING_VERSION: str = str(getattr(tp, "__version__", "unknown"))
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-_STOP_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention, nn.Embedding, nn.LSTM)
 
 
-def example_tuple(example_inputs: Any) -> tuple[Any, ...]:
-    """Normalise example inputs to a tuple of positional arguments."""
-    if isinstance(example_inputs, tuple | list):
-        return tuple(example_inputs)
-    return (example_inputs,)
+class _RegroupPruner(tp.pruner.BasePruningFunc):  # type: ignore[misc]
+    """Passes no pruning on (distinct in/out functions); groups that reach it are never pruned."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        raise PruningError(f"{layer!r} cannot be pruned: groups that reach a channel regrouping are kept whole")
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return self.prune_out_channels(layer, idxs)
+
+    def get_out_channels(self, layer: patterns.RegroupOp) -> int:
+        return layer.channels
+
+    get_in_channels = get_out_channels
 
 
-@contextmanager
-def _tracing_state(model: nn.Module) -> Iterator[None]:
-    """Enable autograd and all ``requires_grad`` flags; restore flags and modes afterwards."""
-    modes = {name: m.training for name, m in model.named_modules()}
-    # By name: pruning replaces Parameter objects (new ones default to requires_grad=True).
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(True)
+class _CompositePruner(tp.pruner.BasePruningFunc):  # type: ignore[misc]
+    """Prunes a composite layer member by member with Torch-Pruning's standard pruners."""
+
+    def __init__(self, spec: patterns.CompositeLayer) -> None:
+        super().__init__()
+        self.spec = spec
+        if spec.passthrough:  # one channel set: Torch-Pruning's intra-layer dependency
+            self.prune_in_channels = self.prune_out_channels  # type: ignore[method-assign]
+
+    def _prune(self, layer: nn.Module, side: patterns.Side, idxs: Sequence[int]) -> nn.Module:
+        for _path, sub, sub_side, sub_idxs in list(self.spec.expand(layer, side, idxs)):
+            pruner = tp.pruner.function.PrunerBox[tp.ops.module2type(sub)]
+            pruner.pruning_dim = -1 if isinstance(sub, nn.LayerNorm) else 1
+            (pruner.prune_out_channels if sub_side == "out" else pruner.prune_in_channels)(sub, sub_idxs)
+        return layer
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return self._prune(layer, "out", idxs)
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return self._prune(layer, "in", idxs)
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return self.spec.out_channels(layer)
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return self.spec.in_channels(layer)
+
+
+class _Graph(tp.DependencyGraph):  # type: ignore[misc]
+    """Torch-Pruning's graph with the pattern rules applied between tracing and linking nodes
+    (``build_dependency`` calls ``_trace``, then ``_build_dependency``: the one seam, in 1.5-1.6)."""
+
+    def __init__(self, entries: dict[nn.Module, list[Any]]) -> None:
+        super().__init__()
+        self.entries = entries  # composite layer -> grad_fns of its inputs, recorded while tracing
+
+    def _build_dependency(self, module2node: dict[Any, Any]) -> Any:
+        for module, node in list(module2node.items()):
+            if module in self.entries:
+                patterns.cut_inside(module2node, node, self.entries[module])
+        for module, node in list(module2node.items()):
+            channels = patterns.regroup_channels(node.grad_fn) if node.type == tp.ops.OPTYPE.RESHAPE else None
+            if channels:
+                op = patterns.RegroupOp(channels, node.grad_fn.name())
+                del module2node[module]
+                module2node[op] = node
+                node.module, node.module_class, node.type = op, patterns.RegroupOp, tp.ops.OPTYPE.CUSTOMIZED
+        return super()._build_dependency(module2node)
+
+
+def _trace(model: nn.Module, example_inputs: Any) -> Any:
+    """Build the dependency graph with the pattern rules (callers bound it and name its errors)."""
+    composites = {m: spec for m in model.modules() if (spec := patterns.composite_of(m)) is not None}
+    entries: dict[nn.Module, list[Any]] = {}
+
+    def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        entries[module] = [t.grad_fn for t in inputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+
+    pruners: dict[Any, Any] = {type(m): _CompositePruner(spec) for m, spec in composites.items()}
+    pruners[patterns.RegroupOp] = _RegroupPruner()
+    hooks = [m.register_forward_pre_hook(record) for m in composites]
     try:
-        with torch.enable_grad():
-            yield
+        return _Graph(entries).build_dependency(
+            model,
+            example_inputs=example_tuple(example_inputs),
+            unwrapped_parameters=None,
+            customized_pruners=pruners,
+            ignored_layers=[],
+            ignored_params=[],
+            verbose=False,
+        )
     finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags.get(name, True))
-        for name, m in model.named_modules():
-            m.train(modes.get(name, m.training))
+        for h in hooks:
+            h.remove()
 
 
-def _module_names(model: nn.Module) -> dict[Any, str]:
-    names: dict[Any, str] = {m: n for n, m in model.named_modules()}
-    names.update({p: n for n, p in model.named_parameters()})
-    return names
-
-
-def output_layers(model: nn.Module, graph: Any) -> list[nn.Module]:
-    """Conv/Linear layers whose output channels reach the model output unchanged.
-
-    Walks Torch-Pruning's traced graph forward from each layer through channel-preserving
-    operations (norms, activations, adds, reshapes, depthwise convs); reaching the model
-    output before any channel-mixing layer makes it an output layer (a classifier head).
-    """
-    found: list[nn.Module] = []
-    for module, node in graph.module2node.items():
-        if not isinstance(module, _ROOT_TYPES):
-            continue
-        if not node.outputs:
-            found.append(module)
-            continue
-        stack, seen = list(node.outputs), set()
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            mod = n.module
-            if isinstance(mod, _STOP_TYPES) and tp.ops.module2type(mod) != tp.ops.OPTYPE.DEPTHWISE_CONV:
-                continue
-            if n.type == tp.ops.OPTYPE.OUTPUT or not n.outputs:
-                found.append(module)
-                break
-            stack.extend(n.outputs)
-    return found
-
-
-def build_graph(model: nn.Module, example_inputs: Any, *, what: str = "model", limits: Limits | None = None) -> Any:
-    """Trace ``model`` into a Torch-Pruning DependencyGraph, bounded in time and memory.
+def analyse(
+    model: nn.Module,
+    example_inputs: Any,
+    ignored: Sequence[nn.Module] = (),
+    *,
+    what: str = "model",
+    limits: Limits | None = None,
+) -> tuple[Any, list[tuple[RawGroup, nn.Module]]]:
+    """Trace ``model`` into a Torch-Pruning DependencyGraph and list its prunable groups
+    (:func:`list_groups`) under **one** time and memory bound (:class:`Limits`).
 
     Raises:
-        GraphAnalysisError: tracing failed or exceeded its limits; names the model and reason.
+        GraphAnalysisError: tracing or grouping failed or exceeded the limits; the message names
+            the module or operation Torch-Pruning was working on.
     """
-    with _tracing_state(model), bounded(f"graph analysis of {what}", limits):
+    names = module_names(model)
+    with tracing_state(model), bounded(f"graph analysis of {what}", limits, locate=lambda tb: locate_in(tb, names)):
         try:
-            return tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=example_tuple(example_inputs),
-                unwrapped_parameters=None,
-                customized_pruners={},
-                ignored_layers=[],
-                ignored_params=[],
-                verbose=False,
-            )
-        except GraphAnalysisError:
+            graph = _trace(model, example_inputs)
+            return graph, list_groups(model, graph, ignored)
+        except (GraphAnalysisError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # torch-pruning raises bare errors (ZeroDivisionError, ...)
-            raise GraphAnalysisError(f"Torch-Pruning could not analyse {what}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # Torch-Pruning raises bare errors (ZeroDivisionError, ...)
+            at = f" at {where}" if (where := locate_in(exc.__traceback__, names)) else ""
+            raise GraphAnalysisError(
+                f"Torch-Pruning could not analyse {what}{at}: {type(exc).__name__}: {exc}. List the module in "
+                "ignored_layers, or describe it with prunepilot.pruning.adapter.register_composite(class_name, layer)"
+            ) from exc
+
+
+def _records(
+    graph: Any, names: Mapping[Any, str], dep: Any, idxs: Sequence[int]
+) -> Iterator[tuple[str, str, list[int], int]]:
+    """``(name, side, indices, full size)`` of each named layer one dependency prunes;
+    a composite layer by its members (``features.1.0.attn.qkv``), Torch-Pruning's op nodes not at all."""
+    target = dep.target.module
+    if target not in names:
+        return
+    side: patterns.Side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
+    pruner = graph.get_pruner_of_module(target)
+    if isinstance(pruner, _CompositePruner):
+        for path, sub, sub_side, sub_idxs in pruner.spec.expand(target, side, idxs):
+            yield f"{names[target]}.{path}", sub_side, sub_idxs, patterns.member_size(sub, sub_side)
+        return
+    yield names[target], side, [int(i) for i in idxs], _size_of(graph, dep.target, side, len(idxs))
 
 
 def list_groups(model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ()) -> list[tuple[RawGroup, nn.Module]]:
     """All prunable dependency groups, in model order, with their root module.
 
     A group is named by its first output-pruned conv/linear in ``model.named_modules()``
-    order, which is stable across processes and checkpoints of the same architecture.
+    order, which is stable across processes and checkpoints of the same architecture. Groups
+    whose channels reach a channel regrouping (a shuffle) are kept whole: they are not listed.
     """
-    names = _module_names(model)
+    names = module_names(model)
     order = {m: i for i, (_, m) in enumerate(model.named_modules())}
-    skip = list(ignored) + output_layers(model, graph)
+    skip = list(ignored) + output_layers(graph)
+    composite_roots = [
+        t for t, p in graph.CUSTOMIZED_PRUNERS.items() if isinstance(p, _CompositePruner) and p.spec.root
+    ]
     found: list[tuple[RawGroup, nn.Module]] = []
-    with _tracing_state(model):
-        groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=list(_ROOT_TYPES)))
+    with tracing_state(model):
+        groups = list(
+            graph.get_all_groups(ignored_layers=list(skip), root_module_types=[*_ROOT_TYPES, *composite_roots])
+        )
     for group in groups:
+        if any(isinstance(dep.target.module, patterns.RegroupOp) for dep, _ in group):
+            continue
         deps: dict[tuple[str, str], tuple[int, int]] = {}
-        roots: list[nn.Module] = []
+        roots: list[Any] = []
         blocks = 1
         for dep, idxs in group:
+            for layer, side, sub_idxs, full in _records(graph, names, dep, idxs):
+                deps[(layer, side)] = (max(deps.get((layer, side), (0, 0))[0], len(sub_idxs)), full)
             target = dep.target.module
-            if target not in names:  # Torch-Pruning's own op nodes (adds, reshapes)
-                continue
-            side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
-            key = (names[target], side)
-            full = _size_of(graph, dep.target, side, len(idxs))
-            deps[key] = (max(deps.get(key, (0, 0))[0], len(idxs)), full)
             if isinstance(target, nn.Module):
                 blocks = math.lcm(blocks, channel_blocks(target))
-                if side == "out" and isinstance(target, _ROOT_TYPES):
-                    roots.append(target)
+            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(target, (*_ROOT_TYPES, *composite_roots)):
+                roots.append(target)
         if not roots:
             continue
         root = min(roots, key=lambda m: order.get(m, 1 << 30))
@@ -174,7 +237,9 @@ def list_groups(model: nn.Module, graph: Any, ignored: Sequence[nn.Module] = ())
         if channels % blocks:
             blocks = 1
         records = tuple(DepRecord(m, s, c, f) for (m, s), (c, f) in sorted(deps.items()))
-        found.append((RawGroup(names[root], channels, blocks, records), root))
+        spec = getattr(graph.get_pruner_of_module(root), "spec", None)  # a composite root: named by its member
+        name = f"{names[root]}.{spec.root}" if spec else names[root]
+        found.append((RawGroup(name, channels, blocks, records), root))
     found.sort(key=lambda item: order.get(item[1], 1 << 30))
     return found
 
@@ -190,52 +255,12 @@ def _size_of(graph: Any, node: Any, side: str, default: int) -> int:
 
 def _make_importance(name: str) -> Any:
     types = [nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm]
-    if name == "l1":
-        return tp.importance.MagnitudeImportance(p=1, target_types=list(types))
-    if name == "l2":
-        return tp.importance.MagnitudeImportance(p=2, target_types=list(types))
+    if name in ("l1", "l2"):
+        return tp.importance.MagnitudeImportance(p=int(name[1]), target_types=list(types))
     if name == "bn-scale":
         return tp.importance.BNScaleImportance()
-    if name == "taylor":
-        return tp.importance.TaylorImportance(target_types=list(types))
-    if name == "hessian":
-        return tp.importance.HessianImportance(target_types=list(types))
-    return tp.importance.RandomImportance()
-
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _prepare_data_dependent(
-    name: str, imp: Any, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-) -> None:
-    """Populate gradients (taylor) or accumulated squared gradients (hessian)."""
-    loss_fn = nn.CrossEntropyLoss(reduction="none")
-    model.eval()  # gradients only: BatchNorm statistics must not move
-    model.zero_grad(set_to_none=True)
-    if name == "hessian":
-        accu: dict[nn.Parameter, torch.Tensor] = {}
-        count: dict[nn.Parameter, int] = {}
-        for x, y in batches:
-            losses = loss_fn(model(x), y)
-            for loss in losses:
-                model.zero_grad(set_to_none=True)
-                loss.backward(retain_graph=True)
-                for p in model.parameters():
-                    if p.grad is not None:
-                        accu[p] = accu.get(p, torch.zeros_like(p)) + p.grad.detach() ** 2
-                        count[p] = count.get(p, 0) + 1
-        if not count:
-            raise PruningError(needs_data_message("hessian"))
-        imp._accu_grad, imp._counter = accu, count
-        model.zero_grad(set_to_none=False)  # the criterion writes into existing .grad tensors
-        return
-    n = 0
-    for x, y in batches:
-        loss_fn(model(x), y).mean().backward()
-        n += 1
-    if n == 0:
-        raise PruningError(needs_data_message("taylor"))
+    made = {"taylor": tp.importance.TaylorImportance, "hessian": tp.importance.HessianImportance}.get(name)
+    return made(target_types=list(types)) if made else tp.importance.RandomImportance()
 
 
 def prune_to_widths(
@@ -267,36 +292,21 @@ def prune_to_widths(
     crit = canonical_importance(importance)
     by_name = dict(model.named_modules())
     ignored_modules = [by_name[n] for n in ignored if n in by_name]
-    graph = build_graph(model, example_inputs, limits=limits)
-    groups = list_groups(model, graph, ignored_modules)
-    known = {g.name for g, _ in groups}
-    unknown = sorted(set(widths) - known)
-    if unknown:
-        raise PruningError(f"groups {unknown} are not prunable groups of this model; groups: {sorted(known)}")
-    for raw, _root in groups:
-        want = int(widths.get(raw.name, raw.channels))
-        if not 1 <= want <= raw.channels or want % raw.blocks:
-            raise PruningError(
-                f"group {raw.name!r}: width {want} is not allowed; it must be in "
-                f"[{raw.blocks}, {raw.channels}] and a multiple of {raw.blocks}"
-            )
+    graph, groups = analyse(model, example_inputs, ignored_modules, limits=limits)
+    check_widths([raw for raw, _ in groups], widths)
     to_prune = [(raw, root) for raw, root in groups if int(widths.get(raw.name, raw.channels)) < raw.channels]
     # Score every group on the unpruned model first; indices of one group do not move when
     # another group is pruned, so the plan stays valid while it is carried out.
     scores = _score_groups(model, graph, to_prune, crit, calib_batches, example_inputs, widths)
-    names = _module_names(model)
-    with _tracing_state(model):
+    names, sink = module_names(model), kept if kept is not None else {}
+    with tracing_state(model):
         for raw, root in to_prune:
             keep = select_keep(scores[raw.name], int(widths[raw.name]), raw.blocks)
             drop = sorted(set(range(raw.channels)) - set(keep))
             group = graph.get_pruning_group(root, _out_fn(graph, root), drop)
-            if kept is not None:
-                for dep, idxs in group:
-                    if isinstance(dep.target.module, nn.Module) and dep.target.module in names:
-                        side = "out" if graph.is_out_channel_pruning_fn(dep.handler) else "in"
-                        full = _size_of(graph, dep.target, side, len(idxs))
-                        key = (names[dep.target.module], side)
-                        kept[key] = tuple(sorted(set(kept.get(key, range(full))) - {int(i) for i in idxs}))
+            for dep, idxs in group:
+                for layer, side, sub_idxs, full in _records(graph, names, dep, idxs):
+                    sink[(layer, side)] = tuple(sorted(set(sink.get((layer, side), range(full))) - set(sub_idxs)))
             group.prune()
         model.zero_grad(set_to_none=True)
     for raw, root in groups:
@@ -325,7 +335,7 @@ def _score_groups(
         if crit in DATA_DEPENDENT and groups and not batches:
             raise PruningError(needs_data_message(crit))
         views = [_view(graph, raw, root) for raw, root in groups]
-        with _tracing_state(model):
+        with tracing_state(model):
             example = example_tuple(example_inputs)
             kw: dict[str, Any] = {"batches": batches, "example_inputs": example, "widths": widths, "keep": select_keep}
             got = criteria.channel_scores(crit, model, views, **kw)
@@ -333,9 +343,9 @@ def _score_groups(
         return {name: s.detach().float().cpu().clone() for name, s in got.items()}
     imp = _make_importance(crit)
     found: dict[str, torch.Tensor] = {}
-    with _tracing_state(model):
+    with tracing_state(model):
         if crit in DATA_DEPENDENT and groups:
-            _prepare_data_dependent(crit, imp, model, calib_batches or [])
+            prepare_data_dependent(crit, imp, model, calib_batches or [])
         for raw, root in groups:
             full = graph.get_pruning_group(root, _out_fn(graph, root), list(range(raw.channels)))
             scores = imp(full)
@@ -381,8 +391,7 @@ def group_scores(
     """
     crit = canonical_importance(importance)
     by_name = dict(model.named_modules())
-    graph = build_graph(model, example_inputs, limits=limits)
-    groups = list_groups(model, graph, [by_name[n] for n in ignored if n in by_name])
+    graph, groups = analyse(model, example_inputs, [by_name[n] for n in ignored if n in by_name], limits=limits)
     return _score_groups(model, graph, groups, crit, calib_batches, example_inputs, widths)
 
 

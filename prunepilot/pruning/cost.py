@@ -2,7 +2,8 @@
 
 Convention (the one most pruning papers use): **MACs** are the multiply-accumulates of
 convolutions, linear layers and attention (projections plus the two attention matmuls),
-for one input sample; normalisation, activation and pooling are not counted. **Params**
+for one input sample (projections a composite layer applies functionally, such as Swin's window
+attention, count as their linear layers); normalisation, activation and pooling are not counted. **Params**
 are all parameters of the model.
 
 :func:`count_macs_params` counts on a real model with forward hooks. :class:`CostModel`
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from prunepilot.pruning.layers import LayerShape
+from prunepilot.pruning.patterns import composite_of
 
 _COMPUTE = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
 
@@ -99,12 +101,21 @@ def trace_calls(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, 
     first = next((t for t in example_inputs if isinstance(t, torch.Tensor)), None)
     batch = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
     calls: dict[str, list[Call]] = {}
+    functional: set[str] = set()  # members of composite layers that use their weights functionally
     hooks = []
 
     def hook(name: str, module: nn.Module) -> Any:
         def fn(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             x = inputs[0] if inputs else None
             out = output[0] if isinstance(output, tuple) else output
+            spec = composite_of(module)
+            if spec is not None and spec.passthrough and isinstance(x, torch.Tensor):
+                tokens = max(1, x.numel() // max(1, int(x.shape[-1])) // batch)  # channels-last tokens
+                for member in dict.fromkeys(f"{name}.{m.path}" for m in spec.members("out")):
+                    if member not in calls or member in functional:  # never called as a module
+                        functional.add(member)
+                        calls.setdefault(member, []).append(Call((1, 1), (1, 1), tokens))
+                return
             if isinstance(module, nn.modules.conv._ConvNd) and x is not None:
                 call = Call(_hw(x.shape), _hw(out.shape), _hw(out.shape)[0] * _hw(out.shape)[1])
             elif isinstance(module, nn.Linear):
@@ -123,7 +134,7 @@ def trace_calls(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, 
         return fn
 
     for name, module in model.named_modules():
-        if isinstance(module, _COMPUTE):
+        if isinstance(module, _COMPUTE) or composite_of(module) is not None:
             hooks.append(module.register_forward_hook(hook(name, module)))
     was_training = model.training
     model.eval()

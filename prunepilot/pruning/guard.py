@@ -14,9 +14,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 from prunepilot.errors import GraphAnalysisError
 
@@ -37,23 +39,80 @@ class Limits:
     """Limits for one bounded block.
 
     Attributes:
-        seconds: Wall-clock limit in seconds.
-        memory_gb: Limit on the growth of resident memory during the block, in GiB.
+        seconds: Wall-clock limit in seconds (default 30, or ``$PRUNEPILOT_GRAPH_MAX_SECONDS``).
+        memory_gb: Limit on the growth of resident memory during the block, in GiB (default 4,
+            or ``$PRUNEPILOT_GRAPH_MAX_GB``).
     """
 
-    seconds: float = float(os.environ.get("PRUNEPILOT_GRAPH_MAX_SECONDS", 300))
-    memory_gb: float = float(os.environ.get("PRUNEPILOT_GRAPH_MAX_GB", 6))
+    seconds: float = float(os.environ.get("PRUNEPILOT_GRAPH_MAX_SECONDS", 30))
+    memory_gb: float = float(os.environ.get("PRUNEPILOT_GRAPH_MAX_GB", 4))
+
+
+Locator = Callable[[TracebackType | None], str | None]
+
+
+def locate_in(tb: TracebackType | None, names: Mapping[Any, str]) -> str | None:
+    """The module, or else operation, that the innermost frame of ``tb`` naming one was given.
+
+    Reads each frame's *arguments* (what a function works on, not its scratch variables): a
+    module or parameter in ``names`` (the model itself, named ``""``, does not count), a graph
+    node or dependency holding one (``.module``, ``.target.module``), or else a graph node of an
+    autograd operation (``.grad_fn``). Returns e.g. ``"module 'features.3' (ShuffleBlock)"`` or
+    ``"operation ViewBackward0"``, or None.
+    """
+    found: str | None = None
+    while tb is not None:
+        code, local = tb.tb_frame.f_code, tb.tb_frame.f_locals
+        args = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        named = [d for a in args if (d := _describe(local.get(a), names))]
+        if named:
+            found = min(named, key=lambda d: not d.startswith("module"))  # a module over an operation
+        tb = tb.tb_next
+    return found
+
+
+def _describe(value: Any, names: Mapping[Any, str]) -> str | None:
+    try:
+        for obj in (value, getattr(value, "module", None), getattr(getattr(value, "target", None), "module", None)):
+            if isinstance(obj, Hashable) and (name := names.get(obj)):
+                return f"module {name!r} ({type(obj).__name__})"
+        op = getattr(getattr(value, "grad_fn", None), "name", None) if hasattr(value, "module") else None
+        return f"operation {op()}" if callable(op) else None
+    except Exception:  # noqa: BLE001 - an argument that cannot be inspected names nothing
+        return None
+
+
+def _interrupt_of(exc: BaseException) -> BaseException:
+    """The watchdog's KeyboardInterrupt in ``exc``'s chain of causes and contexts (else ``exc``)."""
+    seen: list[BaseException | None] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        if e is not None:
+            seen += [e.__cause__, e.__context__]
+    return exc
 
 
 @contextmanager
-def bounded(what: str, limits: Limits | None = None, poll: float = 0.05) -> Iterator[None]:
+def bounded(
+    what: str, limits: Limits | None = None, poll: float = 0.05, locate: Locator | None = None
+) -> Iterator[None]:
     """Run the ``with`` block under a time and memory watchdog.
 
     Only the main thread can be interrupted; elsewhere the limits are checked when the block
     ends (it still cannot exhaust time silently, but memory is not capped).
 
+    Args:
+        what: What the block does, for the error message.
+        limits: The limits (default :class:`Limits`).
+        poll: Seconds between the watchdog's checks.
+        locate: Names where the block was when it was stopped, from the traceback
+            (e.g. ``lambda tb: locate_in(tb, names)``).
+
     Raises:
-        GraphAnalysisError: the block exceeded a limit; the message names ``what`` and the limit.
+        GraphAnalysisError: the block exceeded a limit; the message names ``what``, the limit
+            and, with ``locate``, the module or operation it was at.
     """
     limits = limits or Limits()
     start_rss = rss_bytes()
@@ -86,10 +145,12 @@ def bounded(what: str, limits: Limits | None = None, poll: float = 0.05) -> Iter
         watcher.start()
     try:
         yield
-    except KeyboardInterrupt:
+    except BaseException as exc:  # code in the block may swallow the interrupt and raise another error
         if breach:
+            where = locate(_interrupt_of(exc).__traceback__) if locate else None
+            at = f" at {where}" if where else ""
             raise GraphAnalysisError(
-                f"{what} stopped: it {breach[0]}. The model is too large or too unusual for "
+                f"{what} stopped{at}: it {breach[0]}. The model is too large or too unusual for "
                 "Torch-Pruning's graph analysis at this input size; try a smaller example input, "
                 "list the offending blocks in ignored_layers, or raise PRUNEPILOT_GRAPH_MAX_GB / "
                 "PRUNEPILOT_GRAPH_MAX_SECONDS."

@@ -104,8 +104,9 @@ class PruningSpace:
                 f"ignored_layers {missing} are not modules of this model; e.g. {sorted(n for n in modules if n)[:8]}"
             )
         inputs = adapter.example_tuple(example_inputs)
-        graph = adapter.build_graph(model, inputs, what=type(model).__name__, limits=limits)
-        raw = adapter.list_groups(model, graph, [modules[n] for n in ignored_layers])
+        _graph, raw = adapter.analyse(
+            model, inputs, [modules[n] for n in ignored_layers], what=type(model).__name__, limits=limits
+        )
         calls = trace_calls(model, inputs)
         objects: dict[str, Any] = dict(modules)
         objects.update(dict(model.named_parameters()))
