@@ -184,7 +184,7 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
     for path in PATHS:
         cfg = search_config(name, path, args, model)
         print(f"{name} / {path}: {args.evaluations} candidates ...", flush=True)
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
         result = prunepilot.search.run(cfg, backend="ray", run_dir=args.work / f"{name}-{path}", progress=False)
         wall = time.perf_counter() - t0
         cands = sorted(result.candidates, key=lambda c: c.wall_time)
@@ -198,6 +198,8 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]
             "search_wall_s": wall,
             "prepare_s": wall - (cands[-1].wall_time - cands[0].wall_time if len(cands) > 1 else 0.0),
             "latency_kinds": sorted({c.metrics.latency_kind for c in cands}),
+            # the machine's 1-minute load average before and after: others' work slows a path down
+            "load_average": [load0, os.getloadavg()[0]],
         }
         if path != "old":
             measured, spread, base_ms = measured_medians(cfg, cands, args.rounds)
