@@ -60,7 +60,8 @@ TARGET_SPEEDUP = 10.0
 TARGET_WITHIN = 0.9
 TARGET_SPEARMAN = 0.95
 COLUMNS = ["model", "path", "candidates", "candidates/s", "speedup", "s/candidate", "prepare s",
-           "within ±10%", "spearman", "max |err| %", "within ±10% of base share", "meas. spread %"]  # fmt: skip
+           "within ±10%", "spearman", "max |err| %", "within ±10% of base share", "meas. spread %",
+           "load avg"]  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -237,6 +238,7 @@ def speed_table(record: dict[str, Any]) -> dict[str, Any]:
                 p.get("max_abs_err_pct"),
                 p.get("vs_base", {}).get("within_10pct_share"),
                 p.get("measurement_spread_pct_median"),
+                statistics.mean(p["load_average"]) if "load_average" in p else None,
             ]
             rows.append([name, path, p["candidates"], p["candidates_per_s"], speed, p["eval_seconds_median"],
                          p["prepare_s"], *fit])  # fmt: skip
