@@ -259,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per model (its process is killed after)")
     ap.add_argument("--memory-gb", type=float, default=8.0, help="address space per model above its footprint")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per model process")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of an interrupted run (OUT.rows.jsonl)")
     args = ap.parse_args(argv)
     if args.child:
         child_main(args)
@@ -274,9 +275,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = args.out or (dated_results().with_name(dated_results().name + ("-quick" if quick else "")) / "coverage.json")
     from prunepilot.hw_models.base import runtime_versions
 
+    # every row is appended as it is made, so an interrupted run keeps what it measured (--resume)
+    partial = out.with_name(out.stem + ".rows.jsonl")
+    done: dict[str, dict[str, Any]] = {}
+    if args.resume and partial.is_file():
+        done = {r["model"]: r for r in map(json.loads, partial.read_text().splitlines()) if r.get("model") in names}
+    else:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("")
     rows = []
     for i, name in enumerate(names, 1):
-        row = run_model(name, args)
+        row = done.get(name) or run_model(name, args)
+        if name not in done:
+            with partial.open("a") as fh:
+                fh.write(json.dumps(row, default=str) + "\n")
         rows.append(row)
         print(f"[{i}/{len(names)}] {name}: {row['status']} in {row['wall_s']:.1f} s {_reason(row['error']) or ''}",
               flush=True)  # fmt: skip
@@ -291,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     doc["table"] = table(doc)
     write_json(out, doc)
+    partial.unlink()
     print_result_table(doc["table"])
 
 
