@@ -4,10 +4,11 @@ A policy exported by ``prunepilot pareto RUN --export`` carries ``metadata.metri
 search's ``latency_ms``, ``latency_kind`` and ``latency_model``) and ``metadata.run`` (the run
 folder). When that folder is still there, its ``config.yaml`` says which device and batch size
 the search used (read through :class:`~prunepilot.search.store.RunStore`, the run folder's one
-reader); apply measures on the same ones unless told otherwise, so the two figures are
-comparable. The difference is reported in percent of the search figure; ``within_10pct`` is
-judged only when both figures are measured with the same latency model (a prediction is
-reported, not judged).
+reader; ``metadata.device`` names the device instead when the policy was exported for another
+device of the search, ``prunepilot pareto RUN --device NAME``); apply measures on the same ones
+unless told otherwise, so the two figures are comparable. The difference is reported in percent
+of the search figure; ``within_10pct`` is judged only when both figures are measured with the
+same latency model (a prediction is reported, not judged).
 
 A shared machine drifts: the same model can time 20% slower an hour later. When the run folder's
 ``run.json`` still holds the base model's search-time latency, the base is measured again here
@@ -44,7 +45,8 @@ class SearchContext:
         latency_kind: ``measured`` or ``predicted``.
         latency_model: The latency model that gave it (``torch-cpu``, ``lut``...).
         accuracy: The search-time accuracy (held-out training data, BN recalibrated).
-        device: The search's device name, from the run folder's ``config.yaml``.
+        device: The search's device name, from the run folder's ``config.yaml`` (or the policy's
+            ``metadata.device`` when it was exported for another device of the search).
         batch_size: The search's latency batch size, from the same file.
         ignored_layers: Modules the search never pruned, from the same file.
         run: The run folder named by the policy.
@@ -79,11 +81,12 @@ def search_context(policy: PruningPolicy) -> SearchContext:
         except ConfigError:  # a moved or half-written run: apply goes on without its settings
             raw = {}
         dev = raw.get("device") or {}
-        device = dev.get("name")
+        other = meta.get("device")  # exported for another device of the search (device.also)
+        device = other or dev.get("name")
         batch = dev.get("batch_size")
         layers = (raw.get("model") or {}).get("ignored_layers")
         ignored = tuple(layers) if layers else None
-        base_ms = store.base_latency_ms()
+        base_ms = store.base_latency_ms(str(other) if other else None)
     ms = metrics.get("latency_ms")
     acc = metrics.get("accuracy")
     return SearchContext(

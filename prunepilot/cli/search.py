@@ -92,16 +92,20 @@ def search(
         f"{len(result.candidates)} candidates, {result.failed_trials} failed trial records -> {result.run_dir}\n"
         f"next: prunepilot pareto {result.run_dir} --budget {result.budget_ms:.3f} --export policy.json"
     )
+    if cfg.device.also:
+        console.print(f"on the other devices: prunepilot pareto {result.run_dir} --device {cfg.device.also[0]}")
 
 
-def _print_front(front: Sequence[Candidate], budget_ms: float | None, base: Metrics | None) -> None:
+def _print_front(
+    front: Sequence[Candidate], budget_ms: float | None, base: Metrics | None, device: str | None = None
+) -> None:
     """The front as a table; ``*`` marks a point over the budget by its re-measured figure if it has one."""
     from prunepilot.search.front_table import front_table_rows
 
     rows = front_table_rows(front)
     kinds = {r["latency_kind"] for r in rows} | ({base.latency_kind} if base else set())
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
-    title = f"Pareto front: accuracy on the held-out train split, latency {kind}"
+    title = f"Pareto front{f' on {device}' if device else ''}: accuracy on the held-out train split, latency {kind}"
     if budget_ms:
         title += f"; budget {budget_ms:.3f} ms (* = over budget)"
     table = Table(title=title)
@@ -132,7 +136,13 @@ def _print_front(front: Sequence[Candidate], budget_ms: float | None, base: Metr
 def pareto(
     run: Path = typer.Argument(..., help="A run folder written by `prunepilot search`."),
     budget: float | None = typer.Option(
-        None, "--budget", help="Latency budget in ms for --export (default: the run's)."
+        None, "--budget", help="Latency budget in ms for --export (default: the run's, on --device its own)."
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Front, table, plots and --export on this device of the run's device.also (default: the "
+        "search's device); writes front-NAME.json and pareto-NAME.png.",
     ),
     export: Path | None = typer.Option(None, "--export", help="Write the most accurate policy within the budget here."),
     objectives: str = typer.Option("accuracy,latency_ms", "--objectives", help="Comma-separated objectives."),
@@ -141,8 +151,11 @@ def pareto(
     """Print a run's Pareto front, write front.json, pareto.png and pareto.html, export a policy.
 
     Re-measured latencies survive (front.json keeps ``measured_latency_ms``), and ``--export``
-    judges the budget on them: a front point measured over the budget is never exported.
+    judges the budget on them: a front point measured over the budget is never exported. With
+    ``--device NAME`` (a device of the search's ``device.also``) all of it is on that device's
+    figures and budget; pareto.html switches between the run's devices.
     """
+    from prunepilot.search.devices import device_view, front_layers, run_devices
     from prunepilot.search.pareto import (
         best_within_budget,
         budget_latency,
@@ -152,25 +165,36 @@ def pareto(
         pareto_front,
         to_minimisation,
     )
-    from prunepilot.search.store import RunStore
+    from prunepilot.search.store import RunStore, device_slug
 
     with fail_on_error():
         store = RunStore(run)
         store.read_config()
-        ok = store.ok()
+        view = device_view(store, device, budget)
+        ok = view.candidates
         if not ok:
-            raise ConfigError(f"run {str(run)!r} has no evaluated candidates yet")
-        base = store.base_metrics()
+            raise ConfigError(
+                f"run {str(run)!r} has no evaluated candidates {'yet' if view.primary else 'on ' + view.name}"
+            )
+        base = view.base
         objs = objectives_from_names([o.strip() for o in objectives.split(",") if o.strip()])
         front = pareto_front(ok, objs)
         ref = default_reference(ok, objs, base=base)
         hv = hypervolume(to_minimisation(front, objs), ref)
-        budget_ms = budget if budget is not None else store.budget_ms()
-        _print_front(front, budget_ms, base)
+        budget_ms = view.budget_ms
+        names = run_devices(store)
+        _print_front(front, budget_ms, base, device=view.name if len(names) > 1 else None)
         console.print(f"hypervolume {hv:.6g} (reference {list(map(float, ref))}); {len(ok)} candidates")
-        store.write_front(front)
+        if view.left_out:
+            console.print(f"{view.left_out} candidates have no latency on {view.name} and are left out")
+        store.write_front(front, device=None if view.primary else view.name)
         if not no_plots:
-            png, html = store.write_plots(ok, front)
+            layers = {view.name: front_layers(view, front)}
+            for name in names[1:] if view.primary else [n for n in names if n != view.name]:
+                other = device_view(store, name)
+                layers[name] = front_layers(other, pareto_front(other.candidates))
+            png_name = "pareto.png" if view.primary else f"pareto-{device_slug(view.name)}.png"
+            png, html = store.write_plots(layers, png_name)
             console.print(f"wrote {png} and {html}")
         if export is not None:
             if budget_ms is None:
@@ -187,6 +211,7 @@ def pareto(
             shown = f"{m.latency_ms:.3f} ms {m.latency_kind}"
             if best.measured is not None:
                 shown += f" (measured {best.measured.latency_ms:.3f} ms)"
+            shown += "" if view.primary else f" on {view.name}"
             console.print(f"exported {best.id}: accuracy {m.accuracy:.4f}, latency {shown} -> {export}")
 
 

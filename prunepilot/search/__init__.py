@@ -20,18 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prunepilot.search.config import SearchConfig, load_config
-    from prunepilot.search.records import Candidate, FailedTrial, Measurement, Metrics
+    from prunepilot.search.devices import DeviceView, device_view
+    from prunepilot.search.records import Candidate, DeviceLatency, FailedTrial, Measurement, Metrics
     from prunepilot.search.runner import SearchResult, run, run_search
     from prunepilot.search.store import RunStore
 
 __all__ = [
     "Candidate",
+    "DeviceLatency",
+    "DeviceView",
     "FailedTrial",
     "Measurement",
     "Metrics",
     "RunStore",
     "SearchConfig",
     "SearchResult",
+    "device_view",
     "load_config",
     "run",
     "run_search",
@@ -39,6 +43,9 @@ __all__ = [
 
 _HOMES = {
     "Candidate": "records",
+    "DeviceLatency": "records",
+    "DeviceView": "devices",
+    "device_view": "devices",
     "FailedTrial": "records",
     "Measurement": "records",
     "Metrics": "records",

@@ -60,6 +60,27 @@ class DeviceSection(_Strict):
         description="Measured latency model (e.g. torch-cpu, remote) used to re-measure front "
         "points whose latency was predicted; None skips re-measurement.",
     )
+    also: tuple[str, ...] = Field(
+        (),
+        description="Other devices (names as for `name`) every candidate also gets a latency on: predicted "
+        "ones from the widths, measured ones from an in-loop predictor calibrated at search start, their front "
+        "points measured at the end (`prunepilot pareto RUN --device NAME`). The search aims at `name` only; "
+        "`latency_model` and `settings` apply to it alone, `batch_size` to every device.",
+    )
+
+    @field_validator("also")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({n for n in v if v.count(n) > 1})
+        if twice:
+            raise ValueError(f"device.also names {twice} more than once; name each device once")
+        return v
+
+    @model_validator(mode="after")
+    def _not_primary(self) -> DeviceSection:
+        if self.name in self.also:
+            raise ValueError(f"device.also names the search's own device {self.name!r}; list only other devices")
+        return self
 
 
 class BudgetSection(_Strict):
@@ -239,11 +260,12 @@ def validate_config(data: dict[str, Any], source: str = "config") -> SearchConfi
 
 
 def _check_device(cfg: SearchConfig, source: str) -> None:
-    """Look up ``device.name`` and the latency model names (cheap: YAML files and a registry)."""
+    """Look up ``device.name``, ``device.also`` and the latency model names (cheap: YAML files and a registry)."""
     from prunepilot.hw_models.devices import load_device
     from prunepilot.hw_models.registry import latency_model_class
 
     checks: list[tuple[str, Callable[[str], object], str]] = [("device.name", load_device, cfg.device.name)]
+    checks += [("device.also", load_device, name) for name in cfg.device.also]
     checks += [
         (f"device.{key}", latency_model_class, name)
         for key, name in (("latency_model", cfg.device.latency_model), ("remeasure_with", cfg.device.remeasure_with))

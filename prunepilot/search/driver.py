@@ -2,8 +2,9 @@
 
 * :func:`prepare`: the analytic budget floor, the base model's metrics, the latency fit, the
   budget check (refusing an unreachable budget) and, on measured devices, the in-loop latency
-  predictor and the budget margin strategies keep (:mod:`prunepilot.search.inloop`), written to
-  ``run.json``;
+  predictor and the budget margin strategies keep (:mod:`prunepilot.search.inloop`), and the
+  other devices' base latency, budget and in-loop predictors (:mod:`prunepilot.search.devices`),
+  written to ``run.json``;
 * :class:`Recorder`: every reported candidate into the run folder (:class:`RunStore`), every
   failed trial as a record, and the progress bar: the Ray backend's Tune callback and the local
   backend's loop both call it, so a run folder looks the same whichever ran it.
@@ -89,6 +90,7 @@ def prepare(
 ) -> tuple[Evaluator, SearchSetup, dict[str, Any]]:
     """Driver-side set-up before any trial: budget floor, base metrics, latency fit, budget check,
     in-loop predictor and the budget strategies aim at (the budget less its margin)."""
+    from prunepilot.search.devices import device_budgets, prepare_devices
     from prunepilot.search.inloop import prepare_in_loop, restore_in_loop
 
     info = store.read_info() if resume else {}
@@ -98,16 +100,29 @@ def prepare(
         base = info["base"]
         budget_ms = float(info["budget_ms"])
         trial_budget_ms = restore_in_loop(ev, info) or budget_ms
+        ev.devices.restore_from_run(info.get("devices") or {})
     else:
         check_budget_floor(cfg, ev)
         console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
         _, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
+        if cfg.device.also:
+            console.print(
+                f"latency on the other devices {', '.join(cfg.device.also)}: base model, in-loop predictors ..."
+            )
+        devices = prepare_devices(cfg, ev)  # before the base is scored: its metrics carry every device
         base = ev.base_metrics().to_dict()
         budget_ms = resolve_budget(cfg, base["latency_ms"], low.ms)
         if ev.latency.requires_model and cfg.evaluation.in_loop_latency == "predicted":
             console.print("calibrating the in-loop latency predictor on the device ...")
         in_loop = prepare_in_loop(cfg, ev, budget_ms)
         trial_budget_ms = float(in_loop["trial_budget_ms"])
+        others = device_budgets(devices, budget_ms / base["latency_ms"])
+        for name in (n for n, rec in others.items() if not rec["budget_reachable"]):
+            console.print(
+                f"[yellow]note[/]: on {name} the budget {others[name]['budget_ms']:.4g} is below the reachable minimum "
+                f"{others[name]['reachable_min_ms']:.4g}; `prunepilot pareto RUN --device {name} --budget MS` picks "
+                "within another"
+            )
         info = {
             "name": cfg.name,
             "status": "running",
@@ -119,6 +134,7 @@ def prepare(
             "fit": asdict(ev.fit) if ev.fit else None,
             "trial_budget_ms": trial_budget_ms,
             "in_loop_latency": in_loop,
+            **({"devices": others} if others else {}),
             "scoring": {
                 "protocol": ev.protocol.name,
                 "path": ev.scoring_path,
@@ -140,6 +156,7 @@ def prepare(
         base_latency_ms=float(base["latency_ms"]),
         predictor=ev.in_loop.to_json() if ev.in_loop is not None else None,
         trial_budget_ms=trial_budget_ms,
+        devices=ev.devices.to_json() or None,
     )
     return ev, setup, info
 

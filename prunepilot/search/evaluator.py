@@ -33,6 +33,7 @@ from prunepilot.hw_models.base import LatencyModel, LatencyResult
 from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
 from prunepilot.search.config import SearchConfig
+from prunepilot.search.devices import DeviceFigures
 from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol
 from prunepilot.search.records import Candidate, Metrics
 from prunepilot.search.sliced import SlicedScorer
@@ -91,6 +92,8 @@ class Evaluator:
         self.cfg = cfg
         # The device's latency model first: a bad device or setting fails before data and model.
         self.latency, self.batch_size = build_latency_model(cfg)
+        #: Latency on each of ``device.also`` (:mod:`prunepilot.search.devices`), in ``metrics.devices``.
+        self.devices = DeviceFigures(cfg)
         torch.manual_seed(cfg.seed)
         self.data = build_data(cfg.data)
         c, h, w = self.data.input_shape
@@ -209,7 +212,8 @@ class Evaluator:
         accuracy: float | None = None,
         protocol: str | None = None,
     ) -> Metrics:
-        """Accuracy on the held-out batches and latency of ``model``, which has these ``widths``.
+        """Accuracy on the held-out batches and latency of ``model``, which has these ``widths``
+        (and its latency on each of ``device.also``, in ``metrics.devices``).
 
         What :meth:`evaluate` does after pruning, for models built otherwise (a one-shot
         supernet's weights: ``protocol`` names how, e.g. ``"autoslim"``). ``accuracy``, when
@@ -234,6 +238,7 @@ class Evaluator:
             eval_seconds=time.perf_counter() - start,
             latency_cv=lat.cv,
             protocol=protocol or self.protocol.name,
+            devices=self.devices.latencies(self.space, widths),
         )
 
     def _apply(self, policy: PruningPolicy) -> nn.Module:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ from prunepilot.search.pareto import (
 )
 
 __all__ = [
+    "FrontLayers",
     "hover_text",
     "latency_axis_label",
+    "plot_devices_html",
     "plot_front_html",
     "plot_front_png",
     "plot_fronts_png",
@@ -51,6 +54,20 @@ Candidate = Mapping[str, Any]
 ACCURACY_LABEL = "accuracy (held-out split of the training data)"
 _GREY = "#b0b0b0"
 _BASE_COLOR = "#e8a500"
+
+
+@dataclass(frozen=True)
+class FrontLayers:
+    """What one device's picture shows (wire-form candidates, as the plot functions take them)."""
+
+    candidates: Sequence[Candidate]
+    """Every candidate of the run, drawn in grey (failed ones are skipped)."""
+    front: Sequence[Candidate]
+    """The front, coloured by strategy."""
+    uniform: Sequence[Candidate] | None = None
+    """The uniform-pruning curve (None: the candidates of strategy ``uniform``)."""
+    base: Any = None
+    """The unpruned model (candidate dict, metrics dict or ``Metrics``), drawn as a star."""
 
 
 def _ok(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -129,18 +146,7 @@ def _base_point(base: Any) -> tuple[float, float] | None:
 
 
 def _strategy_colors(strategies: Sequence[str]) -> dict[str, str]:
-    palette = [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#17becf",
-        "#8c564b",
-        "#e377c2",
-        "#bcbd22",
-        "#7f7f7f",
-    ]
+    palette = "#1f77b4 #d62728 #2ca02c #9467bd #ff7f0e #17becf #8c564b #e377c2 #bcbd22 #7f7f7f".split()
     return {s: palette[i % len(palette)] for i, s in enumerate(sorted(set(strategies)))}
 
 
@@ -296,21 +302,25 @@ def plot_front_html(
     Same layers and arguments as :func:`plot_front_png`. plotly.js is inlined
     (``include_plotlyjs=True``), so the file opens offline. Hovering any point shows its
     accuracy, latency with its kind (and re-measured figure), MACs, params, strategy and the
-    policy's channels per group.
+    policy's channels per group. Several devices' fronts in one file: :func:`plot_devices_html`.
     """
+    return plot_devices_html({"": FrontLayers(candidates, front, uniform, base)}, path, title)
+
+
+def _html_traces(layers: FrontLayers) -> list[Any]:
+    """The plotly traces of one device: candidates, uniform curve, front (line, then by strategy), base."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
-    ok = _ok(candidates)
+    traces: list[Any] = []
 
     def scatter(points: Sequence[Candidate], name: str, **kwargs: Any) -> None:
         xs, ys = _xy(points)
-        fig.add_trace(
-            go.Scatter(x=xs, y=ys, name=name, hovertext=[hover_text(c) for c in points], hoverinfo="text", **kwargs)
-        )
+        hover = [hover_text(c) for c in points]
+        traces.append(go.Scatter(x=xs, y=ys, name=name, hovertext=hover, hoverinfo="text", **kwargs))
 
+    ok, front = _ok(layers.candidates), layers.front
     scatter(ok, f"all candidates ({len(ok)})", mode="markers", marker={"color": _GREY, "size": 6})
-    curve = uniform_curve(candidates, uniform)
+    curve = uniform_curve(layers.candidates, layers.uniform)
     if curve:
         scatter(
             curve,
@@ -321,49 +331,60 @@ def plot_front_html(
         )
     if front:
         fx, fy = _xy(front)
-        fig.add_trace(
-            go.Scatter(
-                x=fx,
-                y=fy,
-                mode="lines",
-                line={"shape": "hv", "color": "#444444", "width": 1},
-                name="front",
-                hoverinfo="skip",
-            )
-        )
+        line = {"shape": "hv", "color": "#444444", "width": 1}
+        traces.append(go.Scatter(x=fx, y=fy, mode="lines", line=line, name="front", hoverinfo="skip"))
         for strategy, color in _strategy_colors([str(c.get("strategy")) for c in front]).items():
             mine = [c for c in front if str(c.get("strategy")) == strategy]
-            scatter(
-                mine,
-                f"front: {strategy}",
-                mode="markers",
-                marker={"color": color, "size": 10, "line": {"color": "black", "width": 1}},
-            )
-    point = _base_point(base)
+            marker = {"color": color, "size": 10, "line": {"color": "black", "width": 1}}
+            scatter(mine, f"front: {strategy}", mode="markers", marker=marker)
+    point = _base_point(layers.base)
     if point is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[point[0]],
-                y=[point[1]],
-                mode="markers",
-                name="base model",
-                marker={
-                    "symbol": "star",
-                    "size": 18,
-                    "color": _BASE_COLOR,
-                    "line": {"color": "black", "width": 1},
-                },
-                hovertext=[f"<b>base model</b><br>accuracy: {point[1]:.4f}<br>latency: {point[0]:.3g} ms"],
-                hoverinfo="text",
-            )
-        )
+        star = {"symbol": "star", "size": 18, "color": _BASE_COLOR, "line": {"color": "black", "width": 1}}
+        hover = [f"<b>base model</b><br>accuracy: {point[1]:.4f}<br>latency: {point[0]:.3g} ms"]
+        base = go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name="base model", marker=star, hovertext=hover)
+        traces.append(base.update(hoverinfo="text"))
+    return traces
+
+
+def plot_devices_html(
+    layers: Mapping[str, FrontLayers], path: str | Path, title: str = "Pareto front: accuracy vs latency"
+) -> Path:
+    """:func:`plot_front_html` for several devices of one run: ``layers`` by device name, the first
+    shown; with more than one, a menu switches the traces, the latency axis label and the title
+    between the devices (each trace set is in the file; nothing is recomputed at view time)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    spans: list[tuple[str, int, int, str]] = []  # device, first trace, end, x label
+    for name, device in layers.items():
+        start = len(fig.data)
+        fig.add_traces(_html_traces(device))
+        spans.append((name, start, len(fig.data), latency_axis_label(list(device.candidates) + list(device.front))))
+
+    def titled(name: str) -> str:
+        return f"{title}, on {name}" if len(spans) > 1 else title
+
+    for trace in fig.data[spans[0][2] :]:
+        trace.visible = False
+    buttons = [
+        {
+            "label": name,
+            "method": "update",
+            "args": [
+                {"visible": [start <= i < end for i in range(len(fig.data))]},
+                {"title.text": titled(name), "xaxis.title.text": label},
+            ],
+        }
+        for name, start, end, label in spans
+    ]
     fig.update_layout(
-        title=title,
-        xaxis_title=latency_axis_label(list(candidates) + list(front)),
+        title=titled(spans[0][0]),
+        xaxis_title=spans[0][3],
         yaxis_title=ACCURACY_LABEL,
         template="plotly_white",
         hovermode="closest",
         hoverlabel={"align": "left"},
+        updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.15, "xanchor": "right"}] if len(spans) > 1 else [],
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

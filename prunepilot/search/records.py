@@ -1,4 +1,5 @@
-"""The records of a search: :class:`Metrics`, :class:`Candidate`, :class:`FailedTrial`, :class:`Measurement`.
+"""The records of a search: :class:`Metrics`, :class:`Candidate`, :class:`FailedTrial`, :class:`Measurement`,
+:class:`DeviceLatency`.
 
 Every strategy, backend, store, front and plot agrees on these types; JSON is only their wire
 format (one line of ``candidates.jsonl``, the ``candidate`` field of a Tune report, an entry of
@@ -7,7 +8,9 @@ format (one line of ``candidates.jsonl``, the ``candidate`` field of a Tune repo
     {"id": "a1b2c_00003-0000", "status": "ok", "strategy": "random", "trial": "a1b2c_00003",
      "index": 0, "seed": 3, "budget_ms": 2.5, "policy": {...}, "cached": false,
      "metrics": {"accuracy": 0.91, "latency_ms": 2.4, "latency_kind": "predicted", ...,
-                 "within_budget": true, "measured_latency_ms": 2.7},   # the last once re-measured
+                 "within_budget": true, "measured_latency_ms": 2.7,    # the last once re-measured
+                 "devices": {"rpi4": {"latency_ms": 9.1, "latency_kind": "predicted",  # device.also only
+                                      "latency_model": "roofline"}}},
      "node": "host", "node_id": null, "pid": 123, "wall_time": 1.7e9, "versions": {...},
      "projection_scale": 0.8}                                          # strategy fields: `extra`
 
@@ -47,6 +50,25 @@ VERSIONS = {
 
 
 @dataclass(frozen=True)
+class DeviceLatency:
+    """A candidate's in-loop latency on one of the search's other devices (``device.also``).
+
+    Predicted from the widths: by the device's own latency model when it predicts, else by an
+    in-loop predictor calibrated on it when the search started (``latency_model`` says which, e.g.
+    ``torch-cpu~fit``). A measurement after the search is :attr:`Candidate.measured_on`.
+    """
+
+    latency_ms: float
+    latency_kind: str
+    latency_model: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeviceLatency:
+        """From a wire ``metrics.devices[NAME]`` dict (re-measured figures there are ignored)."""
+        return cls(float(data["latency_ms"]), str(data["latency_kind"]), str(data["latency_model"]))
+
+
+@dataclass(frozen=True)
 class Metrics:
     """One evaluated candidate.
 
@@ -63,6 +85,11 @@ class Metrics:
             evaluator always sets it. None only in records written before protocols existed,
             which were all ``bn-recal`` (:func:`scoring_protocol` reads them so), and then left
             out of the JSON so that such records round-trip unchanged.
+        device: The device ``latency_*`` refer to when it is not the search's own (a candidate seen on
+            another device, :func:`prunepilot.search.devices.on_device`); None, and left out of the
+            JSON, for the search's device (``device.name``).
+        devices: Latency on each of ``device.also``, by device name; empty, and left out of the JSON,
+            without them (so records from before they existed round-trip unchanged).
     """
 
     accuracy: float
@@ -74,19 +101,24 @@ class Metrics:
     eval_seconds: float
     latency_cv: float | None = None
     protocol: str | None = None
+    device: str | None = None
+    devices: Mapping[str, DeviceLatency] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         out = asdict(self)
-        if out["protocol"] is None:
-            del out["protocol"]
+        for key in ("protocol", "device", "devices"):
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Metrics:
         """From a wire ``metrics`` dict; keys that are not metrics (``within_budget``, re-measured
         figures) are ignored."""
-        return cls(**{k: data[k] for k in _METRIC_FIELDS if k in data})
+        found = {k: data[k] for k in _METRIC_FIELDS if k in data}
+        found["devices"] = {str(n): DeviceLatency.from_json(d) for n, d in (data.get("devices") or {}).items()}
+        return cls(**found)
 
 
 _METRIC_FIELDS = tuple(f.name for f in dataclasses.fields(Metrics))
@@ -141,6 +173,8 @@ class Candidate:
         seed: The trial's seed.
         cached: Whether the metrics came from an evaluation cache.
         measured: Its latency re-measured on the device (front points only), else None.
+        measured_on: Its latency measured on other devices of ``device.also`` after the search (their
+            front points only), by device name; on the wire inside ``metrics.devices[NAME]``.
         extra: Strategy-specific fields (``episode``, ``uniform_ratio``, ``path_step``...).
         node, node_id, pid, wall_time, versions: Provenance.
     """
@@ -155,6 +189,7 @@ class Candidate:
     seed: int = 0
     cached: bool = False
     measured: Measurement | None = None
+    measured_on: Mapping[str, Measurement] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     node: str | None = None
     node_id: str | None = None
@@ -219,6 +254,11 @@ class Candidate:
         """This candidate with ``measured`` attached (itself when that changes nothing)."""
         return self if measured == self.measured else dataclasses.replace(self, measured=measured)
 
+    def with_measured_on(self, measured: Mapping[str, Measurement]) -> Candidate:
+        """This candidate with ``measured`` (by device name) added to :attr:`measured_on`."""
+        merged = {**self.measured_on, **measured}
+        return self if merged == self.measured_on else dataclasses.replace(self, measured_on=merged)
+
     # --- the wire format -----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The wire record (a fresh dict)."""
@@ -226,6 +266,8 @@ class Candidate:
         metrics["within_budget"] = self.within_budget
         if self.measured is not None:
             metrics.update(self.measured.to_json())
+        for name, m in self.measured_on.items():
+            metrics.setdefault("devices", {}).setdefault(name, {}).update(m.to_json())
         return {
             "id": self.id,
             "status": self.status,
@@ -268,6 +310,11 @@ class Candidate:
             seed=int(data.get("seed", 0)),
             cached=bool(data.get("cached", False)),
             measured=Measurement.from_json(metrics),
+            measured_on={
+                str(n): m
+                for n, d in (metrics.get("devices") or {}).items()
+                if (m := Measurement.from_json(d)) is not None
+            },
             extra={k: v for k, v in data.items() if k not in _CANDIDATE_KEYS},
             node=data.get("node"),
             node_id=data.get("node_id"),

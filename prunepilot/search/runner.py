@@ -14,7 +14,8 @@ The whole path, one way through::
            -> driver.Recorder -> candidates.jsonl (failed trials recorded beside them)
       -> finish: uniform baseline -> Pareto front -> re-measurement of predicted front points and of
          the best candidate within the budget -> remeasured.json, front.json, run.json (status:
-         finished, best_within_budget with its budget use) -> SearchResult
+         finished, best_within_budget with its budget use); the same on each measuring device of
+         device.also, on its own front and budget (prunepilot.search.devices) -> SearchResult
       -> later: `prunepilot pareto` (front, plots, --export) and `prunepilot apply`, through RunStore
 
 ``resume`` continues a search in its run folder with the stored config: nothing stored is
@@ -202,5 +203,9 @@ def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, 
     info = {k: v for k, v in info.items() if k not in ("error", "failed_at")}  # an earlier try's failure
     info = {**info, "status": "finished", "finished": time.time(), "candidates": len(ok), "failed": failed}
     info["best_within_budget"] = budget_use(ok, budget_ms)
+    if info.get("devices"):
+        from prunepilot.search.devices import finish_devices
+
+        info["devices"] = finish_devices(store, ev, info["devices"])
     store.write_info(info)
     return SearchResult(store.dir, ok, front, budget_ms, Metrics.from_json(info["base"]), failed)

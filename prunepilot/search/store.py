@@ -7,8 +7,11 @@ Layout of a run folder::
     candidates.jsonl   one JSON line per evaluated candidate (or failed trial), in arrival order
     baseline.jsonl     the uniform-pruning curve the driver evaluates after the search
     remeasured.json    front candidates' latency re-measured on the device, by candidate id
+    remeasured-devices.json   the same for the other devices (``device.also``), by device, then id
     front.json         the Pareto front (re-measured figures included)
-    pareto.png/.html   pictures of the front (`prunepilot pareto`)
+    front-NAME.json    the front on another device NAME (`prunepilot pareto RUN --device NAME`)
+    pareto.png/.html   pictures of the front (`prunepilot pareto`; pareto-NAME.png on device NAME,
+                       the HTML switches between the devices)
     tune/              Ray Tune's experiment folder (Ray backend only)
 
 Records are typed (:mod:`prunepilot.search.records`); JSON is their wire format, as it always
@@ -32,22 +35,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from prunepilot.errors import ConfigError
 from prunepilot.search.records import Candidate, FailedTrial, Measurement, Metrics, Record, record_from_json
 
+if TYPE_CHECKING:
+    from prunepilot.search.plots import FrontLayers
+
 log = logging.getLogger(__name__)
 
 #: What a search writes into its folder besides records: removed by :meth:`RunStore.abandon`
 #: when nothing was evaluated (and only if the folder did not hold them already).
-SEARCH_ARTEFACTS = ("config.yaml", "run.json", "run.json.tmp", "front.json", "remeasured.json", "tune")
+SEARCH_ARTEFACTS = (
+    "config.yaml", "run.json", "run.json.tmp", "front.json", "remeasured.json", "remeasured-devices.json", "tune"
+)  # fmt: skip
+
+
+def device_slug(device: str) -> str:
+    """``device`` as a file-name part (``front-<slug>.json``): anything but ``[A-Za-z0-9_.-]`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", device)
 
 
 class RunStore:
@@ -128,11 +142,20 @@ class RunStore:
         except TypeError:  # a run.json written by hand with only some figures
             return None
 
-    def base_latency_ms(self) -> float | None:
-        """The base model's search-time latency (None when the run recorded none)."""
-        base = self.read_info().get("base")
-        ms = base.get("latency_ms") if isinstance(base, dict) else None
+    def base_latency_ms(self, device: str | None = None) -> float | None:
+        """The base model's search-time latency (None when the run recorded none), on ``device`` of
+        ``device.also`` when given (its measured figure on a measured device)."""
+        info = self.read_info()
+        base = self.devices().get(device) if device is not None else info.get("base")
+        key = "base_latency_ms" if device is not None else "latency_ms"
+        ms = base.get(key) if isinstance(base, dict) else None
         return float(ms) if ms is not None else None
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """``run.json``'s record of each device of ``device.also`` (base latency, budget, in-loop
+        predictor, best candidate within its budget), by name; empty for runs without them."""
+        found = self.read_info().get("devices")
+        return {str(k): dict(v) for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
 
     def budget_ms(self) -> float | None:
         """The search's latency budget in ms (None before the driver resolved it)."""
@@ -191,9 +214,16 @@ class RunStore:
                 ) from None
 
     def ok(self) -> list[Candidate]:
-        """Candidates that evaluated successfully, in arrival order, re-measured figures merged in."""
-        measured = self.measurements()
-        return [r.with_measurement(measured.get(r.id, r.measured)) for r in self.read() if isinstance(r, Candidate)]
+        """Candidates that evaluated successfully, in arrival order, re-measured figures merged in
+        (those of other devices too, :attr:`Candidate.measured_on`)."""
+        measured, on = self.measurements(), self.device_measurements()
+        return [
+            r.with_measurement(measured.get(r.id, r.measured)).with_measured_on(
+                {d: by_id[r.id] for d, by_id in on.items() if r.id in by_id}
+            )
+            for r in self.read()
+            if isinstance(r, Candidate)
+        ]
 
     def failed(self) -> list[FailedTrial]:
         """Records of failed trials."""
@@ -223,9 +253,17 @@ class RunStore:
     def front_path(self) -> Path:
         return self.dir / "front.json"
 
-    def add_measurements(self, measured: Mapping[str, Measurement]) -> None:
-        """Keep re-measured latencies (by candidate id) beside the candidates; later ones win."""
+    def add_measurements(self, measured: Mapping[str, Measurement], device: str | None = None) -> None:
+        """Keep re-measured latencies (by candidate id) beside the candidates; later ones win.
+
+        ``device``: measured on that device of ``device.also`` (``remeasured-devices.json``).
+        """
         if not measured:
+            return
+        if device is not None:
+            raw = {d: {k: m.to_json() for k, m in by_id.items()} for d, by_id in self.device_measurements().items()}
+            raw.setdefault(device, {}).update({k: m.to_json() for k, m in measured.items()})
+            self._write_json("remeasured-devices.json", raw)
             return
         stored = {k: m.to_json() for k, m in self._stored_measurements().items()}
         stored.update({k: m.to_json() for k, m in measured.items()})
@@ -237,6 +275,15 @@ class RunStore:
             return {}
         raw = json.loads(path.read_text())
         return {k: m for k, v in raw.items() if (m := Measurement.from_json(v)) is not None}
+
+    def device_measurements(self) -> dict[str, dict[str, Measurement]]:
+        """Latencies measured on the devices of ``device.also`` after the search: by device, then id."""
+        path = self.dir / "remeasured-devices.json"
+        raw = json.loads(path.read_text()) if path.is_file() else {}
+        return {
+            str(d): {str(k): m for k, v in by_id.items() if (m := Measurement.from_json(v)) is not None}
+            for d, by_id in raw.items()
+        }
 
     def measurements(self) -> dict[str, Measurement]:
         """Every re-measured latency of the run, by candidate id.
@@ -257,12 +304,16 @@ class RunStore:
         found.update(self._stored_measurements())
         return found
 
-    def write_front(self, front: Sequence[Candidate]) -> Path:
+    def write_front(self, front: Sequence[Candidate], device: str | None = None) -> Path:
         """Write ``front.json`` (re-measured figures merged in, whatever the caller held).
 
         Figures an older folder kept only in its ``front.json`` move to ``remeasured.json``
-        first, so a front that leaves their candidates out does not lose them.
+        first, so a front that leaves their candidates out does not lose them. ``device``: the
+        front on that device of ``device.also`` (candidates as :func:`~prunepilot.search.devices.on_device`
+        gives them), written to ``front-<device>.json`` as given.
         """
+        if device is not None:
+            return self._write_json(f"front-{device_slug(device)}.json", [c.to_json() for c in front])
         measured = self.measurements()
         stored = self._stored_measurements()
         self.add_measurements({k: m for k, m in measured.items() if k not in stored})
@@ -277,26 +328,29 @@ class RunStore:
         return [Candidate.from_json(rec) for rec in json.loads(self.front_path.read_text())]
 
     # --- plots and exports ---------------------------------------------------------------
-    def write_plots(self, candidates: Sequence[Candidate], front: Sequence[Candidate]) -> tuple[Path, Path]:
-        """``pareto.png`` and ``pareto.html``: the front over every candidate, the uniform curve
-        (``baseline.jsonl``, else the run's own ``uniform`` candidates) and the base model."""
-        from prunepilot.search.plots import plot_front_html, plot_front_png
+    def write_plots(self, layers: Mapping[str, FrontLayers], png: str = "pareto.png") -> tuple[Path, Path]:
+        """``png`` (the first device of ``layers``) and ``pareto.html`` (every device of ``layers``,
+        by name, the first shown; a menu switches between them when there are several). Each device's
+        layers: its front over every candidate, the uniform curve and the base model
+        (:func:`prunepilot.search.devices.front_layers`)."""
+        from prunepilot.search.plots import plot_devices_html, plot_front_png
 
-        ok = [c.to_json() for c in candidates]
-        points = [c.to_json() for c in front]
-        uniform = [c.to_json() for c in self.baseline()] or None
-        base = self.read_info().get("base")
-        png = plot_front_png(ok, points, self._writable() / "pareto.png", uniform=uniform, base=base)
-        html = plot_front_html(ok, points, self.dir / "pareto.html", uniform=uniform, base=base)
-        return png, html
+        first = next(iter(layers.values()))
+        png_path = plot_front_png(
+            first.candidates, first.front, self._writable() / png, uniform=first.uniform, base=first.base
+        )
+        return png_path, plot_devices_html(layers, self.dir / "pareto.html")
 
     def export_policy(self, candidate: Candidate, path: str | Path) -> Path:
         """Save ``candidate``'s policy to ``path`` with where it came from in its metadata:
         ``run`` (this folder), ``candidate`` (its id) and ``metrics`` (re-measured figures included),
-        which ``prunepilot apply`` compares its own measurement against."""
+        which ``prunepilot apply`` compares its own measurement against; ``device`` too when the
+        figures are another device's (``metrics.device``), which apply then measures on."""
         policy = candidate.policy
         metrics = candidate.to_json()["metrics"]
         meta = {**policy.metadata, "run": str(self.dir), "candidate": candidate.id, "metrics": metrics}
+        if candidate.metrics.device is not None:
+            meta["device"] = candidate.metrics.device
         return policy.model_copy(update={"metadata": meta}).save(path)
 
     # --- failure -------------------------------------------------------------------------

@@ -37,7 +37,9 @@ class SearchSetup:
     the one strategies aim at (less the margin, :func:`prunepilot.search.inloop.trial_budget`;
     None: the budget). ``predictor`` is the in-loop latency predictor of a measured device
     (:meth:`InLoopPredictor.to_json <prunepilot.search.inloop.InLoopPredictor.to_json>`), set in
-    each trial's evaluator so that no trial profiles or calibrates.
+    each trial's evaluator so that no trial profiles or calibrates; ``devices`` the same for the
+    measuring devices of ``device.also`` (:meth:`DeviceFigures.to_json
+    <prunepilot.search.devices.DeviceFigures.to_json>`; None: none).
     """
 
     config: dict[str, Any]
@@ -47,6 +49,7 @@ class SearchSetup:
     base_latency_ms: float
     predictor: dict[str, Any] | None = None
     trial_budget_ms: float | None = None
+    devices: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -149,12 +152,14 @@ def run_trial(
 
 def trial_evaluator(setup: SearchSetup, base_state: Mapping[str, torch.Tensor] | None = None) -> Evaluator:
     """This process's evaluator for a trial of ``setup``: the driver's latency fit and in-loop
-    predictor set from the setup (a trial never measures uniform points or profiles a table)."""
+    predictors (of the other devices too) set from the setup (a trial never measures uniform
+    points or profiles a table)."""
     from prunepilot.search.inloop import InLoopPredictor
 
     cfg = SearchConfig.model_validate(setup.config)
     ev = get_evaluator(cfg, base_state, LatencyFit(**setup.fit) if setup.fit else None)
     ev.in_loop = InLoopPredictor.from_json(setup.predictor) if setup.predictor is not None else None
+    ev.devices.restore(setup.devices)
     return ev
 
 
