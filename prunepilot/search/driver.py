@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from prunepilot.errors import ConfigError
+from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import SearchConfig
 from prunepilot.search.evaluator import Evaluator, LatencyFit, get_evaluator
 from prunepilot.search.records import VERSIONS, Candidate, FailedTrial
@@ -60,6 +61,28 @@ def resolve_budget(cfg: SearchConfig, base_ms: float, min_ms: float) -> float:
     return budget
 
 
+def predicted_range_ms(ev: Evaluator) -> tuple[float, float] | None:
+    """``(base, lowest)`` latency from a predicted latency model without pruning anything.
+
+    Exact for predicted models (their figure depends on the widths only); None for measured
+    ones, which must time the models.
+    """
+    if ev.latency.requires_model:
+        return None
+    lowest = PruningPolicy.uniform(ev.space, ev.cfg.evaluation.lower_bound).channels
+
+    def ms(widths: Mapping[str, int]) -> float:
+        return float(ev.latency.predict_ms(ev.space, widths, ev.batch_size).ms)
+
+    return ms(ev.space.full_widths()), ms(lowest)
+
+
+def lowest_macs_share(ev: Evaluator) -> float:
+    """MACs of the all-lower-bound model over the base model's (analytic, no pruning)."""
+    lowest = PruningPolicy.uniform(ev.space, ev.cfg.evaluation.lower_bound).channels
+    return ev.space.macs(lowest) / max(1, ev.space.base_macs)
+
+
 def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
     """Refuse a budget below anything reachable before measuring (or pruning) anything.
 
@@ -68,17 +91,17 @@ def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
     the base MACs is refused; the exact check follows as soon as the two ends are measured
     (:meth:`Evaluator.calibrate_fit`'s ``on_range``).
     """
-    predicted = ev.predicted_range_ms()
+    predicted = predicted_range_ms(ev)
     if predicted is not None:
         resolve_budget(cfg, *predicted)
         return
     fraction = cfg.budget.fraction
-    floor = FLOOR_MARGIN * ev.lowest_macs_share()
+    floor = FLOOR_MARGIN * lowest_macs_share(ev)
     if fraction is not None and fraction < floor:
         lower = cfg.evaluation.lower_bound
         raise ConfigError(
             f"field 'budget.fraction': {fraction:g} is below what any policy can reach: with every group at "
-            f"evaluation.lower_bound {lower} the model keeps {ev.lowest_macs_share():.2%} of the base MACs, and "
+            f"evaluation.lower_bound {lower} the model keeps {lowest_macs_share(ev):.2%} of the base MACs, and "
             f"latency does not shrink below {FLOOR_MARGIN:g} x that share; accepted: budget.fraction from about "
             f"{_up(floor, 4)} to 1 (the exact minimum is measured next); raise the budget or lower "
             "evaluation.lower_bound"
@@ -104,13 +127,14 @@ def prepare(
     else:
         check_budget_floor(cfg, ev)
         console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
-        _, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
+        measured_base, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
         if cfg.device.also:
             console.print(
                 f"latency on the other devices {', '.join(cfg.device.also)}: base model, in-loop predictors ..."
             )
         devices = prepare_devices(cfg, ev)  # before the base is scored: its metrics carry every device
-        base = ev.base_metrics().to_dict()
+        # the base is measured once per search: the budget's base is the fit's full-width point
+        base = ev.base_metrics(measured_base if ev.latency.requires_model else None).to_dict()
         budget_ms = resolve_budget(cfg, base["latency_ms"], low.ms)
         if ev.latency.requires_model and cfg.evaluation.in_loop_latency == "predicted":
             console.print("calibrating the in-loop latency predictor on the device ...")
@@ -131,6 +155,7 @@ def prepare(
             "budget_ms": budget_ms,
             "base": base,
             "reachable_min_ms": low.ms,
+            "reachable_min_cv": low.cv,
             "fit": asdict(ev.fit) if ev.fit else None,
             "trial_budget_ms": trial_budget_ms,
             "in_loop_latency": in_loop,

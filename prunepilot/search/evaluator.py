@@ -139,8 +139,9 @@ class Evaluator:
             self.space, ratios, round_to=ev.round_to, importance=ev.importance, metadata=metadata
         )
 
-    def evaluate(self, policy: PruningPolicy) -> Metrics:
-        """Score ``policy`` with the search's protocol on held-out training data; get latency."""
+    def evaluate(self, policy: PruningPolicy, latency: LatencyResult | None = None) -> Metrics:
+        """Score ``policy`` with the search's protocol on held-out training data; get latency
+        (``latency``: the policy's model's latency already taken, used as it is)."""
         key = policy.key()
         self.last_cached = key in self._cache
         if self.last_cached:
@@ -149,9 +150,9 @@ class Evaluator:
         if self.protocol.name == "bn-recal":
             acc = self._slicer.try_accuracy(policy) if self.scoring_path == "slice" and self._slicer else None
             if acc is None:
-                metrics = self.score(self.prune(policy), policy.channels, started=start)
+                metrics = self.score(self.prune(policy), policy.channels, started=start, latency=latency)
             else:  # sliced: latency_of prunes a copy only for a latency model that must time one
-                metrics = self.score(None, policy.channels, started=start, accuracy=acc)
+                metrics = self.score(None, policy.channels, started=start, accuracy=acc, latency=latency)
         else:
             pruned = self._apply(policy)
             data = self.scoring_data()
@@ -159,7 +160,7 @@ class Evaluator:
                 self._prepared = self.protocol.prepare(data)
             scored = self.protocol.score(policy, lambda: pruned, data)
             # the protocol may train the pruned copy; its architecture, hence its latency, is the same
-            metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=scored)
+            metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=scored, latency=latency)
         self._cache[key] = metrics
         return metrics
 
@@ -211,6 +212,7 @@ class Evaluator:
         started: float | None = None,
         accuracy: float | None = None,
         protocol: str | None = None,
+        latency: LatencyResult | None = None,
     ) -> Metrics:
         """Accuracy on the held-out batches and latency of ``model``, which has these ``widths``
         (and its latency on each of ``device.also``, in ``metrics.devices``).
@@ -219,7 +221,8 @@ class Evaluator:
         supernet's weights: ``protocol`` names how, e.g. ``"autoslim"``). ``accuracy``, when
         given, is the protocol's score (not recomputed); ``model`` may then be None (latency
         from the widths, pruning only for a latency model that must time a model).
-        ``eval_seconds`` counts from ``started`` (a ``perf_counter()`` value; default: now). Not cached.
+        ``latency``, when given, is taken as the model's. ``eval_seconds`` counts from ``started``
+        (a ``perf_counter()`` value; default: now). Not cached.
         """
         start = time.perf_counter() if started is None else started
         if accuracy is None:
@@ -227,7 +230,7 @@ class Evaluator:
                 raise ValueError("Evaluator.score needs a model or an accuracy")
             accuracy = evaluate_accuracy(model, self.val)
         acc = accuracy
-        lat = self.latency_of(model, widths)
+        lat = self.latency_of(model, widths) if latency is None else latency
         return Metrics(
             accuracy=float(acc),
             latency_ms=float(lat.ms),
@@ -324,29 +327,11 @@ class Evaluator:
         self.fit = replace(fit, intercept=fit.intercept + results[0].ms - fit(macs[0], moved[0]))
         return results[1], results[0]
 
-    def predicted_range_ms(self) -> tuple[float, float] | None:
-        """``(base, lowest)`` latency from a predicted latency model without pruning anything.
-
-        Exact for predicted models (their figure depends on the widths only); None for measured
-        ones, which must time the models.
-        """
-        if self.latency.requires_model:
-            return None
-        lowest = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound).channels
-
-        def ms(widths: Mapping[str, int]) -> float:
-            return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
-
-        return ms(self.space.full_widths()), ms(lowest)
-
-    def lowest_macs_share(self) -> float:
-        """MACs of the all-lower-bound model over the base model's (analytic, no pruning)."""
-        lowest = PruningPolicy.uniform(self.space, self.cfg.evaluation.lower_bound).channels
-        return self.space.macs(lowest) / max(1, self.space.base_macs)
-
-    def base_metrics(self) -> Metrics:
-        """The unpruned model, scored with the same protocol."""
-        return self.evaluate(PruningPolicy.uniform(self.space, 1.0))
+    def base_metrics(self, measured: LatencyResult | None = None) -> Metrics:
+        """The unpruned model, scored with the same protocol. ``measured``: its latency, already
+        measured (the driver's once-per-search figure, with its spread), taken instead of timing
+        it again."""
+        return self.evaluate(PruningPolicy.uniform(self.space, 1.0), latency=measured)
 
     def base_state(self) -> dict[str, torch.Tensor]:
         """The base model's weights (what the driver puts in Ray's object store)."""

@@ -174,7 +174,7 @@ def test_macs_floor_never_refuses_a_reachable_fraction(tmp_path: Path, measured)
     """With latency proportional to MACs (faster than any device shrinks) the reachable minimum
     is about the MACs share itself, well above the analytic floor."""
     ev = Evaluator(validate_config(_measured_config(tmp_path)))
-    share = ev.lowest_macs_share()
+    share = driver.lowest_macs_share(ev)
     base, lowest = ev.calibrate_fit()
     assert 0 < share < 1 and lowest.ms / base.ms == pytest.approx(share, rel=0.05)
     smallest = validate_config(_measured_config(tmp_path, budget={"fraction": lowest.ms / base.ms * 1.0001}))
