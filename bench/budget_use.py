@@ -107,9 +107,12 @@ def main() -> None:
             rows.append(run_one(args.config, name, Path(tmp)))
             best = rows[-1]["best"] or {}
             print(f"  {rows[-1]['seconds']:.0f} s, budget_use {best.get('budget_use')}", flush=True)
+    shown = args.config.resolve()
+    root = QUICKSTART.parents[1]
     record: dict[str, Any] = {
         "benchmark": "budget_use",
-        "args": args_record(args),
+        # the config as the repository names it (a checkout elsewhere holds the same file)
+        "args": {**args_record(args), "config": str(shown.relative_to(root) if shown.is_relative_to(root) else shown)},
         "rows": rows,
         "machine": machine(),
         "versions": runtime_versions(),
