@@ -67,11 +67,11 @@ def test_local_backend_resumes_without_losing_or_repeating(tmp_path: Path, monke
     evaluate = evaluator_module.Evaluator.evaluate
     calls: list[int] = []
 
-    def interrupted(self: Any, policy: Any) -> Any:
+    def interrupted(self: Any, policy: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 5:  # the base model, then three candidates, then the user presses Ctrl-C
             raise KeyboardInterrupt
-        return evaluate(self, policy)
+        return evaluate(self, policy, **kwargs)
 
     monkeypatch.setattr(evaluator_module.Evaluator, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
