@@ -194,7 +194,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             row["error"] = f"the process ended with code {code} in step {at!r}: {' '.join(tail) or 'no message'}"
     if row["error"] is not None:
-        row["failed_step"] = next(s for s in STEPS if s not in row["seconds"])
+        # the step it failed in; "check" when every step finished and a final check failed
+        row["failed_step"] = next((s for s in STEPS if s not in row["seconds"]), "check")
     return row
 
 
