@@ -185,6 +185,7 @@ def _profile_table(
         entries = profile_layers(
             layers, ev.batch_size, protocol, fractions, EXTRA_SAMPLES, seed=ev.cfg.seed, progress=False, block=block
         )
+        grid = {"grid_fractions": fractions, "channel_block": block, "layer_protocol": protocol.record()}
         meta = {
             "device": ev.cfg.device.name,
             "cpu": cpu_name(),
@@ -193,9 +194,7 @@ def _profile_table(
             "threads": protocol.threads,
             "model": ev.cfg.model.spec,
             "input_shape": list(ev.input_shape),
-            "grid_fractions": fractions,
-            "channel_block": block,
-            "layer_protocol": protocol.record(),
+            **grid,
         }
         table = LookupTable(entries, 0.0, ev.batch_size, meta=meta)
         calibrated = LutLatency(table=table).calibrate([(ev.space.layers(w), ms) for w, ms in samples]).table
@@ -205,11 +204,9 @@ def _profile_table(
     info = {
         "layer_types": len(entries),
         "grid_points": sum(len(e.cin) * len(e.cout) for e in entries.values()),
-        "grid_fractions": fractions,
-        "channel_block": block,
+        **grid,
         "scale": calibrated.scale,
         "overhead_ms": calibrated.overhead_ms,
-        "layer_protocol": protocol.record(),
         "profile_seconds": seconds,
     }
     calibrated.meta["profile_seconds"] = seconds

@@ -30,23 +30,18 @@ def meter_for(ev: Evaluator, meter: str | None) -> Meter | None:
     latency was predicted on a measured device, else ``meter`` (None: no re-measurement).
     Measurements are shared by candidates of the same policy."""
     measured: dict[tuple[int, ...], Measurement] = {}
-    if ev.in_loop is not None:
-
-        def time_it(cand: Candidate) -> Measurement:
-            res = ev.measure_latency(ev.prune(cand.policy), cand.policy.channels)
-            return Measurement(float(res.ms), res.cv, res.model_name)
-
+    if ev.in_loop is not None:  # set only for a measured device: its own model times the candidates
+        latency = ev.latency
     elif meter:
         from prunepilot.hw_models.registry import get_latency_model
 
-        model = get_latency_model(str(meter))
-
-        def time_it(cand: Candidate) -> Measurement:
-            res = model.measure_ms(ev.prune(cand.policy), ev.input_shape, ev.batch_size)
-            return Measurement(float(res.ms), res.cv, res.model_name)
-
+        latency = get_latency_model(str(meter))
     else:
         return None
+
+    def time_it(cand: Candidate) -> Measurement:
+        res = latency.measure_ms(ev.prune(cand.policy), ev.input_shape, ev.batch_size)
+        return Measurement(float(res.ms), res.cv, res.model_name)
 
     def once(cand: Candidate) -> Measurement:
         key = cand.policy.key()
