@@ -146,9 +146,10 @@ class Supernet:
             base, example, crit, calib_batches=list(calib_batches or []), ignored=space.ignored
         )
         named = dict(base.named_modules())
-        _graph, raw = adapter.analyse(
+        graph, raw = adapter.analyse(
             base, example, [named[n] for n in space.ignored if n in named], what=type(base).__name__
         )
+        adapter.release(graph)
         order = {g.name: torch.sort(scores[g.name], descending=True, stable=True).indices for g, _ in raw}
         ties = tuple(n for n, s in scores.items() if torch.unique(s).numel() < s.numel())
 

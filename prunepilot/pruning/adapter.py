@@ -293,6 +293,43 @@ def prune_to_widths(
     by_name = dict(model.named_modules())
     ignored_modules = [by_name[n] for n in ignored if n in by_name]
     graph, groups = analyse(model, example_inputs, ignored_modules, limits=limits)
+    try:
+        _prune_groups(model, graph, groups, example_inputs, widths, crit, calib_batches, kept)
+    finally:
+        release(graph)
+    run_fixups(model, example_tuple(example_inputs))
+    return model
+
+
+def release(graph: Any) -> None:
+    """Break the reference cycles of a Torch-Pruning graph so that it is freed at once.
+
+    The graph's nodes point at each other and at the traced model's modules and autograd nodes,
+    so a dropped graph waits for Python's cyclic collector and keeps a whole model copy (and its
+    traced activations) alive until then: pruning a 600M-parameter model twice held three
+    copies. Clearing the links lets reference counting free it when the caller lets go.
+    """
+    for node in list(getattr(graph, "module2node", {}).values()):
+        node.inputs.clear()
+        node.outputs.clear()
+        node.dependencies.clear()
+        node.grad_fn = None
+    for table in ("module2node", "_module2name", "_param_to_name"):
+        if isinstance(getattr(graph, table, None), dict):
+            getattr(graph, table).clear()
+
+
+def _prune_groups(
+    model: nn.Module,
+    graph: Any,
+    groups: Sequence[tuple[RawGroup, nn.Module]],
+    example_inputs: Any,
+    widths: Mapping[str, int],
+    crit: str,
+    calib_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    kept: KeptIndices | None,
+) -> None:
+    """Score, then prune ``groups`` of ``model`` on ``graph`` to ``widths`` (checked after)."""
     check_widths([raw for raw, _ in groups], widths)
     to_prune = [(raw, root) for raw, root in groups if int(widths.get(raw.name, raw.channels)) < raw.channels]
     # Score every group on the unpruned model first; indices of one group do not move when
@@ -316,8 +353,6 @@ def prune_to_widths(
             raise PruningError(
                 f"Torch-Pruning left group {raw.name!r} with {got} channels; the policy asked for {want}"
             )
-    run_fixups(model, example_tuple(example_inputs))
-    return model
 
 
 def _score_groups(
@@ -392,7 +427,10 @@ def group_scores(
     crit = canonical_importance(importance)
     by_name = dict(model.named_modules())
     graph, groups = analyse(model, example_inputs, [by_name[n] for n in ignored if n in by_name], limits=limits)
-    return _score_groups(model, graph, groups, crit, calib_batches, example_inputs, widths)
+    try:
+        return _score_groups(model, graph, groups, crit, calib_batches, example_inputs, widths)
+    finally:
+        release(graph)
 
 
 def _out_fn(graph: Any, module: nn.Module) -> Any:

@@ -104,9 +104,10 @@ class PruningSpace:
                 f"ignored_layers {missing} are not modules of this model; e.g. {sorted(n for n in modules if n)[:8]}"
             )
         inputs = adapter.example_tuple(example_inputs)
-        _graph, raw = adapter.analyse(
+        graph, raw = adapter.analyse(
             model, inputs, [modules[n] for n in ignored_layers], what=type(model).__name__, limits=limits
         )
+        adapter.release(graph)  # only the groups are kept: the graph's cycles would hold the trace
         calls = trace_calls(model, inputs)
         objects: dict[str, Any] = dict(modules)
         objects.update(dict(model.named_parameters()))
