@@ -52,6 +52,34 @@ def test_a_failing_export_is_reported_not_raised(tmp_path: Path) -> None:
     assert any("deprecated" in w for w in ts.warnings)
 
 
+def test_an_onnx_export_that_fixes_the_batch_at_one_is_retried_at_the_check_batch(tmp_path: Path) -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    vit = vit.eval()
+    example, check_batch = torch.randn(1, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    # the dynamo exporter traces ViT at batch 1 into a file whose input is fixed at batch 1
+    check = export_and_check(vit, "onnx", tmp_path, example, check_batch)
+    assert check.ok, check.error
+    assert check.dynamic_batch is True and check.batch_size == 3
+    assert check.max_abs_diff is not None and check.max_abs_diff <= 1e-4
+
+
+def test_weights_over_the_single_file_limit_go_to_onnx_external_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prunepilot.apply import export
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    assert not export.needs_external_data(model)
+    monkeypatch.setattr(export, "ONNX_SINGLE_FILE_BYTES", 1024)  # the model has 15 KiB of weights
+    assert export.needs_external_data(model)
+    check = export_and_check(model, "onnx", tmp_path, torch.randn(2, 3, 4, 4), torch.randn(3, 3, 4, 4))
+    assert check.ok, check.error
+    assert (tmp_path / "model.onnx.data").stat().st_size >= 48 * 64 * 4  # the large weights left the protobuf
+
+
 def _device(tmp_path: Path, **fields: object) -> str:
     path = tmp_path / "dev.yaml"
     path.write_text(yaml.safe_dump({"name": "test-dev", **fields}))
