@@ -290,11 +290,13 @@ class WithSlow(nn.Module):
         return self.slow(self.stem(x)).mean(dim=(2, 3))
 
 
-def test_analysis_is_refused_in_time_naming_the_module() -> None:
+def test_analysis_is_refused_within_its_time_limit_naming_the_module() -> None:
     start = time.monotonic()
-    with pytest.raises(GraphAnalysisError, match=r"stopped at module 'slow' \(Slow\): it took more than 1 s"):
-        adapter.analyse(WithSlow(), torch.randn(1, 3, 8, 8), limits=Limits(seconds=1, memory_gb=4))
-    assert time.monotonic() - start < 10
+    match = r"stopped at module 'slow' \(Slow\): it reached its time limit of 4 s"
+    with pytest.raises(GraphAnalysisError, match=match):
+        adapter.analyse(WithSlow(), torch.randn(1, 3, 8, 8), limits=Limits(seconds=4, memory_gb=4))
+    # the answer comes by the limit, not after it: the watchdog stops the block 0.2 s early
+    assert 4 - 0.2 <= time.monotonic() - start < 4
 
 
 def test_default_limits_are_30_s_and_4_gib() -> None:
