@@ -43,7 +43,7 @@ def proxy_evaluate(space: PruningSpace, latency_ms: LatencyFn) -> Callable[[Prun
     base = max(1, space.macs(space.full_widths()))
 
     def evaluate(policy: PruningPolicy) -> dict[str, Any]:
-        macs = space.macs(policy.channels)
+        macs = space.macs(policy.channels, policy.removed_blocks)
         return {
             "accuracy": 0.5 + 0.5 * math.sqrt(macs / base),
             "latency_ms": float(latency_ms(policy.channels)),

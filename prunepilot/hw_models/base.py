@@ -40,7 +40,7 @@ class HardwareError(PrunepilotError, RuntimeError):
 class SupportsLayers(Protocol):
     """What predictors need from a ``PruningSpace``: per-layer shapes at given widths."""
 
-    def layers(self, widths: Mapping[str, int]) -> list[LayerShape]: ...
+    def layers(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ...) -> list[LayerShape]: ...
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,13 @@ class LatencyModel(ABC):  # noqa: B024 - subclasses override measure_ms or predi
     #: True: call :meth:`measure_ms` with a built model. False: call :meth:`predict_ms`.
     requires_model: ClassVar[bool] = False
 
-    def predict_ms(self, space: SupportsLayers, widths: Mapping[str, int], batch_size: int = 1) -> LatencyResult:
-        """Predicted latency of ``space`` at group ``widths`` (no model is built)."""
-        return self.predict_layers(space.layers(widths), batch_size)
+    def predict_ms(
+        self, space: SupportsLayers, widths: Mapping[str, int], batch_size: int = 1, removed_blocks: Sequence[str] = ()
+    ) -> LatencyResult:
+        """Predicted latency of ``space`` at group ``widths`` without ``removed_blocks`` (no model is built)."""
+        return self.predict_layers(
+            space.layers(widths, removed_blocks) if removed_blocks else space.layers(widths), batch_size
+        )
 
     def predict_layers(self, layers: Sequence[LayerShape], batch_size: int = 1) -> LatencyResult:
         """Predicted latency of a model made of ``layers`` (per-sample shapes)."""

@@ -1,4 +1,9 @@
-"""Apply a :class:`PruningPolicy` to a model: a new, physically smaller model."""
+"""Apply a :class:`PruningPolicy` to a model: a new, physically smaller model.
+
+Widths first (through the adapter, on the whole model), then each removed block of the pruned
+copy is replaced by ``nn.Identity()`` (:mod:`prunepilot.pruning.depth`): the identity path then
+carries the pruned residual width.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunepilot.pruning import adapter
+from prunepilot.errors import PruningError
+from prunepilot.pruning import adapter, depth
 from prunepilot.pruning.guard import Limits
 from prunepilot.pruning.policy import PruningPolicy
 from prunepilot.pruning.space import PruningSpace
@@ -27,7 +33,8 @@ def apply_policy(
     limits: Limits | None = None,
     kept: adapter.KeptIndices | None = None,
 ) -> nn.Module:
-    """Return a pruned copy of ``model`` whose groups have exactly ``policy.channels``.
+    """Return a pruned copy of ``model`` whose groups have exactly ``policy.channels`` and whose
+    ``policy.removed_blocks`` are ``nn.Identity()``.
 
     The input model is not modified. Channels are chosen by ``importance`` (default: the
     policy's criterion); the data-dependent ones (``adapter.DATA_DEPENDENT``) need ``calib_batches`` of
@@ -43,11 +50,14 @@ def apply_policy(
         ignored_layers: Module names never to prune (default: those the space was built with).
         limits: Graph-analysis time/memory limits.
         kept: If given, filled with the indices each pruned module kept, per ``(module name,
-            side)`` (``"out"``/``"in"``), for :func:`~prunepilot.pruning.reconstruct.reconstruct`.
+            side)`` (``"out"``/``"in"``), for :func:`~prunepilot.pruning.reconstruct.reconstruct`
+            (modules inside removed blocks are left out).
 
     Raises:
-        PolicyError: the policy was made for another architecture (lists the groups that differ).
-        PruningError: the pruned model does not have the widths the policy asked for.
+        PolicyError: the policy was made for another architecture (lists the groups that differ)
+            or names a block the model cannot remove.
+        PruningError: the pruned model does not have the widths the policy asked for, or removing
+            its blocks changed the output shape.
     """
     ignored = tuple(ignored_layers if ignored_layers is not None else (space.ignored if space else ()))
     if space is None:
@@ -64,4 +74,34 @@ def apply_policy(
         limits=limits,
         kept=kept,
     )
+    if policy.removed_blocks:
+        _remove_blocks(pruned, policy.removed_blocks, example_inputs)
+        if kept is not None:
+            for key in [k for k in kept if any(depth.inside(k[0], b) for b in policy.removed_blocks)]:
+                del kept[key]
     return pruned
+
+
+def _remove_blocks(pruned: nn.Module, names: Sequence[str], example_inputs: Any) -> None:
+    """Replace the blocks ``names`` by Identity; raise unless the output shapes stay the same."""
+    inputs = adapter.example_tuple(example_inputs)
+    before = _output_shapes(pruned, inputs)
+    depth.remove_blocks(pruned, names)
+    after = _output_shapes(pruned, inputs)
+    if after != before:
+        raise PruningError(
+            f"removing blocks {list(names)} changed the output shapes from {before} to {after}; only blocks "
+            "whose input and output shapes match can be removed (see PruningSpace.blocks)"
+        )
+
+
+def _output_shapes(model: nn.Module, inputs: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        model.train(was_training)
+    flat = out if isinstance(out, tuple | list) else (out,)
+    return [tuple(t.shape) for t in flat if isinstance(t, torch.Tensor)]

@@ -14,7 +14,7 @@ pruning is needed. Tests check the two agree on pruned models.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,11 @@ from prunepilot.pruning.layers import LayerShape
 from prunepilot.pruning.patterns import composite_of
 
 _COMPUTE = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
+
+Shape = tuple[int, ...] | None
+"""A tensor's shape, or None for anything that is not one tensor."""
+IoShapes = dict[str, list[tuple[Shape, Shape]]]
+"""``(input shape, output shape)`` of every call of a watched module, by module name, in call order."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,22 @@ def _hw(shape: Sequence[int]) -> tuple[int, int]:
     return (int(dims[0]), area)
 
 
-def trace_calls(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, list[Call]]:
-    """Run one forward pass and record the per-sample sizes of every compute-module call."""
+def trace_calls(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    watch: Collection[str] = (),
+    io_shapes: IoShapes | None = None,
+) -> dict[str, list[Call]]:
+    """Run one forward pass and record the per-sample sizes of every compute-module call.
+
+    Args:
+        model: The model (run in eval mode, without gradients; its mode is restored).
+        example_inputs: The forward pass's positional inputs.
+        watch: Names of further modules (e.g. residual blocks) whose call shapes to record.
+        io_shapes: Filled with the ``(input, output)`` shapes of each call of the ``watch``
+            modules: the input's shape when the call got exactly one tensor, the output's when it
+            returned one tensor, else None.
+    """
     first = next((t for t in example_inputs if isinstance(t, torch.Tensor)), None)
     batch = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
     calls: dict[str, list[Call]] = {}
@@ -133,9 +152,21 @@ def trace_calls(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, 
 
         return fn
 
+    def shapes(name: str) -> Any:
+        def fn(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            one = len(inputs) == 1 and isinstance(inputs[0], torch.Tensor)
+            seen = (tuple(inputs[0].shape) if one else None, _shape(output))
+            if io_shapes is not None:
+                io_shapes.setdefault(name, []).append(seen)
+
+        return fn
+
+    watched = set(watch)
     for name, module in model.named_modules():
         if isinstance(module, _COMPUTE) or composite_of(module) is not None:
             hooks.append(module.register_forward_hook(hook(name, module)))
+        if name in watched:
+            hooks.append(module.register_forward_hook(shapes(name)))
     was_training = model.training
     model.eval()
     try:
@@ -146,6 +177,10 @@ def trace_calls(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, 
         for h in hooks:
             h.remove()
     return calls
+
+
+def _shape(value: Any) -> Shape:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
 def _kind(module: Any) -> str:
@@ -290,18 +325,20 @@ class CostModel:
         compute = tuple(r for r in records if r.kind not in ("scaled", "param"))
         return cls(tuple(records), total_params - covered, compute)
 
-    def macs(self, widths: Mapping[str, int]) -> int:
-        """MACs per sample at ``widths``."""
-        return sum(layer_at(r, widths)[0] for r in self._compute)
+    def macs(self, widths: Mapping[str, int], skip: Collection[str] = ()) -> int:
+        """MACs per sample at ``widths``, without the records named in ``skip``."""
+        return sum(layer_at(r, widths)[0] for r in self._compute if r.name not in skip)
 
-    def params(self, widths: Mapping[str, int]) -> int:
-        """Parameters at ``widths``."""
-        return self.fixed_params + sum(layer_at(r, widths)[1] for r in self.records)
+    def params(self, widths: Mapping[str, int], skip: Collection[str] = ()) -> int:
+        """Parameters at ``widths``, without the records named in ``skip`` (fixed ones all count)."""
+        return self.fixed_params + sum(layer_at(r, widths)[1] for r in self.records if r.name not in skip)
 
-    def layers(self, widths: Mapping[str, int]) -> list[LayerShape]:
-        """Every compute layer's shape at ``widths``, in model order."""
+    def layers(self, widths: Mapping[str, int], skip: Collection[str] = ()) -> list[LayerShape]:
+        """Every compute layer's shape at ``widths``, in model order, without those named in ``skip``."""
         out = []
         for r in self._compute:
+            if r.name in skip:
+                continue
             shape = layer_at(r, widths)[2]
             if shape is not None:
                 out.append(shape)

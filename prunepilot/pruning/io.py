@@ -3,9 +3,10 @@
 A pruned-model folder holds ``pruned.json`` (how to rebuild: the original model spec, its
 constructor arguments, the example input shape), ``policy.json`` and ``model.pt`` (a plain
 state dict). :func:`load_pruned` rebuilds the original architecture from its spec, prunes it
-to the policy's widths, and loads the weights with ``weights_only=True``. A folder is data,
-possibly from someone else: it reads only files inside itself, and a spec that is an import
-path (code) is built only with ``trust_code=True`` (see :mod:`prunepilot.trust`).
+to the policy's widths, replaces its removed blocks by ``nn.Identity()``, and loads the weights
+with ``weights_only=True``. A folder is data, possibly from someone else: it reads only files
+inside itself, and a spec that is an import path (code) is built only with ``trust_code=True``
+(see :mod:`prunepilot.trust`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from prunepilot.errors import CheckpointError
-from prunepilot.pruning import adapter
+from prunepilot.pruning import adapter, depth
 from prunepilot.pruning.policy import PruningPolicy
 
 PRUNED_FORMAT = "prunepilot.pruned/v1"
@@ -91,6 +92,7 @@ def load_pruned(path: str | Path, *, trust_code: bool = False) -> nn.Module:
     model = build_model(spec, num_classes=num_classes, in_channels=in_channels)
     example = torch.zeros(*shape)
     adapter.prune_to_widths(model, example, policy.channels, importance="l1", ignored=ignored)
+    depth.remove_blocks(model, policy.removed_blocks)
     return load_checkpoint(model, weights)  # weights_only=True, strict, errors name the keys
 
 

@@ -1,8 +1,13 @@
-"""Pruning policies: how many channels each dependency group keeps.
+"""Pruning policies: how many channels each dependency group keeps, and which blocks go.
 
-A :class:`PruningPolicy` is plain data (JSON, versioned ``prunepilot.policy/v1``). It is what
-strategies propose, what crosses process boundaries, what the results store keeps and what
-``prunepilot apply`` reads. Ratios are **keep** ratios everywhere: 1.0 keeps every channel.
+A :class:`PruningPolicy` is plain data (JSON). It is what strategies propose, what crosses
+process boundaries, what the results store keeps and what ``prunepilot apply`` reads. Ratios are
+**keep** ratios everywhere: 1.0 keeps every channel.
+
+Formats: a width-only policy is written as ``prunepilot.policy/v1`` (without a
+``removed_blocks`` key, exactly as before blocks existed); one that also removes residual
+blocks (:mod:`prunepilot.pruning.depth`) is written as ``prunepilot.policy/v2`` with a sorted
+``removed_blocks`` list. Both are read.
 """
 
 from __future__ import annotations
@@ -13,13 +18,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from prunepilot.errors import PolicyError
 from prunepilot.pruning.adapter import canonical_importance
 from prunepilot.pruning.space import PruningSpace
 
 POLICY_FORMAT = "prunepilot.policy/v1"
+"""The format of width-only policies (the default)."""
+POLICY_FORMAT_V2 = "prunepilot.policy/v2"
+"""The format of policies that remove blocks."""
+POLICY_FORMATS = (POLICY_FORMAT, POLICY_FORMAT_V2)
+"""Every format :meth:`PruningPolicy.from_json` reads."""
 
 
 def round_width(ratio: float, channels: int, multiple: int, round_to: int = 1) -> int:
@@ -42,25 +61,52 @@ class PruningPolicy(BaseModel):
     """Keep ratio and resulting channel count per dependency group of one model architecture.
 
     Build with :meth:`from_ratios`, :meth:`uniform`, :meth:`from_widths` or
-    :meth:`from_layer_ratios`; read with :meth:`load` / :meth:`from_json`.
+    :meth:`from_layer_ratios`, remove blocks with :meth:`with_removed_blocks`; read with
+    :meth:`load` / :meth:`from_json`.
 
     Example:
         >>> policy = PruningPolicy.uniform(space, 0.5)      # doctest: +SKIP
+        >>> policy = policy.with_removed_blocks(space, ["layer1.1"])  # doctest: +SKIP
         >>> policy.save("policy.json")                       # doctest: +SKIP
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["prunepilot.policy/v1"] = Field(
-        default="prunepilot.policy/v1", description="File format and version."
+    format: Literal["prunepilot.policy/v1", "prunepilot.policy/v2"] = Field(
+        default="prunepilot.policy/v1",
+        description="File format and version: v1 without removed blocks, v2 with them (set from removed_blocks).",
     )
     signature: str = Field(description="Hash of the model's group structure the policy was made for.")
     keep_ratios: dict[str, float] = Field(description="Requested keep ratio per group, in (0, 1].")
     channels: dict[str, int] = Field(description="Channels kept per group after rounding.")
     group_channels: dict[str, int] = Field(description="Full channel count per group (for diffs).")
+    removed_blocks: tuple[str, ...] = Field(
+        default=(), description="Residual blocks replaced by nn.Identity (sorted, unique); v2 only."
+    )
     round_to: int = Field(1, ge=1, description="Widths are rounded to multiples of this.")
     importance: str = Field("l1", description="Criterion choosing which channels to keep.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form provenance.")
+
+    @field_validator("removed_blocks")
+    @classmethod
+    def _sorted_unique(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(names)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_from_blocks(cls, data: Any) -> Any:
+        """A known format follows ``removed_blocks``: v2 with blocks, v1 without (others stay invalid)."""
+        if isinstance(data, dict) and data.get("format", POLICY_FORMAT) in POLICY_FORMATS:
+            data = {**data, "format": POLICY_FORMAT_V2 if data.get("removed_blocks") else POLICY_FORMAT}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_blocks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Width-only policies serialise exactly as v1 files always did: no ``removed_blocks`` key."""
+        data: dict[str, Any] = handler(self)
+        if not self.removed_blocks:
+            data.pop("removed_blocks", None)
+        return data
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -147,6 +193,23 @@ class PruningPolicy(BaseModel):
                 )
         return cls.from_ratios(space, {g: next(iter(v.values())) for g, v in per_group.items()}, **kwargs)
 
+    def with_removed_blocks(self, space: PruningSpace, names: Sequence[str]) -> PruningPolicy:
+        """A copy of this policy that also replaces the blocks ``names`` by ``nn.Identity()``.
+
+        ``names`` replaces any blocks this policy removed already; ``()`` gives the width-only
+        policy back. The widths stay as they are.
+
+        Raises:
+            PolicyError: the policy was not made for ``space``, or a name is not one of
+                ``space.blocks`` (the message names it and some valid ones).
+        """
+        if isinstance(names, str):
+            raise PolicyError(f"removed blocks must be a sequence of block names, got the string {names!r}")
+        data = {**self.model_dump(), "removed_blocks": tuple(names)}
+        policy = type(self).model_validate(data)
+        policy.check(space)
+        return policy
+
     # --- checks ----------------------------------------------------------------------------
     def check(self, space: PruningSpace) -> None:
         """Raise :class:`PolicyError` unless this policy was made for ``space``'s architecture.
@@ -156,10 +219,13 @@ class PruningPolicy(BaseModel):
         ``keep_ratios``, and each keep ratio must round to its channel count (see
         :meth:`check_agreement`): a group left out would otherwise stay at full width without a
         word, and ratios that say another width than the channels would be ignored silently.
+        Every name in ``removed_blocks`` must be one of ``space.blocks``.
         """
         if self.signature == space.signature:
             _check_complete(self, space.full_widths(), source="policy", whose="the model's groups")
             self.check_agreement(space)
+            for name in self.removed_blocks:
+                space.block(name)  # raises naming the bad name and some valid ones
             return
         mine, theirs = self.group_channels, space.full_widths()
         diffs = [f"{n}: only in the policy ({mine[n]} ch)" for n in sorted(set(mine) - set(theirs))]
@@ -210,13 +276,16 @@ class PruningPolicy(BaseModel):
         fr = [self.channels[n] / self.group_channels[n] for n in self.channels]
         return sum(fr) / max(1, len(fr))
 
-    def key(self) -> tuple[int, ...]:
-        """Hashable identity of the rounded widths (for evaluation caches)."""
-        return tuple(self.channels[n] for n in sorted(self.channels))
+    def key(self) -> tuple[int | str, ...]:
+        """Hashable identity of the rounded widths and removed blocks (for evaluation caches).
+
+        A width-only policy's key is its widths alone, as before blocks existed.
+        """
+        return (*(self.channels[n] for n in sorted(self.channels)), *self.removed_blocks)
 
     # --- serialisation -----------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
-        """The policy as JSON text."""
+        """The policy as JSON text (``prunepilot.policy/v1`` unless it removes blocks, then v2)."""
         return self.model_dump_json(indent=indent)
 
     @classmethod
@@ -226,8 +295,18 @@ class PruningPolicy(BaseModel):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{source} is not valid JSON: {exc}") from exc
-        if isinstance(data, dict) and data.get("format", POLICY_FORMAT) != POLICY_FORMAT:
-            raise PolicyError(f"{source} has format {data.get('format')!r}; expected {POLICY_FORMAT!r}")
+        if isinstance(data, dict):
+            found = data.get("format", POLICY_FORMAT)
+            if found not in POLICY_FORMATS:
+                raise PolicyError(
+                    f"{source} has format {found!r}; expected {POLICY_FORMAT!r} (widths only) or "
+                    f"{POLICY_FORMAT_V2!r} (widths and removed blocks)"
+                )
+            if found == POLICY_FORMAT and data.get("removed_blocks"):
+                raise PolicyError(
+                    f"{source} has format {POLICY_FORMAT!r} but lists removed_blocks; a policy that removes "
+                    f"blocks is format {POLICY_FORMAT_V2!r}: set 'format' to it"
+                )
         try:
             policy = cls.model_validate(data)
         except ValidationError as exc:

@@ -2,8 +2,9 @@
 
 A :class:`PruningSpace` is built once per model architecture (one graph trace) and then
 answers, for any assignment of widths to groups, the model's MACs, params and per-layer
-shapes analytically, without pruning. Policies (:mod:`prunepilot.pruning.policy`) are
-defined over its groups.
+shapes analytically, without pruning. It also lists the residual blocks that can be removed
+whole (:mod:`prunepilot.pruning.depth`); the costs can leave those out. Policies
+(:mod:`prunepilot.pruning.policy`) are defined over its groups and blocks.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from typing import Any
 from torch import nn
 
 from prunepilot.errors import PolicyError
-from prunepilot.pruning import adapter
+from prunepilot.pruning import adapter, depth
 from prunepilot.pruning.cost import (
     CostModel,
+    IoShapes,
     ModuleRecord,
     count_macs_params,
     layer_at,
     module_record,
     trace_calls,
 )
+from prunepilot.pruning.depth import BlockInfo
 from prunepilot.pruning.guard import Limits
 from prunepilot.pruning.layers import LayerShape
 
@@ -65,9 +68,20 @@ class GroupInfo:
 
 @dataclass(frozen=True)
 class PruningSpace:
-    """Prunable groups of one model architecture plus an analytic cost model.
+    """Prunable groups and removable blocks of one model architecture plus an analytic cost model.
 
-    Build with :meth:`build`; do not construct directly.
+    Build with :meth:`build`; do not construct directly. :attr:`signature` hashes the groups
+    only, so width policies made before blocks were listed still match.
+
+    Attributes:
+        groups: The prunable dependency groups, in model order.
+        signature: Hash of the group structure (what a policy must match).
+        cost: The analytic cost model.
+        base_macs: MACs per sample of the unpruned model (counted).
+        base_params: Parameters of the unpruned model (counted).
+        ignored: Module names never pruned.
+        blocks: The residual blocks that can be replaced by ``nn.Identity()``, in forward order
+            (empty for a model without any; see :mod:`prunepilot.pruning.depth`).
     """
 
     groups: tuple[GroupInfo, ...]
@@ -76,6 +90,7 @@ class PruningSpace:
     base_macs: int
     base_params: int
     ignored: tuple[str, ...] = ()
+    blocks: tuple[BlockInfo, ...] = ()
 
     @classmethod
     def build(
@@ -108,7 +123,8 @@ class PruningSpace:
             model, inputs, [modules[n] for n in ignored_layers], what=type(model).__name__, limits=limits
         )
         adapter.release(graph)  # only the groups are kept: the graph's cycles would hold the trace
-        calls = trace_calls(model, inputs)
+        io_shapes: IoShapes = {}
+        calls = trace_calls(model, inputs, watch=depth.candidate_blocks(model, ignored_layers), io_shapes=io_shapes)
         objects: dict[str, Any] = dict(modules)
         objects.update(dict(model.named_parameters()))
 
@@ -133,8 +149,9 @@ class PruningSpace:
         total = sum(p.numel() for p in model.parameters())
         cost = CostModel.from_records(list(records.values()), total)
         groups = tuple(_group_info(i, g, records) for i, (g, _) in enumerate(raw))
+        blocks = depth.removable_blocks(model, io_shapes, records)
         macs, params = count_macs_params(model, inputs)
-        return cls(groups, _signature(raw), cost, macs, params, tuple(ignored_layers))
+        return cls(groups, _signature(raw), cost, macs, params, tuple(ignored_layers), blocks)
 
     # --- lookups -------------------------------------------------------------------------
     @property
@@ -153,22 +170,50 @@ class PruningSpace:
         """Every group at full width."""
         return {g.name: g.channels for g in self.groups}
 
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """Names of the removable blocks, in forward order."""
+        return tuple(b.name for b in self.blocks)
+
+    def block(self, name: str) -> BlockInfo:
+        """The removable block called ``name``; raises :class:`PolicyError` naming some valid ones."""
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        if not self.blocks:
+            raise PolicyError(f"unknown block {name!r}: this model has no removable residual blocks")
+        more = f" (+{len(self.blocks) - 8} more)" if len(self.blocks) > 8 else ""
+        raise PolicyError(
+            f"unknown block {name!r}; this model's removable blocks include {list(self.block_names[:8])}{more}"
+        )
+
     def module_group(self) -> dict[str, str]:
         """Map of module name -> group whose channels it carries (output side)."""
         return {m: g.name for g in reversed(self.groups) for m in g.modules}
 
     # --- analytic costs ------------------------------------------------------------------
-    def macs(self, widths: Mapping[str, int]) -> int:
-        """MACs per sample at ``widths`` (groups not named keep full width); no pruning."""
-        return self.cost.macs(widths)
+    def macs(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> int:
+        """MACs per sample at ``widths`` (groups not named keep full width) without the
+        ``removed_blocks``; no pruning. Raises :class:`PolicyError` for an unknown block."""
+        return self.cost.macs(widths, self._removed(removed_blocks)[0])
 
-    def params(self, widths: Mapping[str, int]) -> int:
-        """Parameters at ``widths``; no pruning."""
-        return self.cost.params(widths)
+    def params(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> int:
+        """Parameters at ``widths`` without the ``removed_blocks``; no pruning."""
+        skip, fixed = self._removed(removed_blocks)
+        return self.cost.params(widths, skip) - fixed
 
-    def layers(self, widths: Mapping[str, int]) -> list[LayerShape]:
-        """Per-layer shapes at ``widths``, for hardware models; no pruning."""
-        return self.cost.layers(widths)
+    def layers(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> list[LayerShape]:
+        """Per-layer shapes at ``widths`` without the ``removed_blocks``, for hardware models; no pruning."""
+        return self.cost.layers(widths, self._removed(removed_blocks)[0])
+
+    def _removed(self, removed_blocks: Sequence[str]) -> tuple[frozenset[str], int]:
+        """Cost records inside ``removed_blocks``, and the blocks' parameters no record covers."""
+        if not removed_blocks:
+            return frozenset(), 0
+        blocks = [self.block(n) for n in dict.fromkeys(removed_blocks)]
+        skip = frozenset(r.name for r in self.cost.records if any(depth.inside(r.name, b.name) for b in blocks))
+        covered = sum(r.params_full for r in self.cost.records if r.name in skip)
+        return skip, sum(b.params for b in blocks) - covered
 
     def describe(self) -> list[dict[str, Any]]:
         """Plain-data description of the groups (for reports and ``prunepilot groups``)."""

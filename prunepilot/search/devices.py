@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +108,11 @@ class DeviceFigures:
         self.predictors[name] = predictor
         self.models[name] = (predictor, predictor.batch_size)
 
-    def latencies(self, space: PruningSpace, widths: Mapping[str, int]) -> dict[str, DeviceLatency]:
-        """Each device's latency at ``widths``, by name (empty without ``device.also``)."""
+    def latencies(
+        self, space: PruningSpace, widths: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> dict[str, DeviceLatency]:
+        """Each device's latency at ``widths`` without the ``removed`` blocks, by name (empty without
+        ``device.also``)."""
         waiting = sorted(set(self.measuring) - set(self.predictors))
         if waiting:
             raise RuntimeError(
@@ -119,7 +122,7 @@ class DeviceFigures:
         out = {}
         for name in self.names:
             model, batch = self.models[name]
-            res = model.predict_ms(space, widths, batch)
+            res = model.predict_ms(space, widths, batch, removed)
             out[name] = DeviceLatency(float(res.ms), str(res.kind), res.model_name)
         return out
 

@@ -125,7 +125,7 @@ class Evaluator:
         #: The scoring protocol (``evaluation.protocol``); prepared on first use.
         self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
         self._prepared: dict[str, Any] | None = None
-        self._cache: dict[tuple[int, ...], Metrics] = {}
+        self._cache: dict[tuple[int | str, ...], Metrics] = {}
         #: Whether the last :meth:`evaluate` call was answered from the cache.
         self.last_cached = False
         self._slicer: SlicedScorer | None = None
@@ -147,10 +147,12 @@ class Evaluator:
         if self.last_cached:
             return self._cache[key]
         start = time.perf_counter()
+        gone = policy.removed_blocks
         if self.protocol.name == "bn-recal":
-            acc = self._slicer.try_accuracy(policy) if self.scoring_path == "slice" and self._slicer else None
+            slicer = self._slicer if self.scoring_path == "slice" and not gone else None  # slices know widths only
+            acc = slicer.try_accuracy(policy) if slicer else None
             if acc is None:
-                metrics = self.score(self.prune(policy), policy.channels, started=start, latency=latency)
+                metrics = self.score(self.prune(policy), policy.channels, started=start, latency=latency, removed=gone)
             else:  # sliced: latency_of prunes a copy only for a latency model that must time one
                 metrics = self.score(None, policy.channels, started=start, accuracy=acc, latency=latency)
         else:
@@ -160,7 +162,9 @@ class Evaluator:
                 self._prepared = self.protocol.prepare(data)
             scored = self.protocol.score(policy, lambda: pruned, data)
             # the protocol may train the pruned copy; its architecture, hence its latency, is the same
-            metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=scored, latency=latency)
+            metrics = self.score(
+                pruned.eval(), policy.channels, started=start, accuracy=scored, latency=latency, removed=gone
+            )
         self._cache[key] = metrics
         return metrics
 
@@ -213,9 +217,10 @@ class Evaluator:
         accuracy: float | None = None,
         protocol: str | None = None,
         latency: LatencyResult | None = None,
+        removed: Sequence[str] = (),
     ) -> Metrics:
         """Accuracy on the held-out batches and latency of ``model``, which has these ``widths``
-        (and its latency on each of ``device.also``, in ``metrics.devices``).
+        and ``removed`` blocks (and its latency on each of ``device.also``, in ``metrics.devices``).
 
         What :meth:`evaluate` does after pruning, for models built otherwise (a one-shot
         supernet's weights: ``protocol`` names how, e.g. ``"autoslim"``). ``accuracy``, when
@@ -230,18 +235,18 @@ class Evaluator:
                 raise ValueError("Evaluator.score needs a model or an accuracy")
             accuracy = evaluate_accuracy(model, self.val)
         acc = accuracy
-        lat = self.latency_of(model, widths) if latency is None else latency
+        lat = self.latency_of(model, widths, removed) if latency is None else latency
         return Metrics(
             accuracy=float(acc),
             latency_ms=float(lat.ms),
             latency_kind=str(lat.kind),
             latency_model=lat.model_name,
-            macs=self.space.macs(widths),
-            params=self.space.params(widths),
+            macs=self.space.macs(widths, removed),
+            params=self.space.params(widths, removed),
             eval_seconds=time.perf_counter() - start,
             latency_cv=lat.cv,
             protocol=protocol or self.protocol.name,
-            devices=self.devices.latencies(self.space, widths),
+            devices=self.devices.latencies(self.space, widths, removed),
         )
 
     def _apply(self, policy: PruningPolicy) -> nn.Module:
@@ -251,20 +256,26 @@ class Evaluator:
         """The pruned, BN-recalibrated model for ``policy`` (the path apply and prune take too)."""
         return prune_and_recalibrate(self.model, policy, self.example, space=self.space, calib_batches=self.calib)
 
-    def latency_of(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
+    def latency_of(
+        self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> LatencyResult:
         """An in-loop candidate's latency: from :attr:`in_loop` when set (``model`` unused), else measured."""
         if self.in_loop is not None:
-            return self.in_loop.predict_ms(self.space, widths, self.batch_size)
-        return self.measure_latency(model, widths)
+            return self.in_loop.predict_ms(self.space, widths, self.batch_size, removed)
+        return self.measure_latency(model, widths, removed)
 
-    def measure_latency(self, model: nn.Module | None, widths: Mapping[str, int]) -> LatencyResult:
-        """Latency from the device's own latency model (times ``model``, pruned here if None, when it must)."""
+    def measure_latency(
+        self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> LatencyResult:
+        """Latency from the device's own latency model (times ``model``, pruned here if None, when it must);
+        ``removed``: the blocks the model lacks."""
         bs = self.batch_size
         if self.latency.requires_model:
             if model is None:
-                model = self.prune(PruningPolicy.from_widths(self.space, widths))
+                policy = PruningPolicy.from_widths(self.space, widths).with_removed_blocks(self.space, removed)
+                model = self.prune(policy)
             return self.latency.measure_ms(model, self.input_shape, bs)
-        return self.latency.predict_ms(self.space, widths, bs)
+        return self.latency.predict_ms(self.space, widths, bs, removed)
 
     def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
         """A fast (< 1 ms) latency estimate for budget checks inside search loops.

@@ -29,7 +29,7 @@ def meter_for(ev: Evaluator, meter: str | None) -> Meter | None:
     """How to measure a candidate after the search: the device's own model when the in-loop
     latency was predicted on a measured device, else ``meter`` (None: no re-measurement).
     Measurements are shared by candidates of the same policy."""
-    measured: dict[tuple[int, ...], Measurement] = {}
+    measured: dict[tuple[int | str, ...], Measurement] = {}
     if ev.in_loop is not None:  # set only for a measured device: its own model times the candidates
         latency = ev.latency
     elif meter:
