@@ -20,7 +20,7 @@ from prunepilot.pruning.adapter import IMPORTANCE_CRITERIA, TORCH_PRUNING_VERSIO
 from prunepilot.pruning.apply import apply_policy
 from prunepilot.pruning.bn import recalibrate_bn
 from prunepilot.pruning.cost import count_macs_params
-from prunepilot.pruning.depth import BlockInfo
+from prunepilot.pruning.depth import BlockInfo, register_block
 from prunepilot.pruning.guard import Limits
 from prunepilot.pruning.layers import LayerShape
 from prunepilot.pruning.policy import POLICY_FORMAT, POLICY_FORMAT_V2, POLICY_FORMATS, PruningPolicy, round_width
@@ -44,5 +44,6 @@ __all__ = [
     "count_macs_params",
     "prune_and_recalibrate",
     "recalibrate_bn",
+    "register_block",
     "round_width",
 ]

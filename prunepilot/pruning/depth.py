@@ -3,7 +3,7 @@
 Width pruning keeps every layer, so the per-layer overhead (kernel launches, memory round trips)
 stays; removing a whole residual block removes it. A block is *removable* when replacing it by
 ``nn.Identity()`` leaves its identity path: its input passes on unchanged, in the same shape.
-The rules, by class (subclasses included):
+The rules, by class (subclasses included; a model's own blocks join with :func:`register_block`):
 
 * ``x + f(x)`` blocks, where the Identity is exactly the block with its residual branch zeroed:
   torchvision MobileNetV2 ``InvertedResidual`` with ``use_res_connect`` (and the zoo's
@@ -75,6 +75,25 @@ _RULES: dict[str, Callable[[nn.Module], bool]] = {
     "prunepilot.models._mobilenet.InvertedResidual": _flag("use_residual"),
 }
 """Class (``module.qualname``) -> whether an instance's shortcut is the identity."""
+
+
+def register_block(cls: type[nn.Module] | str, rule: Callable[[nn.Module], bool] | None = None) -> None:
+    """Declare a model's own residual block class removable (its instances where ``rule`` holds).
+
+    Only a block whose forward is ``x + f(x)`` (or ``relu(x + f(x))`` on a non-negative input)
+    may be registered: removing it passes ``x`` on. The traced-shape check still applies.
+
+    Args:
+        cls: The class, or its ``"module.QualName"``.
+        rule: Whether an instance's shortcut is the identity (default: always).
+
+    Example:
+        >>> register_block(MyResidualBlock, lambda m: m.downsample is None)  # doctest: +SKIP
+    """
+    key = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    if "." not in key:
+        raise PruningError(f"register_block needs a class or a 'module.QualName' string, got {key!r}")
+    _RULES[key] = rule or (lambda m: True)
 
 
 def inside(name: str, block: str) -> bool:

@@ -12,7 +12,7 @@ from torchvision.models import VisionTransformer
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.regnet import BlockParams, RegNet
 
-from prunepilot.errors import PolicyError
+from prunepilot.errors import PolicyError, PruningError
 from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.models import build_model
 from prunepilot.models._resnet_cifar import BasicBlock
@@ -271,3 +271,39 @@ def test_unknown_format_is_refused_naming_both_formats() -> None:
         PruningPolicy.from_json(json.dumps({**data, "removed_blocks": ["layer1.1"]}))
     v2 = PruningPolicy.from_json(json.dumps({**data, "format": POLICY_FORMAT_V2, "removed_blocks": ["a"]}))
     assert v2.removed_blocks == ("a",) and v2.format == POLICY_FORMAT_V2
+
+
+class _OwnBlock(nn.Module):
+    """A user's own residual block: ``x + f(x)``, unknown to the built-in rules."""
+
+    def __init__(self, ch: int, shortcut: bool = True) -> None:
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU())
+        self.identity = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+class _OwnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = _OwnBlock(8), _OwnBlock(8, shortcut=False)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.b(self.a(self.stem(x))))
+
+
+def test_a_models_own_block_class_is_removable_once_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunepilot.pruning import depth, register_block
+
+    monkeypatch.setattr(depth, "_RULES", dict(depth._RULES))  # the registration ends with the test
+    x = torch.randn(1, 3, 8, 8)
+    assert PruningSpace.build(_OwnNet().eval(), x).blocks == ()
+    register_block(_OwnBlock, lambda m: m.identity)
+    space = PruningSpace.build(_OwnNet().eval(), x)
+    assert [b.name for b in space.blocks] == ["a"]  # the rule holds for 'a' only
+    with pytest.raises(PruningError, match=r"a class or a 'module.QualName' string, got 'OwnBlock'"):
+        register_block("OwnBlock")
