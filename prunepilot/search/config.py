@@ -160,6 +160,14 @@ class EvaluationSection(_Strict):
         "(fast) or prune a copy with Torch-Pruning (the apply path); models the slicer cannot represent "
         "fall back to prune. Both give the same accuracy.",
     )
+    depth: bool = Field(
+        False,
+        description="Also search depth: the random and Optuna strategies propose, per removable residual block "
+        "of the model (PruningSpace.blocks), whether to replace it by an identity, besides the keep ratios; "
+        "budget projection then shrinks widths with the blocks fixed. Needs a model with such blocks (ResNets, "
+        "MobileNetV2, ...) and a strategy that searches depth (random, optuna-tpe, optuna-nsga2); the uniform "
+        "baseline stays width-only. Candidates that remove blocks are stored as prunepilot.policy/v2.",
+    )
 
     @field_validator("importance")
     @classmethod
@@ -252,11 +260,21 @@ def validate_config(data: dict[str, Any], source: str = "config") -> SearchConfi
     except ValidationError as exc:
         lines = [_error_line(err) for err in exc.errors()[:5]]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
-    from prunepilot.search.strategies import check_strategy
+    from prunepilot.search.strategies import check_depth, check_strategy
 
     check_strategy(cfg.strategy.name, cfg.strategy.settings)
+    check_depth(cfg.strategy.name, cfg.evaluation.depth)
     _check_device(cfg, source)
     return cfg
+
+
+def no_blocks_reason(spec: str) -> str:
+    """Why ``evaluation.depth: true`` is refused for model ``spec`` (it has no removable blocks)."""
+    return (
+        f"true, but model {spec!r} has no removable residual blocks, and depth search needs residual blocks "
+        "(it removes whole ones: e.g. resnet20, mobilenetv2, torchvision:resnet18); set evaluation.depth: "
+        "false or choose a residual model"
+    )
 
 
 def _check_device(cfg: SearchConfig, source: str) -> None:

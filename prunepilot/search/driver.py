@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from prunepilot.errors import ConfigError
+from prunepilot.hw_models.base import LatencyResult
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.config import SearchConfig
 from prunepilot.search.evaluator import Evaluator, LatencyFit, get_evaluator
@@ -54,11 +55,20 @@ def resolve_budget(cfg: SearchConfig, base_ms: float, min_ms: float) -> float:
     if budget < min_ms:
         raise ConfigError(
             f"field 'budget': {given} is below the reachable minimum of {min_ms:.3f} ms (every group at "
-            f"evaluation.lower_bound {cfg.evaluation.lower_bound}); accepted: budget.ms >= {_up(min_ms)} (the "
+            f"evaluation.lower_bound {cfg.evaluation.lower_bound}"
+            f"{', every removable block removed' if cfg.evaluation.depth else ''}); accepted: budget.ms >= "
+            f"{_up(min_ms)} (the "
             f"base model takes {base_ms:.3f} ms) or budget.fraction from {_up(min_ms / base_ms, 4)} to 1; raise "
             "the budget or lower evaluation.lower_bound"
         )
     return budget
+
+
+def fastest_policy(ev: Evaluator) -> PruningPolicy:
+    """The fastest policy a strategy can propose: every group at ``evaluation.lower_bound`` and,
+    with ``evaluation.depth``, every removable block removed too."""
+    lowest = PruningPolicy.uniform(ev.space, ev.cfg.evaluation.lower_bound)
+    return lowest.with_removed_blocks(ev.space, ev.space.block_names) if ev.cfg.evaluation.depth else lowest
 
 
 def predicted_range_ms(ev: Evaluator) -> tuple[float, float] | None:
@@ -69,18 +79,28 @@ def predicted_range_ms(ev: Evaluator) -> tuple[float, float] | None:
     """
     if ev.latency.requires_model:
         return None
-    lowest = PruningPolicy.uniform(ev.space, ev.cfg.evaluation.lower_bound).channels
+    lowest = fastest_policy(ev)
 
-    def ms(widths: Mapping[str, int]) -> float:
-        return float(ev.latency.predict_ms(ev.space, widths, ev.batch_size).ms)
+    def ms(widths: Mapping[str, int], removed: Sequence[str] = ()) -> float:
+        return float(ev.latency.predict_ms(ev.space, widths, ev.batch_size, removed).ms)
 
-    return ms(ev.space.full_widths()), ms(lowest)
+    return ms(ev.space.full_widths()), ms(lowest.channels, lowest.removed_blocks)
 
 
 def lowest_macs_share(ev: Evaluator) -> float:
-    """MACs of the all-lower-bound model over the base model's (analytic, no pruning)."""
-    lowest = PruningPolicy.uniform(ev.space, ev.cfg.evaluation.lower_bound).channels
-    return ev.space.macs(lowest) / max(1, ev.space.base_macs)
+    """MACs of the fastest policy (:func:`fastest_policy`) over the base model's (analytic, no pruning)."""
+    lowest = fastest_policy(ev)
+    return ev.space.macs(lowest.channels, lowest.removed_blocks) / max(1, ev.space.base_macs)
+
+
+def reachable_minimum(ev: Evaluator, width_lowest: LatencyResult) -> LatencyResult:
+    """The measured latency of :func:`fastest_policy`: ``width_lowest`` (the all-lower-bound
+    model, which the latency fit measured) unless ``evaluation.depth`` removes blocks too, when
+    that model is pruned and measured (once)."""
+    if not ev.cfg.evaluation.depth:
+        return width_lowest
+    fastest = fastest_policy(ev)
+    return ev.measure_latency(None, fastest.channels, fastest.removed_blocks)
 
 
 def check_budget_floor(cfg: SearchConfig, ev: Evaluator) -> None:
@@ -127,7 +147,14 @@ def prepare(
     else:
         check_budget_floor(cfg, ev)
         console.print(f"[bold]prunepilot search[/] {cfg.name}: measuring the base model ...")
-        measured_base, low = ev.calibrate_fit(on_range=lambda base, lowest: resolve_budget(cfg, base.ms, lowest.ms))
+        reached: list[LatencyResult] = []  # the reachable minimum, measured once in the range check
+
+        def check_range(base: LatencyResult, lowest: LatencyResult) -> None:
+            reached.append(reachable_minimum(ev, lowest))
+            resolve_budget(cfg, base.ms, reached[0].ms)
+
+        measured_base, _width_low = ev.calibrate_fit(on_range=check_range)
+        low = reached[0]
         if cfg.device.also:
             console.print(
                 f"latency on the other devices {', '.join(cfg.device.also)}: base model, in-loop predictors ..."

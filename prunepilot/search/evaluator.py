@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from prunepilot.errors import ConfigError
 from prunepilot.hw_models.base import LatencyModel, LatencyResult
 from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
-from prunepilot.search.config import SearchConfig
+from prunepilot.search.config import SearchConfig, no_blocks_reason
 from prunepilot.search.devices import DeviceFigures
 from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol
 from prunepilot.search.records import Candidate, Metrics
@@ -115,6 +116,8 @@ class Evaluator:
         self.model: nn.Module = model.eval()
         self.space = PruningSpace.build(self.model, self.example, ignored_layers=cfg.model.ignored_layers)
         ev = cfg.evaluation
+        if ev.depth and not self.space.blocks:  # the base model stays cached for a width-only search
+            raise ConfigError(f"field 'evaluation.depth': {no_blocks_reason(spec)}")
         self.calib = [(x, y) for i, (x, y) in enumerate(self.data.calib) if i < ev.bn_batches]
         self.val = [(x, y) for i, (x, y) in enumerate(self.data.val) if ev.val_batches is None or i < ev.val_batches]
         self.fit: LatencyFit | None = None
@@ -132,12 +135,15 @@ class Evaluator:
         self._scoring: tuple[str, str | None] | None = None  # (path, fallback reason), decided on first use
 
     # --- the contract ------------------------------------------------------------------------
-    def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
-        """A policy with this search's rounding and criterion."""
+    def make_policy(
+        self, ratios: Mapping[str, float] | Sequence[float], removed_blocks: Sequence[str] = (), **metadata: Any
+    ) -> PruningPolicy:
+        """A policy with this search's rounding and criterion, removing ``removed_blocks``."""
         ev = self.cfg.evaluation
-        return PruningPolicy.from_ratios(
+        policy = PruningPolicy.from_ratios(
             self.space, ratios, round_to=ev.round_to, importance=ev.importance, metadata=metadata
         )
+        return policy.with_removed_blocks(self.space, removed_blocks) if removed_blocks else policy
 
     def evaluate(self, policy: PruningPolicy, latency: LatencyResult | None = None) -> Metrics:
         """Score ``policy`` with the search's protocol on held-out training data; get latency
@@ -277,24 +283,25 @@ class Evaluator:
             return self.latency.measure_ms(model, self.input_shape, bs)
         return self.latency.predict_ms(self.space, widths, bs, removed)
 
-    def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
-        """A fast (< 1 ms) latency estimate for budget checks inside search loops.
+    def predict_latency_ms(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
+        """A fast (< 1 ms) latency estimate at ``widths`` without ``removed_blocks``, for budget checks.
 
         Predicted latency models answer directly; for measured ones the in-loop predictor the
         candidates' latency comes from (:attr:`in_loop`), else the driver's :class:`LatencyFit`.
         """
+        gone = tuple(removed_blocks)
         if self.in_loop is not None:
-            return float(self.in_loop.predict_ms(self.space, widths, self.batch_size).ms)
+            return float(self.in_loop.predict_ms(self.space, widths, self.batch_size, gone).ms)
         if not self.latency.requires_model:
-            return float(self.latency.predict_ms(self.space, widths, self.batch_size).ms)
+            return float(self.latency.predict_ms(self.space, widths, self.batch_size, gone).ms)
         if self.fit is None:
             raise RuntimeError("predict_latency_ms needs a LatencyFit; call calibrate_fit() or set .fit")
-        moved = self._bytes_moved(widths) if self.fit.byte_slope else 0.0
-        return float(self.fit(self.space.macs(widths), moved))
+        moved = self._bytes_moved(widths, gone) if self.fit.byte_slope else 0.0
+        return float(self.fit(self.space.macs(widths, gone), moved))
 
-    def _bytes_moved(self, widths: Mapping[str, int]) -> float:
+    def _bytes_moved(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
         """Analytic fp32 traffic of the compute layers at ``widths`` (the fit's second feature)."""
-        return float(sum(layer.bytes for layer in self.space.layers(widths)))
+        return float(sum(layer.bytes for layer in self.space.layers(widths, removed_blocks)))
 
     def calibrate_fit(
         self, on_range: Callable[[LatencyResult, LatencyResult], object] | None = None
@@ -367,8 +374,10 @@ def build_latency_model(cfg: SearchConfig) -> tuple[LatencyModel, int]:
 
 
 def config_key(cfg: SearchConfig) -> str:
-    """Hash of what determines an evaluator (model, data, device, evaluation, seed)."""
-    data = cfg.model_dump(mode="json", include={"model", "data", "device", "evaluation", "seed"})
+    """Hash of what determines an evaluator (model, data, device, evaluation, seed); without depth
+    (``evaluation.depth`` false), the key of configs from before the field existed."""
+    width_only = None if cfg.evaluation.depth else {"evaluation": {"depth"}}
+    data = cfg.model_dump(mode="json", include={"model", "data", "device", "evaluation", "seed"}, exclude=width_only)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -73,8 +73,9 @@ PROFILE_PROTOCOL = MeasureProtocol(
 class InLoopPredictor(LatencyModel):
     """Predicted latency of a measured device: a calibrated lookup table or the MACs/bytes fit.
 
-    ``predict_ms(space, widths, batch)`` (< 1 ms) answers like any predicted latency model; its
-    results are named ``<measured model>~<lut|fit>``. :attr:`record` is the calibration record.
+    ``predict_ms(space, widths, batch, removed_blocks)`` (< 1 ms) answers like any predicted latency
+    model (the removed blocks' layers left out); its results are named ``<measured model>~<lut|fit>``.
+    :attr:`record` is the calibration record.
     """
 
     requires_model: ClassVar[bool] = False
@@ -325,7 +326,8 @@ def prepare_in_loop(cfg: SearchConfig, ev: Evaluator, budget_ms: float) -> dict[
         mode = "predicted"
         ev.in_loop = calibrate(ev)
     lowest = PruningPolicy.uniform(ev.space, cfg.evaluation.lower_bound).channels
-    reachable = ev.predict_latency_ms(lowest)
+    # with depth, the fastest proposal also removes every removable block
+    reachable = ev.predict_latency_ms(lowest, ev.space.block_names if cfg.evaluation.depth else ())
     record: dict[str, Any] = {"mode": mode}
     if ev.in_loop is not None:
         record.update(predictor=ev.in_loop.to_json(), calibration=ev.in_loop.record)

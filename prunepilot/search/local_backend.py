@@ -29,7 +29,7 @@ from prunepilot.search.config import SearchConfig
 from prunepilot.search.driver import Recorder
 from prunepilot.search.evaluator import Evaluator
 from prunepilot.search.records import Candidate
-from prunepilot.search.space import trial_params, uniforms
+from prunepilot.search.space import Choice, sampled, trial_params
 from prunepilot.search.store import RunStore
 from prunepilot.search.strategies import Strategy, TuneSetup
 from prunepilot.search.trainable import SearchSetup, run_trial, trial_metrics
@@ -46,12 +46,15 @@ def _plain_trials(tsetup: TuneSetup, seed: int) -> Iterator[tuple[dict[str, Any]
 
 
 def _optuna_trials(tsetup: TuneSetup) -> Iterator[tuple[dict[str, Any], TellFn]]:
-    """Ask a study for each trial's uniforms; tell it the trial's last result (Tune's OptunaSearch protocol)."""
+    """Ask a study for each trial's uniforms and choices; tell it the trial's last result (Tune's
+    OptunaSearch protocol)."""
     import optuna
 
-    space = uniforms(tsetup.param_space)
+    space = sampled(tsetup.param_space)
     if len(space) != len(tsetup.param_space):
-        raise ValueError("a strategy with a sampler may only have Uniform parameters; give grids without a sampler")
+        raise ValueError(
+            "a strategy with a sampler may only have Uniform and Choice parameters; give grids without a sampler"
+        )
     metrics = tsetup.metric if isinstance(tsetup.metric, list) else [tsetup.metric or "score"]
     modes = tsetup.mode if isinstance(tsetup.mode, list) else [tsetup.mode or "max"]
     directions: list[optuna.study.StudyDirection] = [
@@ -59,7 +62,10 @@ def _optuna_trials(tsetup: TuneSetup) -> Iterator[tuple[dict[str, Any], TellFn]]
     ]
     study = optuna.create_study(sampler=tsetup.sampler, directions=directions)
     distributions: dict[str, optuna.distributions.BaseDistribution] = {
-        k: optuna.distributions.FloatDistribution(u.low, u.high) for k, u in space.items()
+        k: optuna.distributions.CategoricalDistribution(u.values)
+        if isinstance(u, Choice)
+        else optuna.distributions.FloatDistribution(u.low, u.high)
+        for k, u in space.items()
     }
     for _ in range(tsetup.num_samples):
         trial = study.ask(fixed_distributions=distributions)

@@ -39,7 +39,7 @@ from prunepilot.search.driver import expected_candidates, prepare, progress_bar
 from prunepilot.search.evaluator import Evaluator
 from prunepilot.search.records import Candidate, Metrics
 from prunepilot.search.store import RunStore
-from prunepilot.search.strategies import DriverContext, get_strategy
+from prunepilot.search.strategies import DriverContext, check_depth, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def run_search(
 
 
 def _search(cfg: SearchConfig, store: RunStore, resume: bool, progress: bool, backend: Backend) -> SearchResult:
+    check_depth(cfg.strategy.name, cfg.evaluation.depth)  # before anything is built (configs given as objects)
     ev, setup, info = prepare(cfg, store, resume, backend)
     strategy = get_strategy(cfg.strategy.name, cfg.strategy.settings)
     ctx = DriverContext(
@@ -148,6 +149,7 @@ def _search(cfg: SearchConfig, store: RunStore, resume: bool, progress: bool, ba
         trials=cfg.strategy.trials,
         seed=cfg.seed,
         base_latency_ms=setup.base_latency_ms,
+        depth=cfg.evaluation.depth,
     )
     tsetup = strategy.tune_setup(ctx)
     with progress_bar(progress, expected_candidates(cfg, strategy, tsetup)):

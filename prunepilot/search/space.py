@@ -1,11 +1,13 @@
 """The one place where pruning policies meet a trial's parameter space, and Ray Tune's.
 
-Strategies describe their trials with :class:`Uniform` and :class:`Grid` parameters (plain
-data, no Ray); :func:`to_tune` turns such a space into Tune's ``param_space`` for the Ray
-backend, and :func:`trial_params` expands it into the trials of the local backend (grid
-variants times ``num_samples``, uniforms drawn from a seeded generator, in Tune's order).
-Policies are keep ratios per named group; group ``i`` is the parameter ``g{i:03d}`` (Optuna
-and Tune need plain, stable parameter names). Also here: projecting a proposal into the budget.
+Strategies describe their trials with :class:`Uniform`, :class:`Choice` and :class:`Grid`
+parameters (plain data, no Ray); :func:`to_tune` turns such a space into Tune's ``param_space``
+for the Ray backend, and :func:`trial_params` expands it into the trials of the local backend
+(grid variants times ``num_samples``, uniforms and choices drawn from a seeded generator, in
+Tune's order). Policies are keep ratios per named group; group ``i`` is the parameter
+``g{i:03d}`` (Optuna and Tune need plain, stable parameter names). With depth
+(``evaluation.depth``), removable block ``j`` is the boolean parameter ``b{j:03d}`` (True:
+removed). Also here: projecting a proposal into the budget.
 """
 
 from __future__ import annotations
@@ -38,7 +40,17 @@ class Grid:
         object.__setattr__(self, "values", tuple(values))
 
 
-#: A trial's parameter space: names to :class:`Uniform`, :class:`Grid` or constant values.
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values``, drawn uniformly (by a sampler, when the strategy has one, as a categorical)."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, values: Any) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+
+#: A trial's parameter space: names to :class:`Uniform`, :class:`Choice`, :class:`Grid` or constants.
 ParamSpace = dict[str, Any]
 
 
@@ -47,14 +59,28 @@ def key(index: int) -> str:
     return f"g{index:03d}"
 
 
-def ratio_param_space(space: PruningSpace, lower: float) -> ParamSpace:
-    """One ``Uniform(lower, 1)`` keep ratio per group."""
-    return {key(g.index): Uniform(lower, 1.0) for g in space.groups}
+def block_key(index: int) -> str:
+    """Parameter name of removable block ``index`` (its position in ``space.blocks``)."""
+    return f"b{index:03d}"
+
+
+def ratio_param_space(space: PruningSpace, lower: float, depth: bool = False) -> ParamSpace:
+    """One ``Uniform(lower, 1)`` keep ratio per group; with ``depth``, then one
+    ``Choice((False, True))`` per removable block (True: remove it)."""
+    params: ParamSpace = {key(g.index): Uniform(lower, 1.0) for g in space.groups}
+    if depth:
+        params.update({block_key(i): Choice((False, True)) for i in range(len(space.blocks))})
+    return params
 
 
 def params_to_ratios(params: Mapping[str, Any], space: PruningSpace) -> dict[str, float]:
     """Keep ratios by group name from trial parameters made by :func:`ratio_param_space`."""
     return {g.name: float(params[key(g.index)]) for g in space.groups}
+
+
+def params_to_removed_blocks(params: Mapping[str, Any], space: PruningSpace) -> tuple[str, ...]:
+    """Names of the blocks the trial parameters remove (none without block parameters)."""
+    return tuple(b.name for i, b in enumerate(space.blocks) if bool(params.get(block_key(i), False)))
 
 
 def grid_size(param_space: ParamSpace) -> int:
@@ -66,9 +92,9 @@ def grid_size(param_space: ParamSpace) -> int:
     return n
 
 
-def uniforms(param_space: ParamSpace) -> dict[str, Uniform]:
-    """The :class:`Uniform` parameters (what a sampler proposes)."""
-    return {k: v for k, v in param_space.items() if isinstance(v, Uniform)}
+def sampled(param_space: ParamSpace) -> dict[str, Uniform | Choice]:
+    """The :class:`Uniform` and :class:`Choice` parameters (what a sampler proposes)."""
+    return {k: v for k, v in param_space.items() if isinstance(v, Uniform | Choice)}
 
 
 def to_tune(param_space: ParamSpace) -> dict[str, Any]:
@@ -79,6 +105,8 @@ def to_tune(param_space: ParamSpace) -> dict[str, Any]:
     for k, v in param_space.items():
         if isinstance(v, Uniform):
             out[k] = tune.uniform(v.low, v.high)
+        elif isinstance(v, Choice):
+            out[k] = tune.choice(list(v.values))
         elif isinstance(v, Grid):
             out[k] = tune.grid_search(list(v.values))
         else:
@@ -87,10 +115,11 @@ def to_tune(param_space: ParamSpace) -> dict[str, Any]:
 
 
 def trial_params(param_space: ParamSpace, num_samples: int, seed: int) -> Iterator[dict[str, Any]]:
-    """The local backend's trials: for each sample, every grid variant; uniforms drawn seeded.
+    """The local backend's trials: for each sample, every grid variant; uniforms and choices drawn seeded.
 
-    Grid variants vary the last grid parameter fastest; uniforms are drawn per trial in the
-    space's key order from ``numpy.random.default_rng(seed)``.
+    Grid variants vary the last grid parameter fastest; uniforms and choices are drawn per trial
+    in the space's key order from ``numpy.random.default_rng(seed)`` (a space without choices
+    draws exactly what it drew before they existed).
     """
     rng = np.random.default_rng(seed)
     grids = {k: v.values for k, v in param_space.items() if isinstance(v, Grid)}
@@ -101,6 +130,8 @@ def trial_params(param_space: ParamSpace, num_samples: int, seed: int) -> Iterat
             for k, v in param_space.items():
                 if isinstance(v, Uniform):
                     params[k] = float(rng.uniform(v.low, v.high))
+                elif isinstance(v, Choice):
+                    params[k] = v.values[int(rng.integers(len(v.values)))]
                 else:
                     params[k] = chosen[k] if k in chosen else v
             yield params
@@ -118,7 +149,8 @@ def project_to_budget(
     Ratios become ``lower + s * (r - lower)`` with the largest ``s`` in [0, 1] that fits
     (bisection on the predicted latency, which falls as ``s`` falls). Returns the ratios and
     ``s`` (1.0 when the proposal already fits). The relative shape of the proposal is kept,
-    so a strategy's preference between groups survives the projection.
+    so a strategy's preference between groups survives the projection. Removed blocks stay as
+    proposed: ``latency_of`` measures the ratios with them (the strategy's closure fixes them).
     """
 
     def at(s: float) -> dict[str, float]:

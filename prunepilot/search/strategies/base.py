@@ -38,6 +38,8 @@ class Strategy(ABC):
     kind: ClassVar[Literal["candidate", "session"]] = "candidate"
     description: ClassVar[str] = ""
     Settings: ClassVar[type[StrategySettings]] = StrategySettings
+    #: Whether it proposes removed blocks too when ``evaluation.depth`` is true (``DriverContext.depth``).
+    searches_depth: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = validate_settings(self.name, self.Settings, settings or {})
@@ -85,6 +87,22 @@ def get_strategy(name: str, settings: Mapping[str, Any] | None = None) -> Strate
 def check_strategy(name: str, settings: Mapping[str, Any]) -> None:
     """Validate a strategy name and its settings without building anything heavy."""
     strategy_class(name)(settings)  # constructors only validate; nothing heavy is built
+
+
+def depth_strategies() -> list[str]:
+    """Names of the strategies that search depth (``evaluation.depth``)."""
+    _load_builtins()
+    return sorted(n for n, cls in _REGISTRY.items() if cls.searches_depth)
+
+
+def check_depth(name: str, depth: bool) -> None:
+    """Refuse ``evaluation.depth: true`` for a strategy that searches widths only."""
+    if depth and not strategy_class(name).searches_depth:
+        raise ConfigError(
+            f"field 'evaluation.depth': strategy {name!r} searches widths only and cannot remove blocks; "
+            f"the strategies that search depth are {', '.join(depth_strategies())}: choose one of them or set "
+            "evaluation.depth: false"
+        )
 
 
 def validate_settings(name: str, model: type[StrategySettings], settings: Mapping[str, Any]) -> StrategySettings:

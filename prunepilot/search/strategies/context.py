@@ -43,8 +43,10 @@ class PolicyEvaluator(Protocol):
     #: The batch size latency is measured or predicted at.
     batch_size: int
 
-    def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
-        """A policy from keep ratios, with the search's rounding and channel criterion."""
+    def make_policy(
+        self, ratios: Mapping[str, float] | Sequence[float], removed_blocks: Sequence[str] = (), **metadata: Any
+    ) -> PruningPolicy:
+        """A policy from keep ratios (and blocks to remove), with the search's rounding and channel criterion."""
         ...
 
     def evaluate(self, policy: PruningPolicy) -> Metrics:
@@ -64,8 +66,9 @@ class PolicyEvaluator(Protocol):
         ``protocol`` names how its weights were obtained (the record's ``metrics.protocol``)."""
         ...
 
-    def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
-        """A fast (< 1 ms) latency estimate for budget checks inside search loops."""
+    def predict_latency_ms(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
+        """A fast (< 1 ms) latency estimate, at ``widths`` without ``removed_blocks``, for budget checks
+        inside search loops."""
         ...
 
 
@@ -93,7 +96,11 @@ class TuneSetup:
 
 @dataclass(frozen=True)
 class DriverContext:
-    """What the driver knows when it sets a strategy up."""
+    """What the driver knows when it sets a strategy up.
+
+    ``depth`` (``evaluation.depth``): the strategy also proposes which of ``space.blocks`` to
+    remove (only strategies with ``searches_depth`` are set up with it).
+    """
 
     space: PruningSpace
     budget_ms: float
@@ -102,6 +109,7 @@ class DriverContext:
     trials: int
     seed: int
     base_latency_ms: float
+    depth: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,10 +157,12 @@ class TrialContext:
     work_dir: Path
     evaluator_key: str
 
-    def predict_latency_ms(self, widths: Mapping[str, int]) -> float:
-        """The evaluator's fast latency estimate (budget checks)."""
-        return self.evaluator.predict_latency_ms(widths)
+    def predict_latency_ms(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
+        """The evaluator's fast latency estimate (budget checks), without ``removed_blocks``."""
+        return self.evaluator.predict_latency_ms(widths, removed_blocks)
 
-    def make_policy(self, ratios: Mapping[str, float] | Sequence[float], **metadata: Any) -> PruningPolicy:
-        """The evaluator's policy from keep ratios."""
-        return self.evaluator.make_policy(ratios, **metadata)
+    def make_policy(
+        self, ratios: Mapping[str, float] | Sequence[float], removed_blocks: Sequence[str] = (), **metadata: Any
+    ) -> PruningPolicy:
+        """The evaluator's policy from keep ratios, removing ``removed_blocks``."""
+        return self.evaluator.make_policy(ratios, removed_blocks, **metadata)

@@ -5,6 +5,9 @@
 * ``optuna-nsga2``: NSGA-II (Deb et al. 2002), multi-objective: accuracy (max) and latency
   (min), no projection: it traces the whole front.
 
+With ``evaluation.depth`` both also sample, per removable block, whether to remove it (a
+categorical parameter beside the keep ratios).
+
 A strategy hands its sampler over in :class:`TuneSetup` and never drives it itself. The Ray
 backend wraps it in Tune's ``OptunaSearch`` (which asks a study for each trial's parameters and
 tells it the trial's last result); the local backend asks and tells an Optuna study with the
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from prunepilot.search import space as tune_space
 from prunepilot.search.strategies.base import register_strategy
 from prunepilot.search.strategies.context import DriverContext, TuneSetup
 from prunepilot.search.strategies.sampling import ProjectedSettings, RatioProposal
@@ -51,7 +53,7 @@ class OptunaTPE(RatioProposal):
         # The sampler carries the seed (Tune's OptunaSearch ignores its own when given a sampler).
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=s.n_startup_trials)
         return TuneSetup(
-            tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
+            self.param_space(ctx),
             num_samples=ctx.evaluations,
             sampler=sampler,
             metric="score",
@@ -74,7 +76,7 @@ class OptunaNSGA2(RatioProposal):
         s = self.settings
         sampler = optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=s.population_size)
         return TuneSetup(
-            tune_space.ratio_param_space(ctx.space, ctx.lower_bound),
+            self.param_space(ctx),
             num_samples=ctx.evaluations,
             sampler=sampler,
             metric=["accuracy", "latency_ms"],

@@ -3,14 +3,16 @@
 * ``random``: keep ratios drawn uniformly from ``[lower_bound, 1]`` per group (by Tune's
   generator on Ray, by :func:`prunepilot.search.space.trial_params` locally; both seeded by the
   search's seed), then projected into the latency budget (the shape of the draw is kept; see
-  :func:`prunepilot.search.space.project_to_budget`). One trial per candidate.
+  :func:`prunepilot.search.space.project_to_budget`). One trial per candidate. With
+  ``evaluation.depth`` each removable block is also removed or kept, with even odds; the
+  projection then shrinks the widths with those blocks removed.
 * ``uniform``: every group keeps the same ratio; a sweep of ratios from the lower bound to 1
   (the curve every Pareto front is drawn against). One trial per ratio.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,19 +23,49 @@ from prunepilot.search.strategies.base import Strategy, StrategySettings, regist
 from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
 
 
-def evaluate_ratios(ctx: TrialContext, ratios: Mapping[str, float], project: bool, **extra: Any) -> None:
-    """Project (optionally) into the budget, evaluate, report: the body of candidate trials."""
+def evaluate_ratios(
+    ctx: TrialContext,
+    ratios: Mapping[str, float],
+    project: bool,
+    removed: Sequence[str] = (),
+    depth: bool = False,
+    **extra: Any,
+) -> None:
+    """Project (optionally) into the budget, evaluate, report: the body of candidate trials.
+
+    ``removed``: blocks the candidate removes; the projection shrinks the widths with them removed.
+    ``depth``: the search proposes blocks, so a proposal the lower bound cannot bring into the
+    budget removes further blocks first (:func:`fit_blocks`; ``blocks_added`` in its record).
+    """
     scale = 1.0
     if project:
+        if depth:
+            removed, added = fit_blocks(ctx, removed)
+            extra = {**extra, "blocks_added": added}
         ratios, scale = tune_space.project_to_budget(
             ratios,
             ctx.lower_bound,
             ctx.budget_ms,
-            lambda r: ctx.predict_latency_ms(ctx.make_policy(r).channels),
+            lambda r: ctx.predict_latency_ms(ctx.make_policy(r).channels, removed),
         )
-    policy = ctx.make_policy(ratios)
+    policy = ctx.make_policy(ratios, removed)
     metrics = ctx.evaluator.evaluate(policy)
     ctx.report(policy, metrics, {"projection_scale": scale, **extra})
+
+
+def fit_blocks(ctx: TrialContext, removed: Sequence[str]) -> tuple[tuple[str, ...], int]:
+    """``removed`` plus as many further blocks as needed for the narrowest widths to fit the
+    budget (largest MACs first), so that the projection can reach it; and how many were added.
+
+    Without this, a depth proposal that keeps too many blocks lies over the budget even at the
+    lower bound, however far its widths shrink.
+    """
+    floor = {g.name: ctx.lower_bound for g in ctx.space.groups}
+    out = list(removed)
+    rest = sorted((b for b in ctx.space.blocks if b.name not in out), key=lambda b: -b.macs)
+    while rest and ctx.predict_latency_ms(ctx.make_policy(floor).channels, out) > ctx.budget_ms:
+        out.append(rest.pop(0).name)
+    return tuple(out), len(out) - len(removed)
 
 
 class ProjectedSettings(StrategySettings):
@@ -43,15 +75,23 @@ class ProjectedSettings(StrategySettings):
 
 
 class RatioProposal(Strategy):
-    """Base of candidate strategies whose trial parameters are one keep ratio per group."""
+    """Base of candidate strategies whose trial parameters are one keep ratio per group and, with
+    depth, whether to remove each removable block (:func:`prunepilot.search.space.ratio_param_space`)."""
 
     kind = "candidate"
+    searches_depth = True
     Settings = ProjectedSettings
     settings: ProjectedSettings
 
+    def param_space(self, ctx: DriverContext) -> tune_space.ParamSpace:
+        """The trial parameters: keep ratios, and the blocks' parameters when ``ctx.depth``."""
+        return tune_space.ratio_param_space(ctx.space, ctx.lower_bound, depth=ctx.depth)
+
     def run_trial(self, ctx: TrialContext, params: Mapping[str, Any]) -> None:
         ratios = tune_space.params_to_ratios(params, ctx.space)
-        evaluate_ratios(ctx, ratios, project=bool(self.settings.project))
+        removed = tune_space.params_to_removed_blocks(params, ctx.space)
+        depth = any(tune_space.block_key(i) in params for i in range(len(ctx.space.blocks)))
+        evaluate_ratios(ctx, ratios, project=bool(self.settings.project), removed=removed, depth=depth)
 
 
 class RandomSettings(ProjectedSettings):
@@ -68,7 +108,7 @@ class RandomSearch(RatioProposal):
     settings: RandomSettings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        return TuneSetup(tune_space.ratio_param_space(ctx.space, ctx.lower_bound), num_samples=ctx.evaluations)
+        return TuneSetup(self.param_space(ctx), num_samples=ctx.evaluations)
 
 
 class UniformSettings(StrategySettings):
