@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from bench_helpers import load
+from bench_helpers import load, tiny_config
 
 from prunepilot.search.config import validate_config
 from prunepilot.search.evaluator import Evaluator
@@ -17,20 +17,8 @@ def ev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluator]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("cache")
-    yield Evaluator(
-        validate_config(
-            {
-                "name": "tiny",
-                "seed": 0,
-                "model": {"spec": "testing:tiny-convnet", "train": {"epochs": 1, "lr": 0.05}, "cache_dir": str(cache)},
-                "data": {"name": "digits", "batch_size": 64, "val_size": 0.2, "calib_size": 128},
-                "device": {"name": "local-cpu", "latency_model": "macs", "settings": {"ms_per_unit": 1.0}},
-                "budget": {"fraction": 0.5},
-                "evaluation": {"bn_batches": 2},
-                "strategy": {"name": "random", "evaluations": 1},
-            }
-        )
-    )
+    sections = {"budget": {"fraction": 0.5}, "evaluation": {"bn_batches": 2}}
+    yield Evaluator(validate_config(tiny_config(cache, **sections)))
     torch.set_num_threads(before)
 
 
