@@ -42,6 +42,9 @@ def search(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override seed."),
     evaluations: int | None = typer.Option(None, "--evaluations", help="Override strategy.evaluations."),
+    depth: bool = typer.Option(
+        False, "--depth", help="Also search which residual blocks to remove (sets evaluation.depth: true)."
+    ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Override data.root (else $PRUNEPILOT_DATA)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the search in this run folder."),
     backend: str = typer.Option(
@@ -68,6 +71,7 @@ def search(
             "seed": seed,
             "strategy.evaluations": evaluations,
             "data.root": str(data_root) if data_root else None,
+            "evaluation.depth": True if depth else None,
         }
         if backend not in BACKENDS:
             raise ConfigError(f"--backend {backend!r} is not a search backend; choose one of {', '.join(BACKENDS)}")

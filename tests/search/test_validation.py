@@ -251,3 +251,17 @@ def test_cli_refusal_is_one_line_and_leaves_no_run_folder(tmp_path: Path) -> Non
     assert out.exit_code == 2, out.output
     assert "reachable minimum" in out.output and "Traceback" not in out.output
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_depth_flag_sets_evaluation_depth(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prunepilot.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    args = ["search", str(path), "--strategy", "amc-ddpg", "--run-dir", str(tmp_path / "r"), "--backend", "local"]
+    out = CliRunner().invoke(app, [*args, "--depth"])
+    assert out.exit_code == 2, out.output
+    assert "strategy 'amc-ddpg' searches widths only and cannot remove blocks" in " ".join(out.output.split())
+    assert not (tmp_path / "r").exists()
