@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = build(name)
         vs = variants(model, args.lower_bound)
         n_blocks = len(vs["depth"][0].removed_blocks)
-        macs = {k: float(PruningSpace.build(model, torch.zeros(1, 1, 28, 28)).macs(p.channels, p.removed_blocks))
-                for k, (p, _m) in vs.items()}  # fmt: skip
+        space = PruningSpace.build(model, torch.zeros(1, 1, 28, 28))
+        macs = {k: float(space.macs(p.channels, p.removed_blocks)) for k, (p, _m) in vs.items()}
         for batch in BATCHES:
             lat = measure({k: m for k, (_p, m) in vs.items()}, batch, args.rounds)
             base = lat["base"][0]

@@ -205,13 +205,13 @@ def _export_and_run(
     if int(check_batch.shape[0]) != int(example.shape[0]):
         attempts.append((check_batch, True))
     attempts.append((check_batch, False))
-    for i, (x, dynamic) in enumerate(attempts):
+    for x, dynamic in attempts[:-1]:
         try:
             return exporter(model, x, path, dynamic)(check_batch), dynamic
-        except Exception:  # noqa: BLE001 - the next attempt, or the caller's report
-            if i == len(attempts) - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+        except Exception:  # noqa: BLE001 - the next attempt
+            pass
+    x, dynamic = attempts[-1]
+    return exporter(model, x, path, dynamic)(check_batch), dynamic  # its error is the caller's report
 
 
 # --- the three exporters: each writes ``path`` and returns a runner of the written file ----------

@@ -60,10 +60,10 @@ def fit_blocks(ctx: TrialContext, removed: Sequence[str]) -> tuple[tuple[str, ..
     Without this, a depth proposal that keeps too many blocks lies over the budget even at the
     lower bound, however far its widths shrink.
     """
-    floor = {g.name: ctx.lower_bound for g in ctx.space.groups}
+    floor = ctx.make_policy({g.name: ctx.lower_bound for g in ctx.space.groups}).channels
     out = list(removed)
     rest = sorted((b for b in ctx.space.blocks if b.name not in out), key=lambda b: -b.macs)
-    while rest and ctx.predict_latency_ms(ctx.make_policy(floor).channels, out) > ctx.budget_ms:
+    while rest and ctx.predict_latency_ms(floor, out) > ctx.budget_ms:
         out.append(rest.pop(0).name)
     return tuple(out), len(out) - len(removed)
 
