@@ -42,10 +42,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.inprocess import Record  # noqa: E402
+from bench.sq_summary import PEERS  # noqa: E402
 from prunepilot.pruning import PruningPolicy  # noqa: E402
 from prunepilot.search.evaluator import Evaluator  # noqa: E402
 
-PEERS = ("torch-pruning-global", "torch-pruning-isomorphic")
 IMPORTANCES = ("l1", "taylor")
 
 

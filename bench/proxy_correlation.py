@@ -37,17 +37,19 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bases.load import BASES, BASES_DIR, DATA, load_base  # noqa: E402
+from bench.finetune import BATCHES, finetune_test  # noqa: E402
 from prunepilot.pruning import PruningPolicy, apply_policy  # noqa: E402
 from prunepilot.search.config import validate_config  # noqa: E402
 from prunepilot.search.evaluator import Evaluator  # noqa: E402
 from prunepilot.search.protocols import get_protocol  # noqa: E402
-from prunepilot.training import TrainConfig, distillation_loss, finetune_and_score  # noqa: E402
 
 #: protocol label -> (name, settings)
 PROTOCOLS: dict[str, tuple[str, dict[str, Any]]] = {
     "bn-recal": ("bn-recal", {}),
     "short-finetune-20": ("short-finetune", {"steps": 20}),
     "short-finetune-60": ("short-finetune", {"steps": 60}),
+    "short-finetune-20x32": ("short-finetune", {"steps": 20, "batch_size": 32}),
+    "short-finetune-10x64": ("short-finetune", {"steps": 10, "batch_size": 64}),
     "reconstruct": ("reconstruct", {}),
     "supernet": ("supernet", {"steps": 300, "lr": 0.01}),
 }
@@ -96,14 +98,6 @@ def draw_policies(ev: Evaluator, target_ms: float, n: int, gen: torch.Generator)
         }:
             out.append(pol)
     return out
-
-
-def finetune_test(ev: Evaluator, policy: PruningPolicy, batches: int) -> float:
-    """The standard fine-tune (distillation, one pass of ``batches`` batches), then test accuracy."""
-    model = ev.prune(policy)  # the search's prune -> BN recalibration
-    recipe = TrainConfig(epochs=1, lr=0.01, schedule="cosine", seed=0, max_batches_per_epoch=batches)
-    result = finetune_and_score(model, ev.data.train, ev.data.test, recipe, loss_fn=distillation_loss(ev.model))
-    return float(result.after[0])
 
 
 def pruner(ev: Evaluator, policy: PruningPolicy) -> Callable[[], nn.Module]:
@@ -273,7 +267,7 @@ def main() -> None:
     ap.add_argument("--bases", nargs="+", choices=sorted(BASES), default=sorted(BASES))
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     ap.add_argument("--policies", type=int, default=40)
-    ap.add_argument("--ft-batches", type=int, default=300)
+    ap.add_argument("--ft-batches", type=int, default=BATCHES, help="the standard fine-tune's batches")
     ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     ap.add_argument("--device", default="local-cpu-cputime")
     ap.add_argument("--latency-batch", type=int, default=1)

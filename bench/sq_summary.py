@@ -17,9 +17,11 @@ from prunepilot.search.front_metrics import budget_hypervolume
 #: strategies given random search's wall-clock instead of an evaluation count
 ONESHOT = ("autoslim", "metapruning")
 #: deterministic: one run, whatever the seed
-DETERMINISTIC = ("uniform",)
+DETERMINISTIC = ("uniform", "knapsack")
+#: what a user would run instead of a search: Torch-Pruning's global pruning (``bench/peers.py``)
+PEERS = ("torch-pruning-global", "torch-pruning-isomorphic")
 #: the baselines every searched strategy is compared against in the table's notes
-BASELINES = ("uniform", "random")
+BASELINES = ("uniform", "random", *PEERS)
 #: hypervolume is compared against random search and "just use Optuna"
 HV_BASELINES = ("random", "optuna-tpe")
 
@@ -59,6 +61,12 @@ def failed_rows(
     ]
 
 
+def _median(values: Any) -> float | None:
+    """The median of the values that are not None, or None."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (model, budget, strategy), models in their order, budgets from the largest."""
     out = []
@@ -84,6 +92,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "wall_median_s": statistics.median(r["wall_s"] for r in rs),
                 "evals_median": statistics.median(r["evaluations"] for r in rs),
                 "ft_median": statistics.median(ft) if ft else None,
+                "budget_use_median": _median(r.get("budget_use") for r in rs),
+                "distinct_median": _median(r.get("distinct_policies") for r in rs),
                 "latency_kind": next((r["latency_kind"] for r in rs if r["latency_kind"]), None),
             }
         )
