@@ -21,10 +21,10 @@ every strategy. Then, per budget:
    budget.
 2. **Peers** (``bench/peers.py``): Torch-Pruning's ``MetaPruner`` with global ranking, and its
    isomorphic variant, iterative until within the budget, scored by the same evaluator.
-3. **Side-by-side measurement.** Every row's policy is pruned and measured with the base model
-   in ``--rounds`` interleaved rounds; ``measured_share`` is its median over the base's median in
+3. **Side-by-side measurement**, right after each search. Its policy is pruned and measured with
+   the base model in ``--rounds`` interleaved rounds; ``measured_share`` is its median over the base's median in
    those rounds, ``budget_use`` that share over the budget's fraction.
-4. **The standard fine-tune** (``bench/finetune.py``) of every row's policy, then test accuracy:
+4. **The standard fine-tune** (``bench/finetune.py``) of that policy, then test accuracy:
    the figure users judge by. Search-time accuracies are on the held-out split of the training
    data; the test split is read only here.
 
@@ -321,24 +321,19 @@ def run_model(
                 flush=True,
             )
 
-    def finish_budget(new: list[dict[str, Any]]) -> None:
-        measure_and_finetune(args, model, [r for r in new if "measured_ms" not in r])
-        if save is not None:
-            save()
+    def run(strategy: str, budgets_: list[float], seed: int) -> None:
+        started = time.time()
+        new = guarded(args, model, strategy, budgets_, seed)
+        measure_and_finetune(args, model, new)  # right away: an interrupted run keeps finished rows whole
+        record(new, started)
 
     for budget in budgets:
-        first = len(rows)
         for strategy in (s for s in strategies if s not in ONESHOT):
             for seed in range(1 if strategy in DETERMINISTIC + PEERS else args.seeds):
-                started = time.time()
-                record(guarded(args, model, strategy, [budget], seed), started)
-        finish_budget(rows[first:])
+                run(strategy, [budget], seed)
     for strategy in (s for s in strategies if s in ONESHOT):
         for seed in range(args.seeds):
-            first = len(rows)
-            started = time.time()
-            record(guarded(args, model, strategy, budgets, seed), started)
-            finish_budget(rows[first:])
+            run(strategy, budgets, seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
