@@ -121,6 +121,18 @@ def accuracy_log_flops_reward(metrics: Mapping[str, Any], context: RewardContext
     return -error * math.log(max(2.0, float(metrics["macs"])))
 
 
+@register_reward("acc_log_latency")
+def accuracy_log_latency_reward(metrics: Mapping[str, Any], context: RewardContext) -> float:
+    """AMC's ``R_FLOPs`` with latency for FLOPs: ``-error * log(latency)`` (He et al., ECCV 2018, section 3.4).
+
+    Latency is taken in microseconds (at least 2), so the logarithm stays positive for models
+    under a millisecond and the reward keeps AMC's shape: at equal error the faster model scores
+    higher, and accuracy dominates. Uses ``metrics["latency_ms"]``.
+    """
+    error = 1.0 - float(metrics["accuracy"])
+    return -error * math.log(max(2.0, 1000.0 * float(metrics["latency_ms"])))
+
+
 @register_reward("mnas")
 def mnas_reward(metrics: Mapping[str, Any], context: RewardContext, *, w: float = -0.07) -> float:
     """MnasNet's soft latency constraint ``ACC * (LAT / T) ** w`` (Tan et al., CVPR 2019, eq. 2).

@@ -17,7 +17,7 @@ CTX = RewardContext(budget_ms=10.0, base_macs=1000)
 
 
 def test_registry_lists_the_four_rewards_with_docs() -> None:
-    assert list_rewards() == ["acc", "acc_log_flops", "lagrangian", "mnas"]
+    assert list_rewards() == ["acc", "acc_log_flops", "acc_log_latency", "lagrangian", "mnas"]
     assert reward_params("mnas") == {"w": -0.07}
     assert reward_params("lagrangian") == {"lam": 1.0}
     for name in list_rewards():
@@ -29,6 +29,7 @@ def test_reward_values() -> None:
     m = {"accuracy": 0.9, "latency_ms": 5.0, "macs": 1_000_000}
     assert make_reward("acc")(m, CTX) == pytest.approx(-0.1)
     assert make_reward("acc_log_flops")(m, CTX) == pytest.approx(-0.1 * math.log(1e6))
+    assert make_reward("acc_log_latency")(m, CTX) == pytest.approx(-0.1 * math.log(5000.0))  # 5 ms in us
     assert make_reward("mnas")(m, CTX) == pytest.approx(0.9 * 0.5**-0.07)
     assert make_reward("mnas", w=-0.5)(m, CTX) == pytest.approx(0.9 * 0.5**-0.5)
     # Lagrangian: no penalty within the budget, lam * relative excess above it
@@ -39,15 +40,15 @@ def test_reward_values() -> None:
 
 def test_rewards_prefer_accuracy_and_mnas_prefers_speed() -> None:
     fast, slow = {"accuracy": 0.8, "latency_ms": 4.0, "macs": 10}, {"accuracy": 0.8, "latency_ms": 9.0, "macs": 10}
-    mnas = make_reward("mnas")
-    assert mnas(fast, CTX) > mnas(slow, CTX)
+    for name in ("mnas", "acc_log_latency"):  # at equal accuracy, the faster model wins
+        assert make_reward(name)(fast, CTX) > make_reward(name)(slow, CTX), name
     for name in list_rewards():
         r = make_reward(name)
         assert r({**fast, "accuracy": 0.9}, CTX) > r(fast, CTX), name
 
 
 def test_unknown_reward_and_setting_errors_list_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"valid rewards are 'acc', 'acc_log_flops', 'lagrangian' or 'mnas'"):
+    with pytest.raises(ConfigError, match=r"are 'acc', 'acc_log_flops', 'acc_log_latency', 'lagrangian' or 'mnas'"):
         make_reward("flops")
     with pytest.raises(ConfigError, match=r"'lagrangian' has no setting 'lambda'; its settings are 'lam'"):
         make_reward("lagrangian", **{"lambda": 1.0})

@@ -24,7 +24,11 @@ from prunepilot.search.strategies.context import DriverContext, TrialContext, Tu
 class AgentSettings(StrategySettings):
     """Settings of the RL strategies (episodes come from ``strategy.evaluations``)."""
 
-    reward: str = Field("acc", description="Reward name: acc, acc_log_flops, mnas, lagrangian.")
+    reward: str = Field(
+        "acc",
+        description="Reward name: acc (AMC's accuracy under the constrained action space), acc_log_flops, "
+        "acc_log_latency (AMC's -error * log(latency)), mnas, lagrangian.",
+    )
     reward_kwargs: dict[str, Any] = Field(default_factory=dict, description="Reward parameters (e.g. w, lam).")
     budgets: list[float] | None = Field(
         None,
