@@ -63,7 +63,12 @@ from prunepilot.search.config import EvaluationSection, validate_config
 from prunepilot.search.evaluator import Evaluator, Metrics, get_evaluator
 from prunepilot.search.pareto import pareto_front
 
-SEARCHED = ["uniform", "random", "optuna-tpe", "optuna-nsga2", "amc-ddpg", "ppo", "knapsack", "autoslim", "metapruning"]
+SEARCHED = [
+    "uniform", "random", "optuna-tpe", "optuna-nsga2", "amc-ddpg", "ppo", "knapsack", "knapsack-sensitivity",
+    "autoslim", "metapruning",
+]  # fmt: skip
+#: rows that are a registered strategy with other settings: label -> (strategy, settings)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"knapsack-sensitivity": ("knapsack", {"value": "sensitivity"})}
 SECOND_MODEL = BASES["mobilenet_v2"]
 #: one-shot searches aim this share of each budget on predicted latency (margin for the fit's error)
 ONESHOT_MARGIN = 0.9
@@ -179,6 +184,8 @@ def strategy_settings(
     args: argparse.Namespace, strategy: str, budgets: list[float], budget: float, steps: int | None = None
 ) -> dict[str, Any]:
     """The settings each strategy runs with here (the defaults, but for the sizes below)."""
+    if strategy in VARIANTS:
+        return VARIANTS[strategy][1]
     if strategy == "amc-ddpg":
         return {"warmup_episodes": args.amc_warmup}
     if strategy in ONESHOT:
@@ -240,7 +247,8 @@ def run_one(
         records = [found] if found is not None else []
     else:
         settings = strategy_settings(args, strategy, budgets, budget, steps)
-        records = search(ctx.ev, strategy, settings, budget * ctx.base_ms, seed, evaluations=args.evaluations)
+        name = VARIANTS[strategy][0] if strategy in VARIANTS else strategy
+        records = search(ctx.ev, name, settings, budget * ctx.base_ms, seed, evaluations=args.evaluations)
     wall = time.time() - start
     train_s = max((float(e.get("train_seconds", 0.0)) for _p, _m, e in records), default=0.0)
     shared = {
@@ -389,7 +397,7 @@ def main() -> None:
     share_calibration()
     from prunepilot.search.strategies import strategy_names
 
-    known = set(strategy_names()) | set(PEERS)
+    known = set(strategy_names()) | set(PEERS) | set(VARIANTS)
     strategies = [s for s in args.strategies.split(",") if s in known]
     skipped = [s for s in args.strategies.split(",") if s not in known]
     budgets = [float(b) for b in args.budgets.split(",")]

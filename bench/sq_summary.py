@@ -17,7 +17,7 @@ from prunepilot.search.front_metrics import budget_hypervolume
 #: strategies given random search's wall-clock instead of an evaluation count
 ONESHOT = ("autoslim", "metapruning")
 #: deterministic: one run, whatever the seed
-DETERMINISTIC = ("uniform", "knapsack")
+DETERMINISTIC = ("uniform", "knapsack", "knapsack-sensitivity")
 #: what a user would run instead of a search: Torch-Pruning's global pruning (``bench/peers.py``)
 PEERS = ("torch-pruning-global", "torch-pruning-isomorphic")
 #: the baselines every searched strategy is compared against in the table's notes

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -132,6 +132,7 @@ class Evaluator:
         #: Whether the last :meth:`evaluate` call was answered from the cache.
         self.last_cached = False
         self._slicer: SlicedScorer | None = None
+        self._recal_slicer: SlicedScorer | None | Literal[False] = None  # False: the model cannot be sliced
         self._scoring: tuple[str, str | None] | None = None  # (path, fallback reason), decided on first use
 
     # --- the contract ------------------------------------------------------------------------
@@ -173,6 +174,24 @@ class Evaluator:
             )
         self._cache[key] = metrics
         return metrics
+
+    def recalibrated_accuracy(self, policy: PruningPolicy) -> float:
+        """Held-out accuracy of ``policy`` after BN recalibration alone, whatever the search's protocol.
+
+        The cheap figure a per-group sensitivity analysis needs (one group pruned, the rest whole,
+        where recalibration is a fair score): sliced when the model allows it, else pruned. Not cached.
+        """
+        if self._recal_slicer is None and self.cfg.evaluation.scoring == "slice" and not policy.removed_blocks:
+            ev = self.cfg.evaluation
+            if self._decide_scoring()[0] == "slice":
+                self._recal_slicer = self._slicer
+            else:
+                args = (self.model, self.example, self.space, self.calib, self.val, ev.importance)
+                self._recal_slicer, _reason = SlicedScorer.try_build(*args)
+                self._recal_slicer = self._recal_slicer or False
+        slicer = self._recal_slicer if not policy.removed_blocks else None
+        acc = slicer.try_accuracy(policy) if slicer else None
+        return float(acc) if acc is not None else float(evaluate_accuracy(self.prune(policy), self.val))
 
     @property
     def scoring_path(self) -> str:

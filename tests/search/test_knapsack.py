@@ -336,3 +336,81 @@ def test_on_measured_devices_the_knapsack_solves_with_the_evaluators_fit() -> No
     budget = 0.6 * ev.predict_latency_ms(space.full_widths())
     sol = ks.solve(budget)
     assert sol is not None and ev.predict_latency_ms(sol.widths) <= budget
+
+
+# --- measured sensitivity as the knapsack's values -------------------------------------------
+class _Scorer:
+    """BN-recalibrated accuracy by a formula: group ``a`` matters, ``b`` does not (and is noisy)."""
+
+    def __init__(self, space: PruningSpace) -> None:
+        self.space, self.calls = space, 0
+
+    def recalibrated_accuracy(self, policy: Any) -> float:
+        self.calls += 1
+        full = self.space.full_widths()
+        names = list(full)
+        a, b = names[0], names[1]
+        noise = 0.01 if policy.channels[b] == 2 else 0.0  # a narrower width that reads better: noise
+        return 0.9 - 0.5 * (1 - policy.channels[a] / full[a]) + noise
+
+
+def test_sensitivity_values_are_one_group_pruned_at_a_time_and_never_rise_as_width_falls() -> None:
+    from prunepilot.search.knapsack.sensitivity import sensitivity_values
+
+    _, space, _ = _space("simplecnn")
+    names = list(space.names)
+    full = space.full_widths()
+    choices = {g: (2, full[g] // 2, full[g]) for g in names[:2]}
+    scorer = _Scorer(space)
+    values = sensitivity_values(scorer, space, choices, "l1")
+    assert scorer.calls == 1 + 2 * 2  # the base once, then each width below full of each group
+    a, b = names[:2]
+    assert values[a][full[a]] == pytest.approx(0.9) and values[a][2] == pytest.approx(0.9 - 0.5 * (1 - 2 / full[a]))
+    assert values[a][2] < values[a][full[a] // 2] < values[a][full[a]]
+    # b's narrowest width read 0.91 (noise): the wider ones keep at least that, so wider is never worse
+    assert values[b] == {2: pytest.approx(0.91), full[b] // 2: pytest.approx(0.91), full[b]: pytest.approx(0.91)}
+
+
+def test_knapsack_takes_given_values_and_refuses_missing_or_ambiguous_ones() -> None:
+    _, space, _ = _space("simplecnn")
+    choices = _choices(space, [0.25, 0.5, 1.0])
+    gen = np.random.default_rng(1)
+    values = {g: {w: float(gen.random()) for w in c} for g, c in choices.items()}
+    lm = get_latency_model("roofline")
+    ks = LatencyKnapsack(space, choices, None, lm, values=values)
+    budget = 0.5 * ks.predict_ms(space.full_widths())
+    best = _brute(list(space.names), choices, values, ks.predict_ms, budget)
+    sol = ks.solve(budget)
+    assert sol is not None and sol.optimal and sol.value == pytest.approx(best)
+    first = next(iter(choices))
+    with pytest.raises(ValueError, match=rf"knapsack values lack these group@width choices: {first}@"):
+        LatencyKnapsack(space, choices, None, lm, values={**values, first: {}})
+    with pytest.raises(ValueError, match="exactly one of scores and values"):
+        LatencyKnapsack(space, choices, _scores(space), lm, values=values)
+
+
+def test_the_sensitivity_knapsack_finds_the_known_answer(tmp_path: Path) -> None:
+    # two small groups carry the label, two large ones nothing: keep the first whole, prune the rest
+    spec = "testing:tiny-known-answer"
+    checkpoint = tmp_path / "known.pt"
+    torch.save(build_model(spec, num_classes=4, in_channels=1).state_dict(), checkpoint)
+    cfg = tiny_config(
+        tmp_path,
+        **{
+            "model": {"spec": spec, "checkpoint": str(checkpoint)},
+            "data.name": "prunepilot.models.testing:known_answer_dataset",
+            "budget.fraction": 0.3,
+            "evaluation.lower_bound": 0.1,
+            "evaluation.uniform_baseline": 0,
+            "strategy.name": "knapsack",
+            "strategy.evaluations": 1,
+            "strategy.settings": {"value": "sensitivity", "max_choices": 5},
+        },
+    )
+    result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    (found,) = [c for c in result.candidates if c.strategy == "knapsack"]
+    assert found.extra["knapsack_value_kind"] == "sensitivity"
+    widths = found.policy.channels
+    assert widths["signal.0"] == widths["signal.3"] == 4  # the essential groups whole
+    assert widths["noise.0"] < 32 and widths["noise.3"] < 32  # the free ones pay for the budget
+    assert found.metrics.latency_ms <= result.budget_ms and found.metrics.accuracy >= 0.95

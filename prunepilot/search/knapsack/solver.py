@@ -66,26 +66,39 @@ class LatencyKnapsack:
         choices: Allowed widths per group, ascending (e.g. a thinned
             :class:`~prunepilot.oneshot.widths.WidthGrid`'s ``choices``).
         scores: Per-group, per-channel importance at full width (higher keeps), e.g.
-            :func:`prunepilot.pruning.adapter.group_scores`.
+            :func:`prunepilot.pruning.adapter.group_scores`; None when ``values`` is given.
         latency: A latency model that predicts from layer shapes and is a sum over layers.
         batch_size: Batch size of the latency figures.
         normalize: Divide each group's scores by their total (see :func:`normalizes`).
+        values: ``values[g][w]``, the value of group ``g`` at each width of ``choices[g]``, used
+            instead of the channels' summed importance (e.g. a measured sensitivity: the accuracy
+            with only ``g`` pruned to ``w``, :func:`prunepilot.search.knapsack.sensitivity.sensitivity_values`).
     """
 
     def __init__(
         self,
         space: PruningSpace,
         choices: Mapping[str, Sequence[int]],
-        scores: Mapping[str, torch.Tensor],
+        scores: Mapping[str, torch.Tensor] | None,
         latency: LatencyModel,
         *,
         batch_size: int = 1,
         normalize: bool = True,
+        values: Mapping[str, Mapping[int, float]] | None = None,
     ) -> None:
+        if (scores is None) == (values is None):
+            raise ValueError("LatencyKnapsack needs exactly one of scores and values")
         self.space, self.latency, self.batch_size = space, latency, batch_size
         self.table = LatencyTable.build(space, choices, latency, batch_size)
         self.choices = self.table.choices
-        self.value = group_values(scores, self.choices, normalize, {g.name: g.multiple for g in space.groups})
+        if values is not None:
+            missing = [f"{g}@{w}" for g, ws in self.choices.items() for w in ws if int(w) not in values.get(g, {})]
+            if missing:
+                raise ValueError(f"knapsack values lack these group@width choices: {', '.join(missing[:8])}")
+            self.value = {g: {int(w): float(values[g][int(w)]) for w in ws} for g, ws in self.choices.items()}
+        else:
+            assert scores is not None
+            self.value = group_values(scores, self.choices, normalize, {g.name: g.multiple for g in space.groups})
         t = self.table
         self.tree = CliqueTree(list(t.choices), {g: len(c) for g, c in t.choices.items()}, [j.groups for j in t.joint])
         self._values = {g: np.array([self.value[g][w] for w in t.choices[g]]) for g in t.choices}

@@ -6,6 +6,9 @@
 * :class:`TrialContext` -> ``Strategy.run_trial``: one trial's budget, seed, data, model and an
   evaluator behind the :class:`PolicyEvaluator` protocol, and ``report`` for every candidate.
 
+With ``device.also`` a trial also gets each other device's budget and latency estimate
+(:class:`DeviceTarget`); :meth:`TrialContext.aim` hands strategies the devices' budgets in turn.
+
 This module imports neither the search config nor the concrete evaluator (which imports the
 config), so strategies depend on the protocol alone: ``config -> strategies`` is the only way
 round, and any object with these four methods can drive a strategy (tests, benchmarks).
@@ -51,6 +54,10 @@ class PolicyEvaluator(Protocol):
 
     def evaluate(self, policy: PruningPolicy) -> Metrics:
         """Prune the base model, recalibrate BN, score accuracy and latency (cached by policy)."""
+        ...
+
+    def recalibrated_accuracy(self, policy: PruningPolicy) -> float:
+        """Held-out accuracy after BN recalibration alone, whatever the protocol (sensitivity analysis)."""
         ...
 
     def score(
@@ -99,7 +106,9 @@ class DriverContext:
     """What the driver knows when it sets a strategy up.
 
     ``depth`` (``evaluation.depth``): the strategy also proposes which of ``space.blocks`` to
-    remove (only strategies with ``searches_depth`` are set up with it).
+    remove (only strategies with ``searches_depth`` are set up with it). ``also``
+    (``device.also``): the other devices whose budgets proposals may be aimed at in turn
+    (:meth:`TrialContext.aim`); empty: the search's own device only.
     """
 
     space: PruningSpace
@@ -110,6 +119,21 @@ class DriverContext:
     seed: int
     base_latency_ms: float
     depth: bool = False
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A budget a proposal can be aimed at: the search's own, or one of ``device.also`` with that
+    device's own latency estimate (:meth:`TrialContext.aim`)."""
+
+    device: str | None
+    """The device (None: the search's own, ``device.name``)."""
+    budget_ms: float
+    """The budget to aim at there: the search's budget as the same share of the base's latency on
+    that device, less its margin (``evaluation.budget_margin``), never below its reachable minimum."""
+    predict_latency_ms: Callable[[Mapping[str, int], Sequence[str]], float]
+    """A fast (< 1 ms) latency estimate on that device at ``widths`` without ``removed_blocks``."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,8 @@ class TrialContext:
         work_dir: Where a strategy keeps its own checkpoints (the model cache folder).
         evaluator_key: Hash of what determines the evaluator (model, data, device, evaluation,
             seed): part of checkpoint names, so a changed setup never resumes a stale one.
+        targets: The budgets of ``device.also``'s devices (in its order), each with that device's
+            latency estimate, that proposals may be aimed at (:meth:`aim`); empty without.
     """
 
     evaluator: PolicyEvaluator
@@ -156,6 +182,19 @@ class TrialContext:
     train_loader: DataLoader[Any] | None
     work_dir: Path
     evaluator_key: str
+    targets: tuple[DeviceTarget, ...] = ()
+
+    def aim(self, turn: int) -> DeviceTarget:
+        """The budget proposal ``turn`` aims at: the search's own device and then each of
+        ``device.also`` in turn (``turn`` modulo their number); always the search's own budget
+        (``budget_ms``, :meth:`predict_latency_ms`) without ``device.also``.
+
+        Strategies that project proposals into the budget (``random``, ``optuna-tpe``) use it so
+        that a search on several devices proposes candidates near every device's budget, not only
+        where its own budget maps to on the others.
+        """
+        own = DeviceTarget(None, self.budget_ms, self.predict_latency_ms)
+        return (own, *self.targets)[turn % (1 + len(self.targets))]
 
     def predict_latency_ms(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
         """The evaluator's fast latency estimate (budget checks), without ``removed_blocks``."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -45,6 +45,7 @@ from prunepilot.pruning import PruningSpace
 from prunepilot.pruning.adapter import DATA_DEPENDENT, canonical_importance, group_scores
 from prunepilot.pruning.layers import LayerShape
 from prunepilot.search.knapsack import LatencyKnapsack, normalizes
+from prunepilot.search.knapsack.sensitivity import sensitivity_values
 from prunepilot.search.space import Grid
 from prunepilot.search.strategies.base import Strategy, StrategySettings, register_strategy
 from prunepilot.search.strategies.context import DriverContext, TrialContext, TuneSetup
@@ -134,6 +135,12 @@ class KnapsackSettings(StrategySettings):
     time_limit_s: float = Field(
         0.5, gt=0, description="Seconds the exact MILP step may take per budget (best found is kept beyond)."
     )
+    value: Literal["importance", "sensitivity"] = Field(
+        "importance",
+        description="What a group's width is worth: importance (HALP: the summed criterion scores of the channels "
+        "kept) or sensitivity (the held-out accuracy, BN recalibrated, with only that group pruned to that width; "
+        "one evaluation per group and width, once per search; prunepilot/search/knapsack/sensitivity.py).",
+    )
 
 
 @register_strategy
@@ -155,12 +162,18 @@ class KnapsackStrategy(Strategy):
         choices = {g: thin(c, s.max_choices) for g, c in grid.choices.items()}
         started = time.perf_counter()
         crit = canonical_importance(ctx.importance)
-        calib = list(ctx.calib_batches) if crit in DATA_DEPENDENT else None
-        scores = group_scores(ctx.base_model, ctx.example, crit, calib_batches=calib, ignored=ctx.space.ignored)
+        if s.value == "sensitivity":
+            scores, values = None, sensitivity_values(ctx.evaluator, ctx.space, choices, ctx.importance)
+        else:
+            calib = list(ctx.calib_batches) if crit in DATA_DEPENDENT else None
+            scores = group_scores(ctx.base_model, ctx.example, crit, calib_batches=calib, ignored=ctx.space.ignored)
+            values = None
         score_seconds = time.perf_counter() - started
         latency, batch_size, source = knapsack_latency(ctx, choices)
         normalize = normalizes(crit) if s.normalize is None else s.normalize
-        knapsack = LatencyKnapsack(ctx.space, choices, scores, latency, batch_size=batch_size, normalize=normalize)
+        knapsack = LatencyKnapsack(
+            ctx.space, choices, scores, latency, batch_size=batch_size, normalize=normalize, values=values
+        )
         timings = {"score_seconds": score_seconds, "table_seconds": knapsack.table.seconds}
         targets = [s.margin, *s.sweep][: max(1, ctx.evaluations)]
         seen: set[tuple[int, ...]] = set()
@@ -177,6 +190,7 @@ class KnapsackStrategy(Strategy):
             policy = grid.policy(ctx.space, sol.widths, ctx.importance, strategy=self.name, budget_fraction=fraction)
             metrics = ctx.evaluator.evaluate(policy)
             extra = {
+                "knapsack_value_kind": s.value,
                 "budget_fraction": fraction,
                 "knapsack_budget_ms": target,
                 "knapsack_predicted_ms": sol.predicted_ms,
