@@ -1,0 +1,248 @@
+"""The verdict of ``search_quality`` runs at the same measured latency: every pick and a uniform
+curve, measured side by side in one session, after the searches.
+
+Why a separate step: on this shared machine a latency measured at one moment does not compare
+with one measured at another, and not even as a share of the base measured beside it (load
+inflates a large model's thread-CPU time more than a small one's: in one run the base read 33 ms
+when the searches started and 24 ms beside the picks later). A budget the searches enforced in
+milliseconds is therefore not the share of the base it was meant to be, and two picks measured
+after two different searches are not at comparable latencies. Here, once no search runs:
+
+1. every pick of the given runs (``search_quality.json`` or ``.partial.json`` files, rows with a
+   ``policy``) and a **uniform curve** (uniform keep ratios ``--ratios``) are pruned and measured
+   with the base in ``--rounds`` interleaved rounds: each one's ``share`` of the base;
+2. the uniform curve's policies get the standard fine-tune (``bench/finetune.py``, the recipe
+   the picks got in their runs) and their test accuracy;
+3. each pick's test accuracy is compared with the uniform curve's at the pick's own share
+   (linear interpolation; a share outside the curve is flagged, never extrapolated):
+   ``delta = pick - uniform at the same measured latency``, in points.
+
+The table gives, per model, budget (as the run named it) and strategy, the median over seeds of
+the share, the fine-tuned test accuracy, the uniform accuracy at that share and the delta, and
+#16's targets on the deltas: the best searched strategy's delta >= 1.0 point (beats uniform),
+its delta >= random search's + 0.5, and above Torch-Pruning's global pruning's; amc-ddpg's above
+random's.
+
+    python bench/sq_final.py RUN.json [RUN.json ...]     # writes search_quality_final.json beside --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+
+from bench.common import dated_results, machine, machine_note, print_result_table, result_table, write_json
+from bench.sq_summary import BASELINES, PEERS
+from prunepilot.hw_models.base import runtime_versions
+from prunepilot.pruning import PruningPolicy
+
+#: uniform keep ratios of the curve (the lower bound is the search's; ratios below it are dropped)
+RATIOS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 1.0)
+OVER_UNIFORM, OVER_RANDOM = 1.0, 0.5  # points
+COLUMNS = [
+    "model",
+    "budget (as run)",
+    "strategy",
+    "seeds",
+    "measured share median",
+    "fine-tuned test acc median",
+    "uniform at that share median",
+    "delta vs uniform median (points)",
+    "outside the curve",
+]
+
+
+def interpolate(curve: list[tuple[float, float]], share: float) -> float | None:
+    """The uniform curve's accuracy at ``share`` (linear between its points); None outside it."""
+    xs, ys = zip(*sorted(curve), strict=True)
+    if share < xs[0] or share > xs[-1]:
+        return None
+    return float(np.interp(share, xs, ys))
+
+
+def picks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``docs`` that hold a fine-tuned policy, each once (a later file's row wins)."""
+    out: dict[tuple[str, float, str, int], dict[str, Any]] = {}
+    for doc in docs:
+        for row in doc.get("rows", []):
+            if row.get("policy") is not None and row.get("finetuned_test_acc") is not None:
+                out[row["model"], row["budget"], row["strategy"], row["seed"]] = row
+    return list(out.values())
+
+
+def finish_model(
+    model: str, rows: list[dict[str, Any]], settings: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Steps 1-3 for one model's picks; returns ``{"curve": [...], "rows": [...]}`` (rows updated)."""
+    import bench.search_quality as sq
+    from bench.finetune import finetune_test
+
+    sq_args = sq.parse_args(
+        ["--device", settings.get("device", "local-cpu-cputime"), "--latency-batch",
+         settings.get("latency_batch", "32"), "--lower-bound", settings.get("lower_bound", "0.2"),
+         "--rounds", str(args.rounds)]
+    )  # fmt: skip
+    if args.data_root is not None:
+        sq_args.data_root = args.data_root
+    ctx = sq.context(sq_args, model)
+    lower = float(settings.get("lower_bound", "0.2"))
+    ratios = [r for r in args.ratios if r >= lower - 1e-9]
+    uniform = [PruningPolicy.uniform(ctx.ev.space, r, importance=ctx.ev.cfg.evaluation.importance) for r in ratios]
+    chosen = [PruningPolicy.from_json(json.dumps(r["policy"])) for r in rows]
+    started = time.time()
+    medians = sq.measure_side_by_side(ctx.ev, [None, *uniform, *chosen], args.rounds)
+    measure_s = time.time() - started
+    base_ms = medians[0]
+    curve = []
+    for r, policy, ms in zip(ratios, uniform, medians[1 : 1 + len(uniform)], strict=True):
+        ft = finetune_test(ctx.ev, policy, args.finetune_batches)
+        curve.append({"keep": r, "measured_ms": ms, "share": ms / base_ms, "finetuned_test_acc": ft})
+        print(f"{model} uniform {r:.2f}: share {ms / base_ms:.3f}, fine-tuned test {ft:.4f}", flush=True)
+    points = [(c["share"], c["finetuned_test_acc"]) for c in curve]
+    for row, ms in zip(rows, medians[1 + len(uniform) :], strict=True):
+        share = ms / base_ms
+        at = interpolate(points, share)
+        row["final"] = {
+            "measured_ms": ms,
+            "share": share,
+            "uniform_at_share": at,
+            "delta_points": None if at is None else 100.0 * (row["finetuned_test_acc"] - at),
+        }
+    return {"base_ms": base_ms, "curve": curve, "measure_seconds": measure_s, "rounds": args.rounds}
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, budget, strategy): medians over seeds of the final figures."""
+    out = []
+    keys = sorted({(r["model"], r["budget"], r["strategy"]) for r in rows}, key=lambda k: (k[0], -k[1], k[2]))
+    for model, budget, strategy in keys:
+        mine = [r for r in rows if (r["model"], r["budget"], r["strategy"]) == (model, budget, strategy)]
+        deltas = [r["final"]["delta_points"] for r in mine if r["final"]["delta_points"] is not None]
+        ats = [r["final"]["uniform_at_share"] for r in mine if r["final"]["uniform_at_share"] is not None]
+        out.append(
+            {
+                "model": model,
+                "budget": budget,
+                "strategy": strategy,
+                "seeds": len(mine),
+                "share_median": statistics.median(r["final"]["share"] for r in mine),
+                "ft_median": statistics.median(r["finetuned_test_acc"] for r in mine),
+                "uniform_at_median": statistics.median(ats) if ats else None,
+                "delta_median": statistics.median(deltas) if deltas else None,
+                "outside": len(mine) - len(deltas),
+            }
+        )
+    return out
+
+
+def target_notes(entries: list[dict[str, Any]]) -> list[str]:
+    """#16's targets on the same-latency deltas, MET / NOT MET, per model and budget."""
+    notes = []
+    for model, budget in dict.fromkeys((e["model"], e["budget"]) for e in entries):
+        at = {e["strategy"]: e["delta_median"] for e in entries if (e["model"], e["budget"]) == (model, budget)}
+        where = f"{model}, budget {budget:.0%} (as run)"
+        searched = {k: v for k, v in at.items() if k not in BASELINES and v is not None}
+        if not searched:
+            notes.append(f"{where}: no searched strategy has a same-latency figure: every target NOT MET.")
+            continue
+        best = max(searched, key=lambda k: searched[k])
+        d = searched[best]
+        verdict = "MET" if d >= OVER_UNIFORM else "NOT MET"
+        notes.append(f"{where}: best searched {best} is {d:+.2f} points vs uniform at its latency "
+                     f"(target >= +{OVER_UNIFORM:.1f}): {verdict}.")  # fmt: skip
+        for ref, margin in (("random", OVER_RANDOM), (PEERS[0], 0.0)):
+            if at.get(ref) is None:
+                notes.append(f"{where}: {ref} has no same-latency figure: the target against it is NOT MET.")
+                continue
+            ok = d - at[ref] >= margin if margin else d > at[ref]
+            notes.append(
+                f"{where}: {best} {d:+.2f} vs {ref} {at[ref]:+.2f} points (target: "
+                + (f"ahead by >= {margin:.1f}" if margin else "ahead")
+                + f"): {'MET' if ok else 'NOT MET'}."
+            )
+        if at.get("amc-ddpg") is not None and at.get("random") is not None:
+            ok = at["amc-ddpg"] > at["random"]
+            notes.append(f"{where}: amc-ddpg {at['amc-ddpg']:+.2f} vs random {at['random']:+.2f} points "
+                         f"(target: ahead): {'MET' if ok else 'NOT MET'}.")  # fmt: skip
+    return notes
+
+
+def final_table(doc: dict[str, Any]) -> dict[str, Any]:
+    entries = doc["summary"]
+    rows = [[e["model"], e["budget"], e["strategy"], e["seeds"], e["share_median"], e["ft_median"],
+             e["uniform_at_median"], e["delta_median"], e["outside"]] for e in entries]  # fmt: skip
+    notes = [
+        "Every pick (the best policy within budget of each search in the source runs) and a uniform curve measured "
+        "side by side with the base in one session after the searches, in "
+        f"{doc['rounds']} interleaved rounds (measured latency, device {doc['settings'].get('device', '?')} at batch "
+        f"{doc['settings'].get('latency_batch', '?')}); share = median latency / the base's median in those rounds.",
+        "Fine-tuned test acc: the standard fine-tune (bench/finetune.py) of the pick, from its run; the uniform curve "
+        "got the same fine-tune here. Delta: pick minus the uniform curve interpolated at the pick's share, in points; "
+        "a pick whose share lies outside the curve has no delta (counted in 'outside the curve').",
+        "Budget (as run): the fraction of the base latency the searches were given, of the base measured when they "
+        "started; the measured share beside the base afterwards can differ (see the share column).",
+        "Uniform curve: "
+        + "; ".join(
+            f"{c['keep']:.2f} -> share {c['share']:.3f}, test {c['finetuned_test_acc']:.4f}"
+            for m in doc["models"].values()
+            for c in m["curve"]
+        )  # fmt: skip
+        + ".",
+        *target_notes(entries),
+        "Sources: " + ", ".join(doc["sources"]) + ".",
+        machine_note(
+            doc["machine"].get("cpu"), doc["machine"].get("cores"), doc["machine"].get("platform"), doc["versions"]
+        ),  # fmt: skip
+    ]
+    return result_table("Search quality at the same measured latency: every pick against the uniform curve", COLUMNS,
+                        rows, notes)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+", help="search_quality.json or search_quality.partial.json files")
+    ap.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="uniform keep ratios of the curve")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
+    ap.add_argument("--finetune-batches", type=int, default=None, help="default: the runs' own")
+    ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
+    ap.add_argument("--out", type=Path, default=dated_results())
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    docs = [json.loads(p.read_text()) for p in args.runs]
+    settings = dict(docs[0].get("settings", {}))
+    if args.finetune_batches is None:
+        args.finetune_batches = int(settings.get("finetune_batches", "100"))
+    rows = picks(docs)
+    doc: dict[str, Any] = {
+        "benchmark": "search_quality_final",
+        "sources": [str(p) for p in args.runs],
+        "settings": settings,
+        "rounds": args.rounds,
+        "models": {},
+        "machine": machine(),
+        "versions": runtime_versions(),
+    }
+    for model in dict.fromkeys(r["model"] for r in rows):
+        doc["models"][model] = finish_model(model, [r for r in rows if r["model"] == model], settings, args)
+    doc["rows"] = rows
+    doc["summary"] = summary(rows)
+    doc["table"] = final_table(doc)
+    write_json(args.out / "search_quality_final.json", doc)
+    print_result_table(doc["table"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""bench/sq_final.py: picks against the uniform curve at the same measured latency."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from bench_helpers import load, tiny_config
+
+from prunepilot.pruning import PruningPolicy
+from prunepilot.search.config import validate_config
+from prunepilot.search.evaluator import get_evaluator
+
+
+def row(strategy: str, seed: int, ft: float, delta: float | None, budget: float = 0.5) -> dict[str, Any]:
+    at = None if delta is None else ft - delta / 100
+    return {"model": "m", "budget": budget, "strategy": strategy, "seed": seed, "finetuned_test_acc": ft,
+            "final": {"share": 0.5, "uniform_at_share": at, "delta_points": delta}}  # fmt: skip
+
+
+def test_interpolation_stays_inside_the_curve() -> None:
+    fin = load("sq_final")
+    curve = [(0.6, 0.90), (0.3, 0.80), (0.45, 0.86)]
+    assert fin.interpolate(curve, 0.375) == pytest.approx(0.83)
+    assert fin.interpolate(curve, 0.6) == pytest.approx(0.90)
+    assert fin.interpolate(curve, 0.29) is None and fin.interpolate(curve, 0.61) is None  # never extrapolated
+
+
+def test_targets_are_judged_on_same_latency_deltas() -> None:
+    fin = load("sq_final")
+    rows = [
+        row("uniform", 0, 0.90, 0.0), row("random", 0, 0.905, 0.3), row("random", 1, 0.91, 0.5),
+        row("random", 2, 0.90, 0.1), row("optuna-tpe", 0, 0.92, 1.2), row("optuna-tpe", 1, 0.915, 0.9),
+        row("optuna-tpe", 2, 0.93, 1.5), row("torch-pruning-global", 0, 0.925, 1.4),
+        row("amc-ddpg", 0, 0.90, None), row("amc-ddpg", 1, 0.90, 0.2),
+    ]  # fmt: skip
+    entries = fin.summary(rows)
+    tpe = next(e for e in entries if e["strategy"] == "optuna-tpe")
+    assert (tpe["seeds"], tpe["delta_median"], tpe["ft_median"]) == (3, pytest.approx(1.2), pytest.approx(0.92))
+    amc = next(e for e in entries if e["strategy"] == "amc-ddpg")
+    assert amc["outside"] == 1 and amc["delta_median"] == pytest.approx(0.2)  # the seed outside the curve is left out
+    notes = "\n".join(fin.target_notes(entries))
+    assert "best searched optuna-tpe is +1.20 points vs uniform at its latency (target >= +1.0): MET." in notes
+    assert "optuna-tpe +1.20 vs random +0.30 points (target: ahead by >= 0.5): MET." in notes
+    assert "optuna-tpe +1.20 vs torch-pruning-global +1.40 points (target: ahead): NOT MET." in notes
+    assert "amc-ddpg +0.20 vs random +0.30 points (target: ahead): NOT MET." in notes
+    lone = fin.target_notes(fin.summary([row("uniform", 0, 0.9, 0.0, budget=0.3)]))
+    assert lone == ["m, budget 30% (as run): no searched strategy has a same-latency figure: every target NOT MET."]
+
+
+@pytest.fixture()
+def tiny(tmp_path: Any) -> Iterator[tuple[ModuleType, ModuleType]]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    fin = load("sq_final")
+    import bench.search_quality as sq  # the module sq_final imports (not a copy loaded from the path)
+
+    ev = get_evaluator(validate_config(tiny_config(tmp_path, evaluation={"lower_bound": 0.25, "bn_batches": 2})))
+    ev.calibrate_fit()
+    base = ev.base_metrics()
+    sq._CONTEXTS["tiny"] = sq.Context(ev, base.latency_ms, base.to_dict())
+    yield fin, sq
+    sq._CONTEXTS.pop("tiny", None)
+    torch.set_num_threads(before)
+
+
+def test_each_pick_is_compared_with_the_uniform_curve_at_its_share(tiny: tuple[ModuleType, ModuleType]) -> None:
+    fin, sq = tiny
+    ev = sq._CONTEXTS["tiny"].ev
+    half = PruningPolicy.uniform(ev.space, 0.5)
+    mixed = ev.make_policy([0.3 if i % 2 else 0.9 for i in range(len(ev.space.groups))])
+    rows = [
+        {"model": "tiny", "budget": 0.6, "strategy": s, "seed": 0, "finetuned_test_acc": 0.5,
+         "policy": json.loads(p.to_json())}
+        for s, p in (("uniform", half), ("random", mixed))
+    ]  # fmt: skip
+    args = SimpleNamespace(ratios=[0.25, 0.5, 0.75, 1.0], rounds=1, finetune_batches=2, data_root=None)
+    info = fin.finish_model("tiny", rows, {"lower_bound": "0.25"}, args)
+    shares = [c["share"] for c in info["curve"]]
+    assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)  # wider uniform: slower; full = base
+    assert all(0.0 <= c["finetuned_test_acc"] <= 1.0 for c in info["curve"])
+    uniform_row, random_row = rows
+    # the uniform pick lies on the curve: compared with the curve's own figure at keep 0.5
+    on_curve = next(c for c in info["curve"] if c["keep"] == 0.5)
+    assert uniform_row["final"]["share"] == pytest.approx(on_curve["share"])
+    assert uniform_row["final"]["uniform_at_share"] == pytest.approx(on_curve["finetuned_test_acc"])
+    at = random_row["final"]["uniform_at_share"]
+    assert random_row["final"]["delta_points"] == pytest.approx(100 * (0.5 - at))
