@@ -505,6 +505,44 @@ def test_search_throughput_table() -> None:
     assert_honest_notes(table, "measured")
 
 
+def test_criteria_table(capsys: pytest.CaptureFixture[str]) -> None:
+    cr = load("criteria")
+    rows = [
+        {"model": "resnet20", "budget": 0.5, "policy": "uniform", "criterion": c, "mean_keep": 0.55,
+         "measured_share": 0.49, "bn_recal_acc": bn, "reconstruct_acc": rec, "finetuned_test_acc": ft}
+        for c, bn, rec, ft in [("l1", 0.41, 0.72, 0.88), ("snip", 0.30, 0.66, None)]
+    ]  # fmt: skip
+    init_rows = [
+        {"model": "resnet20", "budget": 0.5, "criterion": c, "mean_keep": 0.55, "measured_share": 0.49,
+         "test_acc": [m], "median": m, "min": m, "max": m}
+        for c, m in [("synflow", 0.61), ("random", 0.60)]
+    ]  # fmt: skip
+    args = {"quick": True, "bases": ["resnet20"], "budgets": [0.5], "criteria": ["l1", "snip"],
+            "init_criteria": ["synflow"], "finetune_batches": 5, "init_seeds": 1, "init_epochs": 1,
+            "init_batches": 5, "device": "local-cpu-cputime", "latency_batch": 32, "rounds": 3, "val_batches": 4,
+            "bn_batches": 4}  # fmt: skip
+    doc = {"benchmark": "criteria", "args": args, "rows": rows, "init_rows": init_rows, "failures": ["x: boom"],
+           "searched_notes": cr.searched_notes(SimpleNamespace(policies=None), {}), "seconds": 100.0,
+           "machine": {"cpu": "AMD EPYC", "cores": 2, "platform": "Linux-x"}, "versions": VERSIONS}  # fmt: skip
+    table = roundtrip(cr.criteria_table(doc))
+    assert table["title"].endswith("(quick)") and len(table["columns"]) == len(table["rows"][0])
+    assert table["rows"] == [
+        ["resnet20", 0.5, "uniform", "l1", 0.55, 0.49, 0.41, 0.72, 0.88, None, None, None],
+        ["resnet20", 0.5, "uniform", "snip", 0.55, 0.49, 0.30, 0.66, None, None, None, None],
+        ["resnet20", 0.5, "uniform, at init (1 seeds)", "synflow", 0.55, 0.49, None, None, None, 0.61, 0.61, 0.61],
+        ["resnet20", 0.5, "uniform, at init (1 seeds)", "random", 0.55, 0.49, None, None, None, 0.60, 0.60, 0.60],
+    ]
+    notes = "\n".join(table["notes"])
+    assert "Searched-policy rows NOT RUN" in notes
+    assert "resnet20 at 50%: MET (higher held-out accuracy for 2 of 2" in notes
+    assert "resnet20 at 30%: NOT RUN" in notes and "mobilenet_v2 at 50%: NOT RUN" in notes
+    assert "SynFlow at init not worse than random at init at 30%, resnet20: NOT RUN" in notes
+    assert "NOT RUN here: bases ['mobilenet_v2']; budgets [0.3]; criteria [" in notes and "FAILED: x: boom" in notes
+    assert_honest_notes(table, "measured")
+    cr.print_result_table(table)
+    assert "uniform, at init (1 seeds)" in capsys.readouterr().out
+
+
 # --- the committed files -----------------------------------------------------------------------
 
 

@@ -1,0 +1,533 @@
+"""Channel criteria (#20, point 4): every criterion at 50% and 30% of measured latency, on the
+committed bases, after BN recalibration, after reconstruction and after the standard fine-tune;
+and the pruning-at-initialisation criteria against random at init after the same training.
+
+Bases: the committed ones (``bench/bases/``, sha256-checked). Per base, one evaluator (the config
+of ``bench/search_quality.py``), the searches' in-loop latency predictor (calibrated on measured
+uniform models), and the base's latency measured once (median of ``--rounds`` rounds) on ``--device`` at
+``--latency-batch``; every budget is a fraction of that figure. Then, per budget:
+
+1. **Policies.** ``uniform``: the widest uniform keep ratio the evaluator's predictor puts within
+   the budget (``bench/inprocess.py``'s uniform baseline). With ``--policies search_quality.json``
+   also the best searched policy of that base and budget (the most accurate on held-out data among
+   the file's search rows; uniform and the peers left out). Each policy is measured side by side
+   with the base in ``--rounds`` interleaved rounds. The widths, so the latency, are the policy's;
+   the criterion only chooses *which* channels are kept.
+2. **Every criterion** (``--criteria``, default all of ``IMPORTANCE_CRITERIA``) chooses the
+   channels of each policy, then: held-out accuracy after BN recalibration (the ``bn-recal``
+   protocol), after least-squares reconstruction (the ``reconstruct`` protocol), and test accuracy
+   after the standard fine-tune (``bench/finetune.py``; ``--finetune-batches 0`` skips it).
+3. **At init** (``--init-criteria``: snip, grasp, synflow; and ``random``, their control): the
+   product's ``prunepilot apply --at-init`` (``apply_to_model``) on a fresh model seeded by each of
+   ``--init-seeds`` seeds, pruned to the uniform policy's widths, trained ``--init-epochs`` epochs of
+   ``--init-batches`` batches (the same recipe and seeds for every criterion); test accuracy,
+   median/min/max over the seeds.
+
+Targets (#20): reconstruction beats BN recalibration alone, without fine-tune, at 50% and 30% on
+both bases; at 30%, SynFlow at init is not worse than random at init after the same training
+(Tanaka et al. 2020). The table's notes state each either way, and what was not run.
+
+    python bench/criteria.py --quick       # smoke: resnet20 at 50%, l1/snip/thinet, tiny trainings
+    python bench/criteria.py [--policies bench/results/<date>/search_quality.json]
+
+Writes ``bench/results/<date>/criteria.json`` (``<date>-quick/`` with ``--quick``; ``--out-dir``),
+rows saved after every criterion in ``criteria.partial.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+
+from bench.bases.load import BASES, DATA, load_base  # noqa: E402
+from bench.common import (  # noqa: E402
+    args_record,
+    dated_results,
+    machine,
+    machine_note,
+    print_result_table,
+    result_table,
+    write_json,
+)
+from bench.finetune import BATCHES, finetune_test  # noqa: E402
+from bench.proxy_correlation import pruner  # noqa: E402
+from bench.search_quality import evaluator_config, measure_side_by_side  # noqa: E402
+from prunepilot.apply.config import AT_INIT_CRITERIA  # noqa: E402
+from prunepilot.data import DataConfig  # noqa: E402
+from prunepilot.hw_models.base import runtime_versions  # noqa: E402
+from prunepilot.pruning import PruningPolicy  # noqa: E402
+from prunepilot.pruning.selection import IMPORTANCE_CRITERIA  # noqa: E402
+from prunepilot.search.config import validate_config  # noqa: E402
+from prunepilot.search.evaluator import Evaluator  # noqa: E402
+from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol  # noqa: E402
+from prunepilot.training import TrainConfig  # noqa: E402
+
+CRITERIA = list(IMPORTANCE_CRITERIA)
+INIT_CRITERIA = [c for c in AT_INIT_CRITERIA if c != "random"]
+QUICK_CRITERIA = ["l1", "snip", "thinet"]
+QUICK_INIT_CRITERIA = ["synflow"]
+#: the budgets and bases the targets name
+TARGET_BUDGETS = (0.5, 0.3)
+SYNFLOW_BUDGET = 0.3
+#: search rows that are not a searched policy
+NOT_SEARCHED = ("uniform", "torch-pruning-global", "torch-pruning-isomorphic")
+
+
+class Base(NamedTuple):
+    """One committed base: its evaluator, what the protocols see, its measured latency."""
+
+    name: str
+    ev: Evaluator
+    data: ScoringData
+    base_ms: float
+    info: dict[str, Any]
+
+
+class Searched(NamedTuple):
+    """The best searched policy of one base and budget in a search_quality.json."""
+
+    policy: PruningPolicy
+    strategy: str
+    seed: int
+    held_out_acc: float
+
+
+class Scores(NamedTuple):
+    """One policy with one criterion: held-out accuracy after BN recalibration and after
+    reconstruction, test accuracy after the standard fine-tune (None: not run), seconds of each."""
+
+    bn_recal: float
+    reconstruct: float
+    finetuned: float | None
+    seconds: dict[str, float]
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+
+def protocols() -> dict[str, ScoringProtocol]:
+    """The two no-training protocols compared here, as the product registers them."""
+    return {"bn-recal": get_protocol("bn-recal"), "reconstruct": get_protocol("reconstruct")}
+
+
+def score_policy(
+    ev: Evaluator,
+    policy: PruningPolicy,
+    criterion: str,
+    data: ScoringData,
+    finetune_batches: int,
+    protos: Mapping[str, ScoringProtocol] | None = None,
+) -> Scores:
+    """``policy`` with ``criterion`` choosing its channels, scored by the ``bn-recal`` and
+    ``reconstruct`` protocols on held-out data, then given the standard fine-tune (test split)."""
+    protos = protos or protocols()
+    pol = with_criterion(policy, criterion)
+    seconds: dict[str, float] = {}
+    found: dict[str, float] = {}
+    for label in ("bn-recal", "reconstruct"):
+        start = time.perf_counter()
+        found[label] = float(protos[label].score(pol, pruner(ev, pol), data))
+        seconds[label] = time.perf_counter() - start
+    finetuned = None
+    if finetune_batches > 0:
+        start = time.perf_counter()
+        finetuned = finetune_test(ev, pol, finetune_batches)
+        seconds["finetune"] = time.perf_counter() - start
+    return Scores(found["bn-recal"], found["reconstruct"], finetuned, seconds)
+
+
+def with_criterion(policy: PruningPolicy, criterion: str) -> PruningPolicy:
+    """The same widths, channels chosen by ``criterion``."""
+    from prunepilot.pruning import canonical_importance
+
+    return policy.model_copy(update={"importance": canonical_importance(criterion)})
+
+
+def uniform_policy(ev: Evaluator, budget_ms: float) -> PruningPolicy:
+    """The widest uniform policy within ``budget_ms`` on the evaluator's predictor."""
+    from bench.inprocess import uniform_record
+
+    return uniform_record(ev, budget_ms)[0]
+
+
+def searched_policies(
+    doc: Mapping[str, Any], bases: Iterable[str], budgets: Iterable[float]
+) -> dict[tuple[str, float], Searched]:
+    """Per base and budget, the searched policy of a search_quality.json with the best held-out
+    accuracy (rows without a policy, uniform and the peers left out). Models named by their spec
+    are matched to the base of that spec."""
+    by_spec = {spec: name for name, spec in BASES.items()}
+    wanted, found = set(bases), dict[tuple[str, float], Searched]()
+    for row in doc.get("rows", []):
+        model = by_spec.get(str(row.get("model")), str(row.get("model")))
+        budget = next((b for b in budgets if abs(float(row.get("budget", -1)) - b) < 1e-9), None)
+        if model not in wanted or budget is None or row.get("strategy") in NOT_SEARCHED:
+            continue
+        if row.get("policy") is None or row.get("best_acc") is None:
+            continue
+        cand = Searched(
+            PruningPolicy.from_json(json.dumps(row["policy"])),
+            str(row["strategy"]),
+            int(row.get("seed", 0)),
+            float(row["best_acc"]),
+        )
+        key = (model, budget)
+        if key not in found or cand.held_out_acc > found[key].held_out_acc:
+            found[key] = cand
+    return found
+
+
+# --- at init ------------------------------------------------------------------------------------
+
+
+def init_recipe(epochs: int, batches: int | None, seed: int) -> TrainConfig:
+    """The training every at-init model gets: the product's defaults (SGD lr 0.05, momentum 0.9,
+    weight decay 5e-4, cosine) for ``epochs`` epochs of at most ``batches`` batches, seeded."""
+    return TrainConfig(epochs=epochs, max_batches_per_epoch=batches, seed=seed)
+
+
+def at_init_accuracy(
+    spec: str, policy: PruningPolicy, criterion: str, data: DataConfig, recipe: TrainConfig, work: Path
+) -> float:
+    """``prunepilot apply --at-init``: a fresh model of ``spec`` seeded by ``recipe.seed``, pruned
+    to ``policy``'s widths by ``criterion``, trained by ``recipe``; its test accuracy."""
+    from prunepilot.apply import ApplyConfig, apply_to_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = policy.save(work / "policy.json")
+    cfg = ApplyConfig(
+        model=spec,
+        out=work / f"{criterion}-seed{recipe.seed}",
+        policy=path,
+        importance=criterion,
+        at_init=True,
+        data=data,
+        train=recipe,
+        measure_latency=False,
+        keep_checkpoints=1,
+    )
+    return float(apply_to_model(cfg).report["accuracy"]["after_finetuning"])
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of ``values``."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+# --- verdicts and the table ---------------------------------------------------------------------
+
+
+def reconstruction_verdicts(rows: Sequence[Mapping[str, Any]], bases: Sequence[str]) -> list[str]:
+    """Target 1 per base and budget: MET where reconstruction's held-out accuracy is above BN
+    recalibration's for every policy and criterion scored there (no fine-tune in either)."""
+    notes = []
+    for name in bases:
+        for budget in TARGET_BUDGETS:
+            mine = [
+                r for r in rows
+                if r["model"] == name and r["budget"] == budget and r.get("reconstruct_acc") is not None
+            ]  # fmt: skip
+            head = f"Target: reconstruction beats BN recalibration alone (no fine-tune), {name} at {budget:.0%}"
+            if not mine:
+                notes.append(f"{head}: NOT RUN (not in this run).")
+                continue
+            wins = sum(1 for r in mine if r["reconstruct_acc"] > r["bn_recal_acc"])
+            gain = statistics.median(r["reconstruct_acc"] - r["bn_recal_acc"] for r in mine)
+            verdict = "MET" if wins == len(mine) else "NOT MET"
+            notes.append(
+                f"{head}: {verdict} (higher held-out accuracy for {wins} of {len(mine)} policy x criterion rows; "
+                f"median gain {100 * gain:+.1f} points)."
+            )
+    return notes
+
+
+def synflow_verdicts(init_rows: Sequence[Mapping[str, Any]], bases: Sequence[str]) -> list[str]:
+    """Target 2 per base: at 30% after the same training, SynFlow at init's median test accuracy
+    over the seeds is not below random at init's (MET), else NOT MET."""
+    notes = []
+    for name in bases:
+        at = {r["criterion"]: r for r in init_rows if r["model"] == name and r["budget"] == SYNFLOW_BUDGET}
+        head = f"Target: SynFlow at init not worse than random at init at {SYNFLOW_BUDGET:.0%}, {name}"
+        if "synflow" not in at or "random" not in at:
+            notes.append(f"{head}: NOT RUN (synflow and random at init at {SYNFLOW_BUDGET:.0%} not both in this run).")
+            continue
+        s, r = at["synflow"], at["random"]
+        verdict = "MET" if s["median"] >= r["median"] else "NOT MET"
+        notes.append(
+            f"{head}: {verdict} (test accuracy median over {len(s['test_acc'])} seeds {s['median']:.4f} "
+            f"[{s['min']:.4f}, {s['max']:.4f}] vs random {r['median']:.4f} [{r['min']:.4f}, {r['max']:.4f}])."
+        )
+    return notes
+
+
+def over_budget_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One note per policy whose measured latency share is above its budget."""
+    seen = {(r["model"], r["budget"], r["policy"]): r["measured_share"] for r in rows}
+    return [
+        f"Over budget as measured: {model} at {budget:.0%}, {policy}: {100 * share:.0f}% of the base's latency "
+        "(picked within the budget by the predictor; the row's figures are for this latency)."
+        for (model, budget, policy), share in seen.items()
+        if share > budget
+    ]
+
+
+COLUMNS = [
+    "model", "budget", "policy", "criterion", "mean keep", "latency / base (measured)",
+    "BN recal (held-out)", "reconstruct (held-out)", "fine-tuned (test)",
+    "at init: test median", "at init: min", "at init: max",
+]  # fmt: skip
+
+
+def table_rows(rows: Sequence[Mapping[str, Any]], init_rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The table's cells: the JSON's own numbers (the trained bases' rows, then the at-init ones)."""
+    cells = [
+        [r["model"], r["budget"], r["policy"], r["criterion"], r["mean_keep"], r["measured_share"],
+         r.get("bn_recal_acc"), r.get("reconstruct_acc"), r.get("finetuned_test_acc"), None, None, None]
+        for r in rows
+    ]  # fmt: skip
+    cells += [
+        [r["model"], r["budget"], f"uniform, at init ({len(r['test_acc'])} seeds)", r["criterion"], r["mean_keep"],
+         r["measured_share"], None, None, None, r["median"], r["min"], r["max"]]
+        for r in init_rows
+    ]  # fmt: skip
+    return cells
+
+
+def criteria_table(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The result's table for BENCHMARKS.md, with the targets' verdicts and what was not run."""
+    a = doc["args"]
+    rows, init_rows, bases = doc["rows"], doc["init_rows"], list(BASES)
+    ft = int(a["finetune_batches"])
+    notes = [
+        f"Budgets are fractions of each base's latency measured on {a['device']} at batch {a['latency_batch']} "
+        f"(median of {a['rounds']} rounds). uniform: the widest uniform keep ratio the searches' in-loop "
+        "latency predictor (a lookup table calibrated on measured uniform models) puts within the budget. "
+        "Latency: measured, each policy "
+        f"side by side with the base in {a['rounds']} interleaved rounds; the criterion only chooses which channels "
+        "are kept, so a policy's latency is the same for every criterion.",
+        f"BN recal and reconstruct: the product's bn-recal and reconstruct protocols on {a['val_batches']} x 512 "
+        f"held-out training images, {a['bn_batches']} calibration batches of 128 (also the data-dependent "
+        "criteria's), no fine-tune. "
+        + (
+            f"Fine-tuned: the standard fine-tune (bench/finetune.py: distillation, {ft} batches, lr 0.01 cosine), "
+            "test split."
+            if ft > 0
+            else "The standard fine-tune was NOT RUN (--finetune-batches 0)."
+        ),
+        f"At init: prunepilot apply --at-init on a fresh model per seed (seeds {list(range(int(a['init_seeds'])))}), "
+        f"pruned to the uniform policy's widths by the criterion, trained {a['init_epochs']} epoch(s) of "
+        f"{a['init_batches'] or 'all'} batches (SGD lr 0.05 cosine, the product's defaults); random at init with "
+        "the same recipe, seeds and widths; test accuracy median [min, max] over the seeds."
+        if int(a["init_seeds"]) > 0
+        else "At-init rows NOT RUN (--init-seeds 0).",
+        *doc["searched_notes"],
+        *over_budget_notes(rows),
+        *reconstruction_verdicts(rows, bases),
+        *synflow_verdicts(init_rows, bases),
+    ]
+    missing = [
+        f"bases {sorted(set(bases) - set(a['bases']))}" if set(bases) - set(a["bases"]) else "",
+        f"budgets {[b for b in TARGET_BUDGETS if b not in a['budgets']]}" if set(TARGET_BUDGETS) - set(a["budgets"])
+        else "",
+        f"criteria {[c for c in CRITERIA if c not in a['criteria']]}" if set(CRITERIA) - set(a["criteria"]) else "",
+        f"at-init criteria {[c for c in INIT_CRITERIA if c not in a['init_criteria']]}"
+        if set(INIT_CRITERIA) - set(a["init_criteria"])
+        else "",
+    ]  # fmt: skip
+    if any(missing):
+        notes.append("NOT RUN here: " + "; ".join(m for m in missing if m) + ".")
+    if a.get("quick"):
+        notes.append("QUICK run (smoke size): tiny fine-tune and at-init training, 1 seed; not the verdict.")
+    notes += [f"FAILED: {f}" for f in doc.get("failures", [])]
+    m = doc["machine"]
+    notes.append(machine_note(m["cpu"], m["cores"], m["platform"], doc["versions"], f"; {doc['seconds']:.0f} s"))
+    title = "Channel criteria: BN recalibration, reconstruction, fine-tune; at init vs random"
+    return result_table(title + (" (quick)" if a.get("quick") else ""), COLUMNS, table_rows(rows, init_rows), notes)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def prepare(name: str, args: argparse.Namespace) -> Base:
+    """Base ``name``'s evaluator, the searches' in-loop latency predictor, and its latency measured here."""
+    from prunepilot.search import inloop
+
+    model, info = load_base(name)
+    ev = Evaluator(validate_config(evaluator_config(name, args)), base_state=model.state_dict())
+    ev.calibrate_fit()
+    ev.in_loop = inloop.calibrate(ev)  # what uniform's ratio is found with, as in bench/search_quality.py
+    (base_ms,) = measure_side_by_side(ev, [None], args.rounds)
+    return Base(name, ev, ev.scoring_data(), base_ms, info)
+
+
+def run_policy(
+    args: argparse.Namespace,
+    base: Base,
+    budget: float,
+    label: str,
+    policy: PruningPolicy,
+    rows: list[dict[str, Any]],
+    failures: list[str],
+    save: Callable[[], None],
+) -> float:
+    """Measure ``policy`` side by side with the base, then every criterion; rows appended. Returns
+    its measured share of the base's latency."""
+    base_ms, ms = measure_side_by_side(base.ev, [None, policy], args.rounds)
+    share = ms / base_ms
+    shared = {"model": base.name, "budget": budget, "policy": label, "mean_keep": policy.mean_keep(),
+              "measured_ms": ms, "measured_share": share, "latency_kind": "measured",
+              "widths": policy.channels}  # fmt: skip
+    protos = protocols()
+    for crit in args.criteria:
+        started = time.time()
+        try:
+            s = score_policy(base.ev, policy, crit, base.data, args.finetune_batches, protos)
+        except Exception as exc:  # noqa: BLE001 - recorded in the row and the table's notes
+            failures.append(f"{base.name} {budget:.0%} {label} {crit}: {type(exc).__name__}: {exc}")
+            print(failures[-1], flush=True)
+            continue
+        rows.append({**shared, "criterion": crit, "bn_recal_acc": s.bn_recal, "reconstruct_acc": s.reconstruct,
+                     "finetuned_test_acc": s.finetuned, "seconds": s.seconds})  # fmt: skip
+        save()
+        print(f"{base.name} {budget:.0%} {label:>10} {crit:>14}: bn-recal {s.bn_recal:.4f} reconstruct "
+              f"{s.reconstruct:.4f} fine-tuned {s.finetuned} ({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+    return share
+
+
+def run_at_init(
+    args: argparse.Namespace,
+    base: Base,
+    budget: float,
+    policy: PruningPolicy,
+    share: float,
+    init_rows: list[dict[str, Any]],
+    failures: list[str],
+    work: Path,
+) -> None:
+    """Every at-init criterion and random at init, on ``policy``'s widths, every seed."""
+    data = DataConfig.model_validate({**DATA.model_dump(mode="json", exclude={"root"}), "root": args.data_root})
+    for crit in [*args.init_criteria, "random"]:
+        accs, seconds = [], []
+        try:
+            for seed in range(args.init_seeds):
+                started = time.time()
+                recipe = init_recipe(args.init_epochs, args.init_batches, seed)
+                folder = work / f"{base.name}-{budget:g}"
+                accs.append(at_init_accuracy(BASES[base.name], policy, crit, data, recipe, folder))
+                seconds.append(time.time() - started)
+                print(f"{base.name} {budget:.0%} at init {crit:>8} seed {seed}: test {accs[-1]:.4f} "
+                      f"({seconds[-1]:.0f} s)", flush=True)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - recorded in the table's notes
+            failures.append(f"{base.name} {budget:.0%} at init {crit}: {type(exc).__name__}: {exc}")
+            print(failures[-1], flush=True)
+            continue
+        trained = init_recipe(args.init_epochs, args.init_batches, 0).model_dump(mode="json", exclude={"seed"})
+        init_rows.append({"model": base.name, "budget": budget, "criterion": crit, "mean_keep": policy.mean_keep(),
+                          "measured_share": share, "test_acc": accs, **spread(accs), "seconds": seconds,
+                          "seeds": list(range(args.init_seeds)), "recipe": trained})  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="resnet20 at 50%%, l1/snip/thinet, tiny trainings, 1 seed")
+    ap.add_argument("--bases", nargs="+", choices=sorted(BASES), default=sorted(BASES))
+    ap.add_argument("--budgets", nargs="+", type=float, default=list(TARGET_BUDGETS), help="of measured latency")
+    ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=CRITERIA)
+    ap.add_argument("--policies", type=Path, default=None, help="a search_quality.json whose rows carry a policy")
+    ap.add_argument("--finetune-batches", type=int, default=BATCHES, help="standard fine-tune batches (0: off)")
+    ap.add_argument("--init-criteria", nargs="+", choices=INIT_CRITERIA, default=INIT_CRITERIA)
+    ap.add_argument("--init-seeds", type=int, default=3, help="seeds of each at-init criterion (0: no at-init rows)")
+    ap.add_argument("--init-epochs", type=int, default=1, help="training epochs of every at-init model")
+    ap.add_argument("--init-batches", type=int, default=200, help="batches per epoch of that training (0: all)")
+    ap.add_argument("--device", default="local-cpu-cputime")
+    ap.add_argument("--latency-batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each side-by-side measurement")
+    ap.add_argument("--lower-bound", type=float, default=0.2, help="smallest keep ratio of a group")
+    ap.add_argument("--bn-batches", type=int, default=4, help="calibration batches (BN, reconstruction, criteria)")
+    ap.add_argument("--val-batches", type=int, default=4, help="held-out batches (x512) each score reads")
+    ap.add_argument("--data-root", default=os.environ.get("PRUNEPILOT_DATA"))
+    ap.add_argument("--out-dir", type=Path, default=None, help="default: bench/results/<date>[-quick]/")
+    ap.set_defaults(protocol="bn-recal", protocol_settings="{}")  # the evaluator's own (unused here)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.bases, args.budgets, args.criteria = ["resnet20"], [0.5], QUICK_CRITERIA
+        args.init_criteria, args.finetune_batches, args.init_seeds, args.init_batches = QUICK_INIT_CRITERIA, 5, 1, 5
+        args.rounds = 3
+    args.init_batches = args.init_batches or None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    out_dir = args.out_dir or dated_results().with_name(dated_results().name + ("-quick" if args.quick else ""))
+    searched: dict[tuple[str, float], Searched] = {}
+    if args.policies is not None:
+        searched = searched_policies(json.loads(args.policies.read_text()), args.bases, args.budgets)
+    doc: dict[str, Any] = {
+        "benchmark": "criteria",
+        "quick": args.quick,
+        "args": args_record(args),
+        "rows": [],
+        "init_rows": [],
+        "failures": [],
+        "machine": machine(),
+        "versions": runtime_versions(),
+    }
+    rows, init_rows, failures = doc["rows"], doc["init_rows"], doc["failures"]
+    partial = out_dir / "criteria.partial.json"
+
+    def save() -> None:
+        write_json(partial, doc, quiet=True)
+
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-criteria-") as tmp:
+        for name in args.bases:
+            base = prepare(name, args)
+            doc.setdefault("bases", {})[name] = {"latency_ms": base.base_ms, "test_acc": base.info["test_acc"]}
+            for budget in args.budgets:
+                policy = uniform_policy(base.ev, budget * base.base_ms)
+                share = run_policy(args, base, budget, "uniform", policy, rows, failures, save)
+                if (name, budget) in searched:
+                    s = searched[(name, budget)]
+                    run_policy(args, base, budget, f"searched: {s.strategy} seed {s.seed}", s.policy, rows,
+                               failures, save)  # fmt: skip
+                if args.init_seeds > 0:
+                    run_at_init(args, base, budget, policy, share, init_rows, failures, Path(tmp))
+                    save()
+    doc["searched_notes"] = searched_notes(args, searched)
+    doc["seconds"] = time.time() - started
+    doc["table"] = criteria_table(doc)
+    write_json(out_dir / "criteria.json", doc)
+    partial.unlink(missing_ok=True)
+    print_result_table(doc["table"])
+    print(f"total {doc['seconds']:.0f} s")
+
+
+def searched_notes(args: argparse.Namespace, searched: Mapping[tuple[str, float], Searched]) -> list[str]:
+    """What the table says about the searched-policy rows."""
+    if args.policies is None:
+        return ["Searched-policy rows NOT RUN: no --policies search_quality.json was given (uniform policies only)."]
+    wanted = [(n, b) for n in args.bases for b in args.budgets]
+    lacking = [f"{n} at {b:.0%}" for n, b in wanted if (n, b) not in searched]
+    return [
+        f"Searched policies from {args.policies}: per base and budget the search row with the best held-out accuracy "
+        "(uniform and the peers left out), its widths kept, channels chosen by each criterion."
+        + (f" No searched policy there for {', '.join(lacking)}." if lacking else "")
+    ]
+
+
+if __name__ == "__main__":
+    main()
