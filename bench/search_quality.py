@@ -336,9 +336,11 @@ def run_model(
         record(new, started)
 
     for budget in budgets:
-        for strategy in (s for s in strategies if s not in ONESHOT):
-            for seed in range(1 if strategy in DETERMINISTIC + PEERS else args.seeds):
-                run(strategy, [budget], seed)
+        # seed-major: every strategy's seed 0 first, so an interrupted run has each strategy's first seeds
+        for seed in range(args.seeds):
+            for strategy in (s for s in strategies if s not in ONESHOT):
+                if seed == 0 or strategy not in DETERMINISTIC + PEERS:
+                    run(strategy, [budget], seed)
     for strategy in (s for s in strategies if s in ONESHOT):
         for seed in range(args.seeds):
             run(strategy, budgets, seed)
