@@ -329,7 +329,11 @@ def run_model(
                 flush=True,
             )
 
+    done = {(r["model"], r["budget"], r["strategy"], r["seed"]) for r in rows if not r.get("error")}
+
     def run(strategy: str, budgets_: list[float], seed: int) -> None:
+        if all((model, b, strategy, seed) in done for b in budgets_):
+            return  # kept from --resume
         started = time.time()
         new = guarded(args, model, strategy, budgets_, seed)
         measure_and_finetune(args, model, new)  # right away: an interrupted run keeps finished rows whole
@@ -373,6 +377,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--latency-batch", type=int, default=32)
     ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
     ap.add_argument("--out", type=Path, default=dated_results())
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="an interrupted run's search_quality.partial.json: its rows are kept and their searches not run again "
+        "(searches that failed are run again)",
+    )
     ap.add_argument(
         "--from-partial",
         type=Path,
@@ -418,6 +429,9 @@ def main() -> None:
     def save() -> None:
         write_json(partial, doc, quiet=True)
 
+    if args.resume is not None:  # an interrupted run's rows: kept, their searches not run again
+        doc["rows"] = [r for r in json.loads(args.resume.read_text())["rows"] if not r.get("error")]
+        doc["resumed_from"] = str(args.resume)
     for model in args.models.split(","):
         run_model(args, model, budgets, strategies, doc, save)
     doc["total_seconds"] = time.time() - started

@@ -78,3 +78,23 @@ def test_a_failed_search_has_no_policy_and_is_not_measured(sq: ModuleType) -> No
     assert rows[0]["error"] and rows[0]["best_acc"] is None
     sq.measure_and_finetune(a, "tiny", rows)
     assert "measured_share" not in rows[0] and "finetuned_test_acc" not in rows[0]
+
+
+def test_resumed_rows_are_kept_and_not_searched_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    sq = load("search_quality")
+    calls: list[tuple[str, int]] = []
+
+    def run_one(args: Any, model: str, strategy: str, budgets: list[float], seed: int, steps: Any = None) -> Any:
+        calls.append((strategy, seed))
+        return [{"model": model, "strategy": strategy, "budget": b, "seed": seed, "evaluations": 1, "wall_s": 1.0,
+                 "best_acc": 0.5, "front": []} for b in budgets]  # fmt: skip
+
+    monkeypatch.setattr(sq, "run_one", run_one)
+    kept = {"model": "m", "strategy": "random", "budget": 0.5, "seed": 0, "evaluations": 9, "wall_s": 1.0, "front": []}
+    doc: dict[str, Any] = {"rows": [kept]}
+    sq.run_model(SimpleNamespace(seeds=2), "m", [0.5], ["uniform", "random"], doc)
+    # seeds outer: uniform (deterministic) once, random's seed 0 kept from the resumed run, seed 1 searched
+    assert calls == [("uniform", 0), ("random", 1)]
+    assert doc["rows"][0] is kept and [(r["strategy"], r["seed"]) for r in doc["rows"][1:]] == calls
