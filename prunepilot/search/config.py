@@ -64,8 +64,14 @@ class DeviceSection(_Strict):
         (),
         description="Other devices (names as for `name`) every candidate also gets a latency on: predicted "
         "ones from the widths, measured ones from an in-loop predictor calibrated at search start, their front "
-        "points measured at the end (`prunepilot pareto RUN --device NAME`). The search aims at `name` only; "
-        "`latency_model` and `settings` apply to it alone, `batch_size` to every device.",
+        "points measured at the end (`prunepilot pareto RUN --device NAME`). Each device's budget is the same "
+        "share of the base's latency there as the search's budget is on `name`. `random` and `optuna-tpe` (and "
+        "`optuna-nsga2` with `project`) project each proposal into one device's budget with that device's "
+        "latency estimate, the devices in turn (random: trial i aims at device i modulo their number, `name` "
+        "first; Optuna: one drawn from the proposal), so every device's front gets candidates near its budget; "
+        "the other strategies (agents, one-shot, knapsack, uniform) aim at `name` only. Candidates are judged "
+        "(`budget_ms`, `front.json`, a sampler's score) on `name`. `latency_model` and `settings` apply to "
+        "`name` alone, `batch_size` to every device.",
     )
 
     @field_validator("also")

@@ -1,8 +1,8 @@
 """Several devices from one search: ``device.also``, a latency on each for every candidate, a front per device.
 
 A policy's accuracy does not depend on the device; its latency does. With ``device.also: [rpi4,
-phone]`` every candidate gets, beside its latency on the search's own device (``device.name``, the
-only one strategies aim at), a figure on each other device, in ``metrics.devices[NAME]``
+phone]`` every candidate gets, beside its latency on the search's own device (``device.name``), a
+figure on each other device, in ``metrics.devices[NAME]``
 (:class:`~prunepilot.search.records.DeviceLatency`, tagged with its kind and latency model):
 
 * a device whose latency model **predicts** (``macs``, ``roofline``, ``lut``, ``learned``...): from
@@ -21,8 +21,22 @@ only one strategies aim at), a figure on each other device, in ``metrics.devices
 **Budgets.** Each device's budget is the search's budget as a share of the base model's latency
 (``budget.fraction``, or ``budget.ms`` over the base's latency on the search's device) times the
 base's latency on that device (measured there, on a measured device). ``run.json`` records under
-``devices`` each device's latency model, batch size, base latency, reachable minimum, budget,
-in-loop predictor with its calibration and, at the end, its best candidate within the budget.
+``devices`` each device's latency model, batch size, base latency, reachable minimum, budget, the
+budget proposals aim at there (``trial_budget_ms``: less ``evaluation.budget_margin``, never below
+the reachable minimum), in-loop predictor with its calibration and, at the end, its best candidate
+within the budget.
+
+**Aiming.** Strategies that project proposals into the budget aim at every device's budget in
+turn (:meth:`TrialContext.aim <prunepilot.search.strategies.context.TrialContext.aim>`, from
+:meth:`DeviceFigures.targets`): ``random``'s trial ``i`` at device ``i`` modulo the devices (the
+search's own first), ``optuna-tpe``'s (and ``optuna-nsga2``'s with ``project``) at one drawn from its
+proposal; the proposal is projected into that device's ``trial_budget_ms`` with that device's own
+latency estimate, so each device's front gets candidates near its budget. A device whose budget is
+out of reach gets the narrowest widths (so every proposal aimed there is the same policy, evaluated
+once and reported again from the cache). The other strategies (the agents, one-shot, knapsack,
+uniform) aim at the search's own device only; their candidates still carry every device's figure.
+The candidates' ``budget_ms``, the Tune ``score`` a sampler learns from and ``front.json`` stay the
+search's own device's.
 
 **Reading.** :func:`device_view` gives a run's candidates as seen on one device (:func:`on_device`:
 that device's figures in ``metrics.latency_*``, its measurement as ``measured``, its budget), so
@@ -38,7 +52,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +67,7 @@ if TYPE_CHECKING:
     from prunepilot.search.inloop import InLoopPredictor
     from prunepilot.search.plots import FrontLayers
     from prunepilot.search.store import RunStore
+    from prunepilot.search.strategies.context import DeviceTarget
 
 __all__ = [
     "DeviceFigures",
@@ -84,7 +99,8 @@ class DeviceFigures:
 
     Predicting devices answer from the widths; a measuring one answers once the driver has set its
     in-loop predictor (:func:`prepare_devices`; trials get it through :meth:`to_json` and
-    :meth:`restore`) and raises before that.
+    :meth:`restore`) and raises before that. The budgets proposals aim at on each device
+    (:attr:`budgets`, :meth:`targets`) travel the same way.
     """
 
     def __init__(self, cfg: SearchConfig) -> None:
@@ -97,6 +113,9 @@ class DeviceFigures:
         #: Measuring devices (their latency model is built only where they are measured: the driver).
         self.measuring: list[str] = []
         self.predictors: dict[str, InLoopPredictor] = {}
+        #: The budget proposals aim at on each device (its ``trial_budget_ms``), set by the driver
+        #: (:meth:`set_budgets`); empty: strategies aim at the search's own device only.
+        self.budgets: dict[str, float] = {}
         for name in cfg.device.also:
             if latency_model_class(load_device(name).latency_model).requires_model:
                 self.measuring.append(name)
@@ -126,21 +145,59 @@ class DeviceFigures:
             out[name] = DeviceLatency(float(res.ms), str(res.kind), res.model_name)
         return out
 
+    def predict_ms(
+        self, space: PruningSpace, name: str, widths: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> float:
+        """Device ``name``'s latency at ``widths`` without the ``removed`` blocks (what :meth:`latencies`
+        gives it, the figure only)."""
+        model, batch = self.models[name]
+        return float(model.predict_ms(space, widths, batch, removed).ms)
+
+    def set_budgets(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """The budgets proposals aim at, from ``run.json``'s ``devices`` records (:func:`device_budgets`:
+        ``trial_budget_ms``, or ``budget_ms`` in runs from before it existed)."""
+        self.budgets = {n: float(r.get("trial_budget_ms", r["budget_ms"])) for n, r in records.items()}
+
+    def targets(self, space: PruningSpace) -> tuple[DeviceTarget, ...]:
+        """Each device's budget with its latency estimate, in ``device.also``'s order, for strategies
+        that aim proposals at every device (:attr:`TrialContext.targets
+        <prunepilot.search.strategies.context.TrialContext.targets>`); empty before :meth:`set_budgets`."""
+        from prunepilot.search.strategies.context import DeviceTarget
+
+        def estimate(name: str) -> Callable[[Mapping[str, int], Sequence[str]], float]:
+            def ms(widths: Mapping[str, int], removed: Sequence[str] = ()) -> float:
+                return self.predict_ms(space, name, widths, removed)
+
+            return ms
+
+        return tuple(DeviceTarget(n, self.budgets[n], estimate(n)) for n in self.names if n in self.budgets)
+
     def to_json(self) -> dict[str, Any]:
-        """The measuring devices' in-loop predictors, by name (JSON, for trials and ``run.json``)."""
-        return {name: p.to_json() for name, p in self.predictors.items()}
+        """The measuring devices' in-loop predictors and every device's aim budget, by name (JSON, for
+        trials: ``{"predictors": ..., "budgets": ...}``; empty without ``device.also``)."""
+        if not self.predictors and not self.budgets:
+            return {}
+        return {"predictors": {name: p.to_json() for name, p in self.predictors.items()}, "budgets": self.budgets}
 
     def restore(self, data: Mapping[str, Any] | None) -> None:
-        """Set the predictors :meth:`to_json` gave (no profiling, no measurement)."""
+        """Set the predictors and budgets :meth:`to_json` gave (no profiling, no measurement)."""
         from prunepilot.search.inloop import InLoopPredictor
 
-        for name, predictor in (data or {}).items():
+        data = data or {}
+        for name, predictor in (data.get("predictors") or {}).items():
             self.set_predictor(name, InLoopPredictor.from_json(predictor))
+        self.budgets = {n: float(ms) for n, ms in (data.get("budgets") or {}).items()}
 
     def restore_from_run(self, records: Mapping[str, Mapping[str, Any]]) -> None:
-        """On resume: the predictors ``run.json``'s ``devices`` records hold (:func:`prepare_devices`)."""
-        found = {n: (r.get("in_loop_latency") or {}).get("predictor") for n, r in records.items()}
-        self.restore({n: p for n, p in found.items() if p})
+        """On resume: the predictors and budgets ``run.json``'s ``devices`` records hold
+        (:func:`prepare_devices`, :func:`device_budgets`)."""
+        from prunepilot.search.inloop import InLoopPredictor
+
+        for name, rec in records.items():
+            predictor = (rec.get("in_loop_latency") or {}).get("predictor")
+            if predictor:
+                self.set_predictor(name, InLoopPredictor.from_json(predictor))
+        self.set_budgets(records)
 
 
 def device_evaluator(ev: Evaluator, name: str) -> Evaluator:
@@ -181,16 +238,34 @@ def prepare_devices(cfg: SearchConfig, ev: Evaluator) -> dict[str, dict[str, Any
     return records
 
 
-def device_budgets(records: Mapping[str, dict[str, Any]], share: float) -> dict[str, dict[str, Any]]:
+def device_budgets(
+    records: Mapping[str, dict[str, Any]], share: float, ev: Evaluator | None = None
+) -> dict[str, dict[str, Any]]:
     """``records`` with each device's budget: ``share`` (the search's budget over its base latency)
     of the base's latency on it. A budget below the device's reachable minimum (every group at the
-    lower bound) is kept, since the search aims at its own device, and flagged ``budget_reachable:
-    false`` (the driver says so; ``prunepilot pareto --device NAME --budget MS`` picks within another)."""
+    lower bound) is kept and flagged ``budget_reachable: false`` (the driver says so; ``prunepilot
+    pareto --device NAME --budget MS`` picks within another).
+
+    With ``ev`` (the driver's, its devices' in-loop predictors set), also the budget proposals aim
+    at there, ``trial_budget_ms``: the budget less ``evaluation.budget_margin`` (``auto``: that
+    device's in-loop predictor's largest under-prediction; 0 on a predicting device), never below
+    the reachable minimum on its in-loop estimate (:func:`prunepilot.search.inloop.trial_budget`, as
+    for the search's own device)."""
+    from prunepilot.pruning import PruningPolicy
+    from prunepilot.search.inloop import trial_budget
+
     out = {}
     for name, rec in records.items():
         budget = share * float(rec["base_latency_ms"])
         reachable = budget >= float(rec["reachable_min_ms"])
         out[name] = {**rec, "budget_share": share, "budget_ms": budget, "budget_reachable": reachable}
+        if ev is not None:  # the fastest proposal: every group at the lower bound, with depth every block removed
+            evaluation = ev.cfg.evaluation
+            lowest = PruningPolicy.uniform(ev.space, evaluation.lower_bound).channels
+            gone = ev.space.block_names if evaluation.depth else ()
+            floor = ev.devices.predict_ms(ev.space, name, lowest, gone)
+            aim = trial_budget(budget, evaluation.budget_margin, ev.devices.predictors.get(name), floor)
+            out[name]["trial_budget_ms"] = float(aim["trial_budget_ms"])
     return out
 
 

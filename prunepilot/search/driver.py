@@ -3,8 +3,8 @@
 * :func:`prepare`: the analytic budget floor, the base model's metrics, the latency fit, the
   budget check (refusing an unreachable budget) and, on measured devices, the in-loop latency
   predictor and the budget margin strategies keep (:mod:`prunepilot.search.inloop`), and the
-  other devices' base latency, budget and in-loop predictors (:mod:`prunepilot.search.devices`),
-  written to ``run.json``;
+  other devices' base latency, budget (and the one proposals aim at there) and in-loop predictors
+  (:mod:`prunepilot.search.devices`), written to ``run.json``;
 * :class:`Recorder`: every reported candidate into the run folder (:class:`RunStore`), every
   failed trial as a record, and the progress bar: the Ray backend's Tune callback and the local
   backend's loop both call it, so a run folder looks the same whichever ran it.
@@ -167,7 +167,8 @@ def prepare(
             console.print("calibrating the in-loop latency predictor on the device ...")
         in_loop = prepare_in_loop(cfg, ev, budget_ms)
         trial_budget_ms = float(in_loop["trial_budget_ms"])
-        others = device_budgets(devices, budget_ms / base["latency_ms"])
+        others = device_budgets(devices, budget_ms / base["latency_ms"], ev)
+        ev.devices.set_budgets(others)  # what proposals aim at on each (shipped to trials with the predictors)
         for name in (n for n, rec in others.items() if not rec["budget_reachable"]):
             console.print(
                 f"[yellow]note[/]: on {name} the budget {others[name]['budget_ms']:.4g} is below the reachable minimum "

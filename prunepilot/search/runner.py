@@ -150,6 +150,7 @@ def _search(cfg: SearchConfig, store: RunStore, resume: bool, progress: bool, ba
         seed=cfg.seed,
         base_latency_ms=setup.base_latency_ms,
         depth=cfg.evaluation.depth,
+        also=cfg.device.also,
     )
     tsetup = strategy.tune_setup(ctx)
     with progress_bar(progress, expected_candidates(cfg, strategy, tsetup)):

@@ -38,8 +38,8 @@ class SearchSetup:
     None: the budget). ``predictor`` is the in-loop latency predictor of a measured device
     (:meth:`InLoopPredictor.to_json <prunepilot.search.inloop.InLoopPredictor.to_json>`), set in
     each trial's evaluator so that no trial profiles or calibrates; ``devices`` the same for the
-    measuring devices of ``device.also`` (:meth:`DeviceFigures.to_json
-    <prunepilot.search.devices.DeviceFigures.to_json>`; None: none).
+    measuring devices of ``device.also``, with the budget proposals aim at on each device
+    (:meth:`DeviceFigures.to_json <prunepilot.search.devices.DeviceFigures.to_json>`; None: none).
     """
 
     config: dict[str, Any]
@@ -107,6 +107,7 @@ def trial_context(
         train_loader=ev.data.train,
         work_dir=Path(cfg.model.cache_dir),
         evaluator_key=config_key(cfg),
+        targets=ev.devices.targets(ev.space),  # device.also's budgets (empty without)
     )
 
 

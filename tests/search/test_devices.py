@@ -1,6 +1,7 @@
 """Issue 17.3: several devices from one search (``device.also``): every candidate carries a latency
 on each device, ``prunepilot pareto RUN --device NAME`` gives that device's front, budget and export,
-a measured device is measured only for its front points, and runs without ``also`` are unchanged."""
+a measured device is measured only for its front points, proposals are projected into each device's
+budget in turn (on that device's latency estimate), and runs without ``also`` are unchanged."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from prunepilot.search.inloop import CHECK_POINTS
 from prunepilot.search.pareto import best_within_budget, pareto_front
 from prunepilot.search.records import Candidate, DeviceLatency, Measurement, Metrics
 from prunepilot.search.store import RunStore
-from prunepilot.search.trainable import SearchSetup, trial_evaluator
+from prunepilot.search.strategies import DriverContext, get_strategy
+from prunepilot.search.trainable import SearchSetup, trial_context, trial_evaluator
 
 PHONE = {"name": "phone", "description": "MACs at 3 ms per MMAC", "latency_model": "macs",
          "settings": {"ms_per_unit": 3.0, "offset_ms": 0.1}}  # fmt: skip
@@ -76,6 +78,14 @@ def run(devices_dir: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("run")
     cfg = config(tmp, cache, **{"device.also": ["phone", "rpi4"]})
     prunepilot.search.run(cfg, backend="local", run_dir=tmp / "run", progress=False)
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def plain(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same search on its own device only (no ``device.also``)."""
+    tmp = tmp_path_factory.mktemp("plain")
+    prunepilot.search.run(config(tmp, cache), backend="local", run_dir=tmp / "run", progress=False)
     return tmp / "run"
 
 
@@ -158,17 +168,116 @@ def test_an_unknown_device_is_refused_naming_the_runs_devices(run: Path) -> None
     assert all(name in out.output for name in ("local-cpu", "phone", "rpi4"))
 
 
-def test_the_search_aims_at_its_own_device_and_runs_without_also_are_unchanged(
-    run: Path, cache: Path, tmp_path: Path
+#: What the seeded random search of :func:`config` proposed on one device before device.also aimed
+#: proposals anywhere else: widths (features.0, .3, .6, .9) and projection scale of each trial, in order.
+SINGLE_DEVICE_PROPOSALS = [
+    ([6, 7, 4, 8], 1.0),
+    ([6, 14, 10, 24], 0.892902),
+    ([5, 15, 13, 8], 0.970352),
+    ([7, 4, 13, 12], 1.0),
+    ([7, 10, 8, 18], 1.0),
+    ([2, 5, 12, 24], 1.0),
+    ([6, 8, 16, 31], 0.977383),
+    ([6, 12, 12, 17], 1.0),
+]
+
+
+def test_a_single_device_random_search_proposes_what_it_did_before(plain: Path) -> None:
+    ok = RunStore(plain).ok()
+    got = [([c.policy.channels[k] for k in sorted(c.policy.channels)], c.extra["projection_scale"]) for c in ok]
+    assert [w for w, _ in got] == [w for w, _ in SINGLE_DEVICE_PROPOSALS]
+    assert [s for _, s in got] == pytest.approx([s for _, s in SINGLE_DEVICE_PROPOSALS], abs=1e-6)
+    assert all(set(c.extra) == {"projection_scale"} for c in ok)  # no aimed_at: the records of before
+
+
+def test_a_search_on_several_devices_aims_at_each_devices_budget_in_turn(run: Path, plain: Path) -> None:
+    store = RunStore(run)
+    info, ok = store.read_info(), store.ok()
+    devices = info["devices"]
+    assert [c.extra["aimed_at"] for c in ok] == [None, "phone", "rpi4"] * 2 + [None, "phone"]
+    for rec in devices.values():  # an aim budget on each: predicting devices, auto margin 0
+        assert rec["trial_budget_ms"] == pytest.approx(max(rec["budget_ms"], rec["reachable_min_ms"]))
+    for c in ok:
+        aim = c.extra["aimed_at"]
+        ms = c.metrics.latency_ms if aim is None else c.metrics.devices[aim].latency_ms
+        budget = info["trial_budget_ms"] if aim is None else devices[aim]["trial_budget_ms"]
+        assert ms <= budget * (1 + 1e-9), (c.id, aim)  # within the budget of the device it was projected for
+        if c.extra["projection_scale"] < 1.0:  # projected: near that budget, from below
+            assert ms >= 0.95 * budget, (c.id, aim)
+    phone_budget = devices["phone"]["budget_ms"]
+    projected = [c for c in ok if c.extra["aimed_at"] == "phone" and c.extra["projection_scale"] < 1.0]
+    assert len(projected) >= 2
+    # the search on its own device projects where its own budget maps: over the phone's budget there
+    plain_projected = [c for c in RunStore(plain).ok() if c.extra["projection_scale"] < 1.0]
+    assert plain_projected and all(c.metrics.latency_ms > 0.9 * info["budget_ms"] for c in plain_projected)
+    plain_on_phone = 0.1 + 3.0 * min(c.metrics.macs for c in plain_projected) / 1e6  # phone's latency model
+    assert plain_on_phone > phone_budget
+    # rpi4's budget is out of reach on this tiny model: aimed at, it gets the narrowest widths
+    assert all(c.policy.channels == ok[2].policy.channels for c in ok if c.extra["aimed_at"] == "rpi4")
+    assert devices["rpi4"]["trial_budget_ms"] == pytest.approx(devices["rpi4"]["reachable_min_ms"])
+    # the search's own trials draw and project what the search on it alone does, trial for trial
+    by_id = {c.id: c for c in RunStore(plain).ok()}
+    mine = [c for c in ok if c.extra["aimed_at"] is None]
+    assert len(mine) == 3 and all(c.policy.key() == by_id[c.id].policy.key() for c in mine)
+    assert all(c.metrics.accuracy == by_id[c.id].metrics.accuracy for c in mine)
+
+
+def test_random_numbers_its_trials_only_on_several_devices(run: Path, cache: Path, tmp_path: Path) -> None:
+    store = RunStore(run)
+    ev = evaluator_module.get_evaluator(validate_config(store.read_config()))
+    ctx = DriverContext(ev.space, 1.0, 0.25, 5, 1, 0, 2.0)
+    setups = {
+        (also, project): get_strategy("random", {"project": project}).tune_setup(
+            DriverContext(**{**ctx.__dict__, "also": also})
+        )
+        for also in ((), ("phone",))
+        for project in (True, False)
+    }
+    turn = setups[("phone",), True].param_space["turn"]
+    assert list(turn.values) == [0, 1, 2, 3, 4] and setups[("phone",), True].num_samples == 1
+    for key in (((), True), ((), False), (("phone",), False)):
+        assert "turn" not in setups[key].param_space and setups[key].num_samples == 5
+    # a trial's context: the search's own budget first, then each device's, in turn; none without also
+    ev.devices.restore_from_run(store.devices())
+    tctx = trial_context(ev, budget_ms=1.0, seed=0, trial_id="t", report=lambda *a: None, base_latency_ms=2.0)
+    assert [tctx.aim(i).device for i in range(5)] == [None, "phone", "rpi4", None, "phone"]
+    phone = tctx.aim(1)
+    widths = ev.space.full_widths()
+    assert phone.budget_ms == store.devices()["phone"]["trial_budget_ms"]
+    assert phone.predict_latency_ms(widths, ()) == pytest.approx(store.devices()["phone"]["base_latency_ms"])
+    alone = evaluator_module.get_evaluator(validate_config(config(tmp_path, cache)))
+    actx = trial_context(alone, budget_ms=1.0, seed=0, trial_id="t", report=lambda *a: None, base_latency_ms=2.0)
+    assert actx.targets == () and {actx.aim(i).device for i in range(3)} == {None}
+    assert actx.aim(2).budget_ms == 1.0
+    evaluator_module._EVALUATORS.clear()
+
+
+def test_optuna_tpe_aims_each_proposal_at_a_device_drawn_from_it(
+    devices_dir: Path, cache: Path, tmp_path: Path
 ) -> None:
-    plain = tmp_path / "plain"
-    prunepilot.search.run(config(tmp_path, cache), backend="local", run_dir=plain, progress=False)
+    cfg = config(tmp_path, cache, **{"device.also": ["phone"], "strategy.name": "optuna-tpe"})
+    prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    store = RunStore(tmp_path / "run")
+    info, ok = store.read_info(), store.ok()
+    phone = info["devices"]["phone"]["trial_budget_ms"]
+    aims = [c.extra["aimed_at"] for c in ok]
+    assert set(aims) == {None, "phone"}  # both budgets aimed at (seeded: the same on every run)
+    for c in ok:
+        ms, budget = (
+            (c.metrics.latency_ms, info["trial_budget_ms"])
+            if c.extra["aimed_at"] is None
+            else (c.metrics.devices["phone"].latency_ms, phone)
+        )
+        assert ms <= budget * (1 + 1e-9)
+        if c.extra["projection_scale"] < 1.0:
+            assert ms >= 0.95 * budget
+    assert any(c.extra["projection_scale"] < 1.0 for c in ok if c.extra["aimed_at"] == "phone")
+    again = tmp_path / "again"
+    prunepilot.search.run(cfg, backend="local", run_dir=again, progress=False)
+    assert [c.extra["aimed_at"] for c in RunStore(again).ok()] == aims
 
-    def figures(c: Candidate) -> tuple[Any, ...]:
-        return c.id, c.policy.key(), c.metrics.accuracy, c.metrics.latency_ms, c.within_budget
 
-    assert [figures(c) for c in RunStore(plain).ok()] == [figures(c) for c in RunStore(run).ok()]
-    assert [figures(c) for c in RunStore(plain).read_front()] == [figures(c) for c in RunStore(run).read_front()]
+def test_runs_without_also_are_unchanged(plain: Path) -> None:
     assert "devices" not in RunStore(plain).read_info()
     lines = (plain / "candidates.jsonl").read_text().splitlines()
     assert not any("devices" in json.loads(line)["metrics"] for line in lines)  # the wire format of old runs
@@ -231,11 +340,20 @@ def test_a_measured_device_is_measured_only_for_its_front_points(
     calls = len(CountingLatency.calls)
     evaluator_module._EVALUATORS.clear()
     info = store.read_info()
+    shipped = {"predictors": {"box": rec["in_loop_latency"]["predictor"]}, "budgets": {"box": rec["trial_budget_ms"]}}
     setup = SearchSetup(config=store.read_config(), budget_ms=info["budget_ms"], fit=info["fit"], run_id="x",
-                        base_latency_ms=1.0, devices={"box": rec["in_loop_latency"]["predictor"]})  # fmt: skip
+                        base_latency_ms=1.0, devices=shipped)  # fmt: skip
     ev = trial_evaluator(setup)
     metrics_there = ev.evaluate(PruningPolicy.uniform(ev.space, 0.5))
     assert metrics_there.devices["box"].latency_model == "test-measured~fit" and len(CountingLatency.calls) == calls
+    # its aim budget too: the budget less the margin its predictor needs, never below the fastest on its estimate
+    (box,) = trial_context(ev, budget_ms=1.0, seed=0, trial_id="t", report=lambda *a: None, base_latency_ms=1.0).targets
+    half, lowest = (PruningPolicy.uniform(ev.space, r).channels for r in (0.5, 0.25))
+    assert box.predict_latency_ms(half, ()) == metrics_there.devices["box"].latency_ms
+    margin = rec["in_loop_latency"]["calibration"]["margin_auto"]
+    aim = max(rec["budget_ms"] / (1 + margin), box.predict_latency_ms(lowest, ()))
+    assert box.budget_ms == rec["trial_budget_ms"] == pytest.approx(aim)
+    assert len(CountingLatency.calls) == calls
     evaluator_module._EVALUATORS.clear()
     with pytest.raises(RuntimeError, match="no in-loop predictor"):
         trial_evaluator(SearchSetup(**{**setup.__dict__, "devices": None})).base_metrics()

@@ -8,6 +8,14 @@
 With ``evaluation.depth`` both also sample, per removable block, whether to remove it (a
 categorical parameter beside the keep ratios).
 
+On several devices (``device.also``) a projected proposal is projected into the budget of one
+device drawn from the proposal itself (:func:`~prunepilot.search.strategies.sampling.proposal_turn`:
+a hash of its parameters, since a sampler's trials carry no index and a sampled parameter would be
+steered by the sampler), with that device's own latency estimate; ``aimed_at`` in the record names
+it. The sampler still learns from the search's own device's ``score``, so a proposal aimed at a
+device whose budget maps above the search's own budget is scored as over budget. Without
+``device.also`` nothing changes.
+
 A strategy hands its sampler over in :class:`TuneSetup` and never drives it itself. The Ray
 backend wraps it in Tune's ``OptunaSearch`` (which asks a study for each trial's parameters and
 tells it the trial's last result); the local backend asks and tells an Optuna study with the
