@@ -87,6 +87,8 @@ class Context(NamedTuple):
 
 
 _CONTEXTS: dict[str, Context] = {}
+#: base latency (ms) per base taken from a resumed run instead of measured again (its budgets stay its budgets)
+_RESUMED_BASE_MS: dict[str, float] = {}
 
 
 def evaluator_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -174,7 +176,10 @@ def context(args: argparse.Namespace, name: str) -> Context:
 
         ev.calibrate_fit()  # the budget-check predictor uniform and the peers' projection use
         ev.in_loop = inloop.calibrate(ev)  # the peers' steps are judged on the searches' in-loop predictor
-        (base_ms,) = measure_side_by_side(ev, [None], args.rounds)
+        if name in _RESUMED_BASE_MS:
+            base_ms = _RESUMED_BASE_MS[name]
+        else:
+            (base_ms,) = measure_side_by_side(ev, [None], args.rounds)
         base = ev.base_metrics().to_dict()
         _CONTEXTS[name] = Context(ev, base_ms, {**base, "latency_ms": base_ms, "latency_kind": "measured"})
     return _CONTEXTS[name]
@@ -382,7 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="an interrupted run's search_quality.partial.json: its rows are kept and their searches not run again "
-        "(searches that failed are run again)",
+        "(searches that failed are run again), and its base latency is kept, so its budgets in ms stay the same",
     )
     ap.add_argument(
         "--from-partial",
@@ -432,6 +437,8 @@ def main() -> None:
     if args.resume is not None:  # an interrupted run's rows: kept, their searches not run again
         doc["rows"] = [r for r in json.loads(args.resume.read_text())["rows"] if not r.get("error")]
         doc["resumed_from"] = str(args.resume)
+        for r in doc["rows"]:  # the resumed run's budgets in ms, not a new measurement's
+            _RESUMED_BASE_MS.setdefault(r["model"], float(r["base"]["latency_ms"]))
     for model in args.models.split(","):
         run_model(args, model, budgets, strategies, doc, save)
     doc["total_seconds"] = time.time() - started
