@@ -338,6 +338,36 @@ def test_on_measured_devices_the_knapsack_solves_with_the_evaluators_fit() -> No
     assert sol is not None and ev.predict_latency_ms(sol.widths) <= budget
 
 
+def test_on_measured_devices_with_an_in_loop_table_the_knapsack_solves_with_that_table() -> None:
+    from prunepilot.search.inloop import InLoopPredictor
+
+    _, space, _ = _space("resnet20")
+    table = _toy_lut(space).table
+    in_loop = InLoopPredictor("torch-cpu", 1, table=table)
+
+    class Measured:  # a measuring evaluator whose in-loop latency is a calibrated lookup table
+        latency = get_latency_model("torch-cpu")
+        batch_size = 1
+
+        def __init__(self) -> None:
+            self.in_loop = in_loop
+
+        def predict_latency_ms(self, w: Mapping[str, int]) -> float:
+            return float(in_loop.predict_ms(space, w, 1).ms)
+
+    ev = Measured()
+    ctx = SimpleNamespace(evaluator=ev, seed=0, space=space, predict_latency_ms=ev.predict_latency_ms)
+    choices = _choices(space, [0.25, 0.5, 1.0])
+    lm, batch_size, record = knapsack_latency(ctx, choices)  # type: ignore[arg-type]
+    assert lm is in_loop and batch_size == 1 and record["knapsack_latency"] == "in-loop torch-cpu~lut"
+    ks = LatencyKnapsack(space, choices, _scores(space), lm)
+    budget = 0.5 * ev.predict_latency_ms(space.full_widths())
+    sol = ks.solve(budget)
+    # the knapsack's prediction is the candidate's in-loop latency, exactly
+    assert sol is not None and sol.predicted_ms <= budget
+    assert sol.predicted_ms == pytest.approx(ev.predict_latency_ms(sol.widths))
+
+
 # --- measured sensitivity as the knapsack's values -------------------------------------------
 class _Scorer:
     """BN-recalibrated accuracy by a formula: group ``a`` matters, ``b`` does not (and is noisy)."""

@@ -13,7 +13,10 @@ reported with the knapsack's own figures beside it (``knapsack_predicted_ms``, `
 
 * the evaluator's own latency model when it predicts from layer shapes (``roofline``, ``lut``,
   ``learned``, ``macs``...): the knapsack's prediction is then the candidate's latency;
-* on measured devices, the evaluator's budget-check predictor ``predict_latency_ms`` (the
+* on measured devices with an in-loop lookup table (``evaluation.in_loop_predictor: lut``, the
+  default): that table, calibrated on the device at search start, the figure every candidate's
+  in-loop latency is;
+* on other measured devices, the evaluator's budget-check predictor ``predict_latency_ms`` (the
   driver's :class:`~prunepilot.search.evaluator.LatencyFit`, ``a + b MACs + c bytes`` fitted on
   measured uniformly pruned models), recovered here by least squares on lattice probes as a
   :class:`LinearLayerLatency`: a model's MACs and bytes are sums over its layers, so it is
@@ -106,8 +109,13 @@ def knapsack_latency(
 ) -> tuple[LatencyModel, int, dict[str, Any]]:
     """The layer-additive latency model to solve with, its batch size, and what to record about it."""
     model = getattr(ctx.evaluator, "latency", None)
+    batch = int(getattr(ctx.evaluator, "batch_size", 1))
     if isinstance(model, LatencyModel) and not model.requires_model:
-        return model, int(getattr(ctx.evaluator, "batch_size", 1)), {"knapsack_latency": model.name}
+        return model, batch, {"knapsack_latency": model.name}
+    in_loop = getattr(ctx.evaluator, "in_loop", None)
+    if isinstance(in_loop, LatencyModel) and getattr(in_loop, "kind", None) == "lut":
+        # the calibrated lookup table the candidates' in-loop latency comes from: a sum over layers
+        return in_loop, batch, {"knapsack_latency": f"in-loop {getattr(in_loop, 'label', in_loop.name)}"}
     gen = np.random.default_rng(ctx.seed)
     probes = [{g: c[0] for g, c in choices.items()}, {g: c[-1] for g, c in choices.items()}]
     probes += [{g: c[len(c) // 2] for g, c in choices.items()}]
