@@ -75,7 +75,7 @@ def picks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for doc in docs:
         for row in doc.get("rows", []):
             if row.get("policy") is not None and row.get("finetuned_test_acc") is not None:
-                out[row["model"], row["budget"], row["strategy"], row["seed"]] = row
+                out[row["model"], round(row["budget_ms"], 3), row["strategy"], row["seed"]] = row
     return list(out.values())
 
 
@@ -120,18 +120,27 @@ def finish_model(
     return {"base_ms": base_ms, "curve": curve, "measure_seconds": measure_s, "rounds": args.rounds}
 
 
+def budget_label(row: dict[str, Any]) -> str:
+    """The budget a row's search was given: its fraction of the base measured then, and the ms."""
+    return f"{row['budget']:.0%} ({row['budget_ms']:.2f} ms)"
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, budget, strategy): medians over seeds of the final figures."""
+    """Per (model, budget in ms, strategy): medians over seeds of the final figures. Runs whose base
+    read differently give the same fraction different budgets in ms: those are kept apart."""
     out = []
-    keys = sorted({(r["model"], r["budget"], r["strategy"]) for r in rows}, key=lambda k: (k[0], -k[1], k[2]))
-    for model, budget, strategy in keys:
-        mine = [r for r in rows if (r["model"], r["budget"], r["strategy"]) == (model, budget, strategy)]
+    keys = sorted(
+        {(r["model"], round(r["budget_ms"], 3), r["strategy"]) for r in rows}, key=lambda k: (k[0], -k[1], k[2])
+    )
+    for model, ms, strategy in keys:
+        mine = [r for r in rows if (r["model"], round(r["budget_ms"], 3), r["strategy"]) == (model, ms, strategy)]
         deltas = [r["final"]["delta_points"] for r in mine if r["final"]["delta_points"] is not None]
         ats = [r["final"]["uniform_at_share"] for r in mine if r["final"]["uniform_at_share"] is not None]
         out.append(
             {
                 "model": model,
-                "budget": budget,
+                "budget": budget_label(mine[0]),
+                "budget_ms": ms,
                 "strategy": strategy,
                 "seeds": len(mine),
                 "share_median": statistics.median(r["final"]["share"] for r in mine),
@@ -149,7 +158,7 @@ def target_notes(entries: list[dict[str, Any]]) -> list[str]:
     notes = []
     for model, budget in dict.fromkeys((e["model"], e["budget"]) for e in entries):
         at = {e["strategy"]: e["delta_median"] for e in entries if (e["model"], e["budget"]) == (model, budget)}
-        where = f"{model}, budget {budget:.0%} (as run)"
+        where = f"{model}, budget {budget} (as run)"
         searched = {k: v for k, v in at.items() if k not in BASELINES and v is not None}
         if not searched:
             notes.append(f"{where}: no searched strategy has a same-latency figure: every target NOT MET.")

@@ -18,7 +18,8 @@ from prunepilot.search.evaluator import get_evaluator
 
 def row(strategy: str, seed: int, ft: float, delta: float | None, budget: float = 0.5) -> dict[str, Any]:
     at = None if delta is None else ft - delta / 100
-    return {"model": "m", "budget": budget, "strategy": strategy, "seed": seed, "finetuned_test_acc": ft,
+    return {"model": "m", "budget": budget, "budget_ms": 20 * budget, "strategy": strategy, "seed": seed,
+            "finetuned_test_acc": ft,
             "final": {"share": 0.5, "uniform_at_share": at, "delta_points": delta}}  # fmt: skip
 
 
@@ -49,7 +50,8 @@ def test_targets_are_judged_on_same_latency_deltas() -> None:
     assert "optuna-tpe +1.20 vs torch-pruning-global +1.40 points (target: ahead): NOT MET." in notes
     assert "amc-ddpg +0.20 vs random +0.30 points (target: ahead): NOT MET." in notes
     lone = fin.target_notes(fin.summary([row("uniform", 0, 0.9, 0.0, budget=0.3)]))
-    assert lone == ["m, budget 30% (as run): no searched strategy has a same-latency figure: every target NOT MET."]
+    expected = "m, budget 30% (6.00 ms) (as run): no searched strategy has a same-latency figure: every target NOT MET."
+    assert lone == [expected]
 
 
 @pytest.fixture()
@@ -74,7 +76,7 @@ def test_each_pick_is_compared_with_the_uniform_curve_at_its_share(tiny: tuple[M
     half = PruningPolicy.uniform(ev.space, 0.5)
     mixed = ev.make_policy([0.3 if i % 2 else 0.9 for i in range(len(ev.space.groups))])
     rows = [
-        {"model": "tiny", "budget": 0.6, "strategy": s, "seed": 0, "finetuned_test_acc": 0.5,
+        {"model": "tiny", "budget": 0.6, "budget_ms": 1.0, "strategy": s, "seed": 0, "finetuned_test_acc": 0.5,
          "policy": json.loads(p.to_json())}
         for s, p in (("uniform", half), ("random", mixed))
     ]  # fmt: skip
