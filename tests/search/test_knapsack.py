@@ -19,10 +19,11 @@ from prunepilot.hw_models.base import LatencyModel, LatencyResult
 from prunepilot.hw_models.lut import LookupTable, LutEntry, LutLatency, layer_key
 from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.models import build_model
-from prunepilot.pruning import PruningSpace
+from prunepilot.pruning import PruningPolicy, PruningSpace
 from prunepilot.pruning.adapter import group_scores
 from prunepilot.pruning.layers import LayerShape
-from prunepilot.search.evaluator import LatencyFit
+from prunepilot.search.config import validate_config
+from prunepilot.search.evaluator import LatencyFit, get_evaluator
 from prunepilot.search.knapsack import (
     CliqueTree,
     JointTerm,
@@ -314,6 +315,29 @@ def test_knapsack_strategy_reports_scored_policies_within_budget(tmp_path: Path)
     assert found[0].extra["budget_fraction"] == pytest.approx(0.95)
     stored = {c.policy.key() for c in RunStore(tmp_path / "run").ok()}
     assert {c.policy.key() for c in found} <= stored
+
+
+def test_a_budget_at_the_floor_is_solved_at_the_floor_not_refused(tmp_path: Path) -> None:
+    # the margin (0.95) would put the target under what the narrowest widths reach: the floor is the answer
+    probe = tiny_config(tmp_path / "probe", **{"strategy.name": "uniform", "evaluation.uniform_baseline": 0})
+    cfg = validate_config(probe)
+    ev = get_evaluator(cfg)
+    ev.calibrate_fit()
+    lowest = ev.predict_latency_ms(PruningPolicy.uniform(ev.space, cfg.evaluation.lower_bound).channels)
+    run_cfg = tiny_config(
+        tmp_path,
+        **{
+            "budget": {"ms": 1.01 * lowest},
+            "strategy.name": "knapsack",
+            "strategy.evaluations": 2,
+            "strategy.settings": {"max_choices": 4, "sweep": [0.5]},
+            "evaluation.uniform_baseline": 0,
+        },
+    )
+    result = prunepilot.search.run(run_cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    found = [c for c in result.candidates if c.strategy == "knapsack"]
+    assert found and all(c.metrics.latency_ms <= result.budget_ms for c in found)
+    assert found[0].extra["knapsack_budget_ms"] == pytest.approx(found[0].extra["knapsack_predicted_ms"], rel=0.05)
 
 
 def test_on_measured_devices_the_knapsack_solves_with_the_evaluators_fit() -> None:

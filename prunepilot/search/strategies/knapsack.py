@@ -184,9 +184,11 @@ class KnapsackStrategy(Strategy):
         )
         timings = {"score_seconds": score_seconds, "table_seconds": knapsack.table.seconds}
         targets = [s.margin, *s.sweep][: max(1, ctx.evaluations)]
+        lowest = knapsack.predict_ms({g: c[0] for g, c in choices.items()})
         seen: set[tuple[int, ...]] = set()
         for fraction in targets:
-            target = ctx.budget_ms * fraction
+            # a budget at the floor: the margin must not push the target below what the floor reaches
+            target = max(ctx.budget_ms * fraction, lowest) if lowest <= ctx.budget_ms else ctx.budget_ms * fraction
             sol = knapsack.solve(target, time_limit_s=s.time_limit_s)
             if sol is None:
                 log.warning("knapsack: no widths fit %.4g ms under %s", target, source["knapsack_latency"])
@@ -211,9 +213,8 @@ class KnapsackStrategy(Strategy):
             }
             ctx.report(policy, metrics, extra)
         if not seen:
-            smallest = knapsack.predict_ms({g: c[0] for g, c in choices.items()})
             raise ValueError(
                 f"the knapsack found no widths within {ctx.budget_ms * max(targets):.4g} ms under "
-                f"{source['knapsack_latency']} (its smallest widths predict {smallest:.4g} ms); raise the budget "
+                f"{source['knapsack_latency']} (its smallest widths predict {lowest:.4g} ms); raise the budget "
                 "or the strategy's margin/sweep, or lower evaluation.lower_bound"
             )
