@@ -29,7 +29,8 @@ from prunepilot.pruning import PruningPolicy
 TOLERANCE_PCT = 10.0
 """Measured latency within this many percent of a measured search figure counts as confirmed."""
 
-DEFAULT_DEVICE = "local-cpu"
+DEFAULT_DEVICE = "local-cpu-cputime"
+"""Where apply measures when neither the flag nor the policy names a device: this CPU, thread-CPU clock."""
 
 ROUNDS = 3
 """Measured latency models time the base and the applied model alternately this many times and

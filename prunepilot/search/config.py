@@ -47,7 +47,11 @@ class ModelSection(_Strict):
 class DeviceSection(_Strict):
     """Target device and how latency is obtained on it."""
 
-    name: str = Field("local-cpu", description="Device name (configs/devices/NAME.yaml or a shipped profile).")
+    name: str = Field(
+        "local-cpu-cputime",
+        description="Device name (configs/devices/NAME.yaml or a shipped profile); the default times this "
+        "machine's CPU, 1 torch thread, on the thread-CPU clock (robust to other load; local-cpu: wall clock).",
+    )
     latency_model: str | None = Field(
         None, description="Override the device's latency model (e.g. torch-cpu, roofline, lut, macs)."
     )

@@ -265,3 +265,13 @@ def test_cli_depth_flag_sets_evaluation_depth(tmp_path: Path) -> None:
     assert out.exit_code == 2, out.output
     assert "strategy 'amc-ddpg' searches widths only and cannot remove blocks" in " ".join(out.output.split())
     assert not (tmp_path / "r").exists()
+
+
+def test_the_default_device_times_on_the_thread_cpu_clock() -> None:
+    from prunepilot.apply.latency import DEFAULT_DEVICE
+    from prunepilot.hw_models.devices import load_device
+    from prunepilot.search.config import DeviceSection
+
+    for name in (DeviceSection().name, DEFAULT_DEVICE):  # the search's default and apply's
+        model = load_device(name).build()
+        assert model.requires_model and model.protocol.clock == "thread" and model.protocol.threads == 1, name
