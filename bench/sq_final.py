@@ -185,6 +185,28 @@ def target_notes(entries: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def jump_notes(doc: dict[str, Any]) -> list[str]:
+    """Where the uniform curve jumps: picks between those shares are compared with a straight line
+    between two uniform policies, and no uniform policy may lie on it."""
+    notes = []
+    for model, info in doc["models"].items():
+        curve = sorted(info["curve"], key=lambda c: c["keep"])
+        steps = [(b["share"] - a["share"], a, b) for a, b in zip(curve, curve[1:], strict=False)]
+        if not steps:
+            continue
+        size, a, b = max(steps, key=lambda t: t[0])
+        median = statistics.median(t[0] for t in steps)
+        if size > 3 * max(median, 1e-9):
+            notes.append(
+                f"{model}: the uniform curve jumps from keep {a['keep']:.2f} (share {a['share']:.3f}) to "
+                f"{b['keep']:.2f} (share {b['share']:.3f}), {size / max(median, 1e-9):.0f}x its median step: latency "
+                "is not smooth in width here (channel counts off multiples of 8 cost far more on this CPU), so a pick "
+                "between those shares is compared with a straight line between two uniform policies, and its delta "
+                "carries that uncertainty."
+            )
+    return notes
+
+
 def final_table(doc: dict[str, Any]) -> dict[str, Any]:
     entries = doc["summary"]
     rows = [[e["model"], e["budget"], e["strategy"], e["seeds"], e["share_median"], e["ft_median"],
@@ -206,6 +228,7 @@ def final_table(doc: dict[str, Any]) -> dict[str, Any]:
             for c in m["curve"]
         )  # fmt: skip
         + ".",
+        *jump_notes(doc),
         *target_notes(entries),
         "Sources: " + ", ".join(doc["sources"]) + ".",
         machine_note(

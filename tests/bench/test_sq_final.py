@@ -92,3 +92,12 @@ def test_each_pick_is_compared_with_the_uniform_curve_at_its_share(tiny: tuple[M
     assert uniform_row["final"]["uniform_at_share"] == pytest.approx(on_curve["finetuned_test_acc"])
     at = random_row["final"]["uniform_at_share"]
     assert random_row["final"]["delta_points"] == pytest.approx(100 * (0.5 - at))
+
+
+def test_a_jump_in_the_uniform_curve_is_said() -> None:
+    fin = load("sq_final")
+    smooth = [{"keep": k, "share": 0.2 + k / 2} for k in (0.2, 0.3, 0.4, 0.5)]
+    assert fin.jump_notes({"models": {"m": {"curve": smooth}}}) == []
+    jumpy = [*smooth, {"keep": 0.6, "share": 0.95}]  # steps 0.05 x3, then 0.5: 10x the median
+    (note,) = fin.jump_notes({"models": {"m": {"curve": jumpy}}})
+    assert note.startswith("m: the uniform curve jumps from keep 0.50 (share 0.450) to 0.60 (share 0.950), 10x")
