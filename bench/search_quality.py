@@ -104,6 +104,7 @@ def evaluator_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "budget": {"fraction": 0.5},
         "evaluation": {
             "lower_bound": args.lower_bound,
+            "in_loop_latency": getattr(args, "in_loop_latency", "predicted"),
             "bn_batches": args.bn_batches,
             "val_batches": args.val_batches,
             "protocol": args.protocol,
@@ -370,6 +371,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--protocol", default=EvaluationSection().protocol, help="scoring protocol (the product's default)")
     ap.add_argument("--protocol-settings", default="{}", help="its settings, as JSON")
     ap.add_argument("--lower-bound", type=float, default=0.2, help="smallest keep ratio of a group")
+    ap.add_argument(
+        "--in-loop-latency", choices=["predicted", "measured", "anchored"], default="predicted",
+        help="evaluation.in_loop_latency of every search (anchored: each candidate timed beside the base)",
+    )  # fmt: skip
     ap.add_argument("--val-batches", type=int, default=4, help="held-out batches (x512) scoring each candidate")
     ap.add_argument("--bn-batches", type=int, default=4, help="BN-recalibration batches per candidate")
     ap.add_argument("--finetune-batches", type=int, default=100, help="standard fine-tune batches (0: off)")

@@ -135,11 +135,17 @@ class EvaluationSection(_Strict):
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )
-    in_loop_latency: Literal["predicted", "measured"] = Field(
+    in_loop_latency: Literal["predicted", "measured", "anchored"] = Field(
         "predicted",
         description="For measured devices: predicted from a predictor calibrated on the device when the "
         "search starts (candidates tagged predicted; every front point and the best candidate within the "
-        "budget re-measured at the end, remeasure_top aside), or measured per candidate.",
+        "budget re-measured at the end, remeasure_top aside); measured per candidate; or anchored: "
+        "every candidate measured in anchor_rounds rounds interleaved with the base model, its latency "
+        "the median ratio times the base latency measured at search start (robust to load that drifts "
+        "during the search; the predictor is still calibrated for budget checks and proposals).",
+    )
+    anchor_rounds: int = Field(
+        3, ge=1, le=50, description="in_loop_latency anchored: interleaved base/candidate rounds per candidate."
     )
     in_loop_predictor: Literal["lut", "fit"] = Field(
         "lut",

@@ -30,7 +30,7 @@ from prunepilot.search.evaluator import Evaluator, LatencyFit, get_evaluator
 from prunepilot.search.records import VERSIONS, Candidate, FailedTrial
 from prunepilot.search.store import RunStore
 from prunepilot.search.strategies import Strategy, TuneSetup
-from prunepilot.search.trainable import SearchSetup
+from prunepilot.search.trainable import SearchSetup, anchor_ms
 
 console = Console()
 
@@ -163,7 +163,7 @@ def prepare(
         # the base is measured once per search: the budget's base is the fit's full-width point
         base = ev.base_metrics(measured_base if ev.latency.requires_model else None).to_dict()
         budget_ms = resolve_budget(cfg, base["latency_ms"], low.ms)
-        if ev.latency.requires_model and cfg.evaluation.in_loop_latency == "predicted":
+        if ev.latency.requires_model and cfg.evaluation.in_loop_latency in ("predicted", "anchored"):
             console.print("calibrating the in-loop latency predictor on the device ...")
         in_loop = prepare_in_loop(cfg, ev, budget_ms)
         trial_budget_ms = float(in_loop["trial_budget_ms"])
@@ -211,6 +211,7 @@ def prepare(
         trial_budget_ms=trial_budget_ms,
         devices=ev.devices.to_json() or None,
     )
+    ev.anchor_ms = anchor_ms(cfg, ev, setup.base_latency_ms)
     return ev, setup, info
 
 

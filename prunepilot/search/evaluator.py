@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -124,6 +125,9 @@ class Evaluator:
         #: A measured device's in-loop predictor (:mod:`prunepilot.search.inloop`), set by the driver
         #: and shipped to trials; None: in-loop candidates are measured. Fit points: ``(keep ratio, result)``.
         self.in_loop: InLoopPredictor | None = None
+        #: ``in_loop_latency: anchored``: the base latency (ms) measured at search start, set by the
+        #: driver and shipped to trials; candidates are then timed beside the base (:meth:`anchored_latency`).
+        self.anchor_ms: float | None = None
         self.fit_measurements: list[tuple[float, LatencyResult]] = []
         #: The scoring protocol (``evaluation.protocol``); prepared on first use.
         self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
@@ -284,10 +288,38 @@ class Evaluator:
     def latency_of(
         self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
     ) -> LatencyResult:
-        """An in-loop candidate's latency: from :attr:`in_loop` when set (``model`` unused), else measured."""
+        """An in-loop candidate's latency: timed beside the base when :attr:`anchor_ms` is set, else
+        from :attr:`in_loop` when set (``model`` unused), else measured."""
+        if self.anchor_ms is not None and self.latency.requires_model:
+            return self.anchored_latency(model, widths, removed)
         if self.in_loop is not None:
             return self.in_loop.predict_ms(self.space, widths, self.batch_size, removed)
         return self.measure_latency(model, widths, removed)
+
+    def anchored_latency(
+        self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
+    ) -> LatencyResult:
+        """The candidate timed in ``evaluation.anchor_rounds`` rounds interleaved with the base model:
+        the median of the per-round ratios times :attr:`anchor_ms` (the base as measured when the
+        search started). Load that drifts during a search moves both timings of a round alike, so
+        the ratio, hence the figure, holds where an absolute timing would drift. ``cv`` is the
+        ratios' coefficient of variation; the model is named ``<device model>~anchored``."""
+        if self.anchor_ms is None:
+            raise RuntimeError("anchored_latency needs anchor_ms (the base latency measured at search start)")
+        if model is None:
+            policy = PruningPolicy.from_widths(self.space, widths).with_removed_blocks(self.space, removed)
+            model = self.prune(policy)
+        ratios, last = [], None
+        for _ in range(self.cfg.evaluation.anchor_rounds):
+            base = self.latency.measure_ms(self.model, self.input_shape, self.batch_size)
+            last = self.latency.measure_ms(model, self.input_shape, self.batch_size)
+            ratios.append(last.ms / base.ms)
+        assert last is not None  # anchor_rounds >= 1
+        ratio = statistics.median(ratios)
+        cv = statistics.pstdev(ratios) / statistics.fmean(ratios) if len(ratios) > 1 else 0.0
+        details = {**last.details, "anchor_ms": self.anchor_ms, "ratios": ratios}
+        name = f"{last.model_name}~anchored"
+        return replace(last, ms=ratio * self.anchor_ms, cv=cv, iqr_ms=None, model_name=name, details=details)
 
     def measure_latency(
         self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()

@@ -322,8 +322,8 @@ def prepare_in_loop(cfg: SearchConfig, ev: Evaluator, budget_ms: float) -> dict[
         mode = "device-predicts"
     elif cfg.evaluation.in_loop_latency == "measured":
         mode = "measured"
-    else:
-        mode = "predicted"
+    else:  # predicted, or anchored: candidates timed beside the base, the predictor for budget checks
+        mode = cfg.evaluation.in_loop_latency
         ev.in_loop = calibrate(ev)
     lowest = PruningPolicy.uniform(ev.space, cfg.evaluation.lower_bound).channels
     # with depth, the fastest proposal also removes every removable block

@@ -151,6 +151,13 @@ def run_trial(
     strategy.run_trial(ctx, params)
 
 
+def anchor_ms(cfg: SearchConfig, ev: Evaluator, base_latency_ms: float) -> float | None:
+    """The base latency in-loop candidates are timed against (``in_loop_latency: anchored`` on a
+    measured device), else None."""
+    anchored = cfg.evaluation.in_loop_latency == "anchored" and ev.latency.requires_model
+    return float(base_latency_ms) if anchored else None
+
+
 def trial_evaluator(setup: SearchSetup, base_state: Mapping[str, torch.Tensor] | None = None) -> Evaluator:
     """This process's evaluator for a trial of ``setup``: the driver's latency fit and in-loop
     predictors (of the other devices too) set from the setup (a trial never measures uniform
@@ -160,6 +167,7 @@ def trial_evaluator(setup: SearchSetup, base_state: Mapping[str, torch.Tensor] |
     cfg = SearchConfig.model_validate(setup.config)
     ev = get_evaluator(cfg, base_state, LatencyFit(**setup.fit) if setup.fit else None)
     ev.in_loop = InLoopPredictor.from_json(setup.predictor) if setup.predictor is not None else None
+    ev.anchor_ms = anchor_ms(cfg, ev, setup.base_latency_ms)
     ev.devices.restore(setup.devices)
     return ev
 

@@ -388,3 +388,60 @@ def test_the_margin_shrinks_the_budget_strategies_aim_at_but_never_below_reach(
 def _fresh_evaluators() -> Iterator[None]:
     yield
     evaluator_module._EVALUATORS.clear()
+
+
+# --- in_loop_latency: anchored --------------------------------------------------------------------
+
+
+def test_anchored_latency_holds_while_the_load_drifts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ev = _wide_evaluator(tmp_path)
+    ev.anchor_ms = 10.0  # the base as measured when the search started
+    params = {id(ev.model): float(sum(p.numel() for p in ev.model.parameters()))}
+    calls: list[float] = []
+
+    def drifting(model: torch.nn.Module, shape: Sequence[int], batch: int = 1) -> LatencyResult:
+        load = 1.0 + 0.5 * (len(calls) // 2)  # each base/candidate round runs 50% slower than the last
+        ms = load * float(sum(p.numel() for p in model.parameters())) / params[id(ev.model)]
+        calls.append(ms)
+        return LatencyResult(ms=ms, kind="measured", model_name="torch-cpu", cv=0.01, details={"runs": 3})
+
+    monkeypatch.setattr(ev.latency, "measure_ms", drifting)
+    policy = ev.make_policy([0.5] * len(ev.space.groups))
+    model = ev.prune(policy)
+    share = sum(p.numel() for p in model.parameters()) / params[id(ev.model)]
+    first = ev.latency_of(model, policy.channels)
+    second = ev.latency_of(model, policy.channels)  # later, under twice the load
+    assert len(calls) == 4 * ev.cfg.evaluation.anchor_rounds  # base and candidate, every round, both calls
+    for res in (first, second):
+        assert res.ms == pytest.approx(share * 10.0, rel=1e-9)
+        assert (res.kind, res.model_name, res.cv) == ("measured", "torch-cpu~anchored", pytest.approx(0.0))
+        assert res.details["anchor_ms"] == 10.0 and len(res.details["ratios"]) == ev.cfg.evaluation.anchor_rounds
+    ev.anchor_ms = None  # timed alone, the same candidate follows the load (4x by now)
+    assert ev.latency_of(model, policy.channels).ms == pytest.approx(share * (1.0 + 0.5 * (len(calls) // 2)))
+
+
+def test_in_loop_latency_anchored_times_every_candidate_beside_the_base(
+    tmp_path: Path, cache: Path, timings: Timings
+) -> None:
+    cfg = measured_config(tmp_path, cache, **{"evaluation.in_loop_latency": "anchored", "evaluation.anchor_rounds": 2})
+    run = tmp_path / "run"
+    result = prunepilot.search.run(cfg, backend="local", run_dir=run, progress=False)
+    kinds = {(c.metrics.latency_kind, c.metrics.latency_model) for c in result.candidates}
+    assert kinds == {("measured", "torch-cpu~anchored")}
+    assert timings.in_loop == 2 * 2 * len({c.policy.key() for c in result.candidates})
+    info = RunStore(run).read_info()
+    assert info["in_loop_latency"]["mode"] == "anchored" and info["in_loop_latency"]["predictor"]
+    assert not (run / "remeasured.json").exists()  # every candidate was measured already
+    assert all(c.within_budget == (c.metrics.latency_ms <= result.budget_ms) for c in result.candidates)
+
+
+def test_the_anchor_reaches_ray_trials(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = validate_config(measured_config(tmp_path, cache, **{"evaluation.in_loop_latency": "anchored"}))
+    ev, setup, _info = prepare(cfg, RunStore(tmp_path / "run"), False, "ray")
+    assert ev.anchor_ms == setup.base_latency_ms
+    base_state = ev.base_state()
+    monkeypatch.setattr(evaluator_module, "_EVALUATORS", {})  # a fresh worker process
+    worker = trial_evaluator(SearchSetup.from_json(setup.to_json()), base_state)
+    assert worker is not ev and worker.anchor_ms == setup.base_latency_ms and worker.in_loop is not None
+    predicted = validate_config(measured_config(tmp_path, cache))
+    assert prepare(predicted, RunStore(tmp_path / "run2"), False, "ray")[0].anchor_ms is None
