@@ -101,3 +101,17 @@ def test_a_jump_in_the_uniform_curve_is_said() -> None:
     jumpy = [*smooth, {"keep": 0.6, "share": 0.95}]  # steps 0.05 x3, then 0.5: 10x the median
     (note,) = fin.jump_notes({"models": {"m": {"curve": jumpy}}})
     assert note.startswith("m: the uniform curve jumps from keep 0.50 (share 0.450) to 0.60 (share 0.950), 10x")
+
+
+def test_runs_with_anchored_in_loop_latency_are_kept_apart_and_labelled() -> None:
+    fin = load("sq_final")
+    pick = {**row("random", 0, 0.9, 0.5), "policy": {"any": 1}}
+    docs = [
+        {"settings": {}, "rows": [dict(pick)]},  # a run from before the setting: predicted in the loop
+        {"settings": {"in_loop_latency": "anchored"}, "rows": [{**pick, "finetuned_test_acc": 0.92}]},
+    ]
+    rows = fin.picks(docs)
+    assert sorted(r["in_loop_latency"] for r in rows) == ["anchored", "predicted"]
+    entries = fin.summary(rows)
+    assert sorted(e["budget"] for e in entries) == ["50% (10.00 ms)", "50% (10.00 ms), in-loop anchored"]
+    assert {e["budget"]: e["ft_median"] for e in entries}["50% (10.00 ms), in-loop anchored"] == pytest.approx(0.92)
