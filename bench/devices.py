@@ -26,6 +26,7 @@ Fashion-MNIST ResNet-20 (``bench/bases``); ``--quick`` uses digits and a briefly
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -51,6 +52,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--evaluations", type=int, default=48, help="candidates per search")
     ap.add_argument("--budget", type=float, default=0.5, help="budget.fraction of every search")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol", default="short-finetune", help="evaluation.protocol of every search")
+    ap.add_argument(
+        "--protocol-settings", default='{"steps": 20}', help="its settings, as JSON (bn-recal scores chance at 50%%)"
+    )
     ap.add_argument("--quick", action="store_true", help="digits + simplecnn trained briefly instead of ResNet-20")
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/prunepilot"), help="base models (--quick)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/<today>/)")
@@ -80,7 +85,14 @@ def search_config(
         "data": data,
         "device": {"name": device, "batch_size": 1, "also": also},
         "budget": {"fraction": args.budget} if budget_ms is None else {"ms": budget_ms},
-        "evaluation": {"lower_bound": 0.2, "bn_batches": 4, "val_batches": 2, "uniform_baseline": 0},
+        "evaluation": {
+            "lower_bound": 0.2,
+            "bn_batches": 4,
+            "val_batches": 2,
+            "uniform_baseline": 0,
+            "protocol": args.protocol,
+            "protocol_settings": json.loads(args.protocol_settings),
+        },  # fmt: skip
         "strategy": {"name": args.strategy, "evaluations": args.evaluations},
     }
 
@@ -151,11 +163,13 @@ def main() -> None:
         f"many candidates per device (dedicated), seed "
         f"{args.seed}, budget {args.budget:g} of the base latency on each device; "
         + ("digits, simplecnn (trained 2 epochs)." if args.quick else "Fashion-MNIST, the committed ResNet-20."),
+        f"Candidates scored by the {args.protocol} protocol ({args.protocol_settings}) on held-out training data.",
         "HV: accuracy x latency on the device, both runs against one reference (accuracy 0, 1.1 x the base's "
         "latency there); budget HV: mean best accuracy over latencies up to the device's budget.",
         f"Target: HV ratio >= {TARGET} on every device. Latency predicted (shipped roofline profiles, uncalibrated).",
         "A device whose budget share is below its reachable minimum (all per-layer overhead at this size) is "
-        "judged at 1.02 x that minimum, and its dedicated search given it: "
+        "judged at 1.02 x that minimum, and its dedicated search given it; the multi search aims no proposal "
+        "there (out of reach of its own budget share), so its front there is drawn from the others': "
         + (", ".join(r["device"] for r in rows if not r["budget_reachable"]) or "none here")
         + ".",
         machine_note(m["cpu"], m["cores"], m["platform"], runtime_versions()),

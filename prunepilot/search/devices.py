@@ -32,9 +32,10 @@ turn (:meth:`TrialContext.aim <prunepilot.search.strategies.context.TrialContext
 search's own first), ``optuna-tpe``'s (and ``optuna-nsga2``'s with ``project``) at one drawn from its
 proposal; the proposal is projected into that device's ``trial_budget_ms`` with that device's own
 latency estimate, so each device's front gets candidates near its budget. A device whose budget is
-out of reach gets the narrowest widths (so every proposal aimed there is the same policy, evaluated
-once and reported again from the cache). The other strategies (the agents, one-shot, knapsack,
-uniform) aim at the search's own device only; their candidates still carry every device's figure.
+out of reach is left out of the turns (every proposal aimed there would be the same narrowest
+policy); its front is drawn from the candidates aimed at the others. The other strategies (the
+agents, one-shot, knapsack, uniform) aim at the search's own device only; their candidates still
+carry every device's figure.
 The candidates' ``budget_ms``, the Tune ``score`` a sampler learns from and ``front.json`` stay the
 search's own device's.
 
@@ -155,8 +156,16 @@ class DeviceFigures:
 
     def set_budgets(self, records: Mapping[str, Mapping[str, Any]]) -> None:
         """The budgets proposals aim at, from ``run.json``'s ``devices`` records (:func:`device_budgets`:
-        ``trial_budget_ms``, or ``budget_ms`` in runs from before it existed)."""
-        self.budgets = {n: float(r.get("trial_budget_ms", r["budget_ms"])) for n, r in records.items()}
+        ``trial_budget_ms``, or ``budget_ms`` in runs from before it existed).
+
+        A device whose budget is below its reachable minimum (``budget_reachable: false``) is left
+        out: every proposal aimed there would be the same fastest policy, a turn lost to the others;
+        its front still holds every candidate, on its own latency."""
+        self.budgets = {
+            n: float(r.get("trial_budget_ms", r["budget_ms"]))
+            for n, r in records.items()
+            if r.get("budget_reachable", True)
+        }
 
     def targets(self, space: PruningSpace) -> tuple[DeviceTarget, ...]:
         """Each device's budget with its latency estimate, in ``device.also``'s order, for strategies

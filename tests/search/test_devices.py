@@ -194,7 +194,9 @@ def test_a_search_on_several_devices_aims_at_each_devices_budget_in_turn(run: Pa
     store = RunStore(run)
     info, ok = store.read_info(), store.ok()
     devices = info["devices"]
-    assert [c.extra["aimed_at"] for c in ok] == [None, "phone", "rpi4"] * 2 + [None, "phone"]
+    # rpi4's budget is out of reach on this tiny model: no turn is spent on it
+    assert not devices["rpi4"]["budget_reachable"]
+    assert [c.extra["aimed_at"] for c in ok] == [None, "phone"] * 4
     for rec in devices.values():  # an aim budget on each: predicting devices, auto margin 0
         assert rec["trial_budget_ms"] == pytest.approx(max(rec["budget_ms"], rec["reachable_min_ms"]))
     for c in ok:
@@ -212,13 +214,11 @@ def test_a_search_on_several_devices_aims_at_each_devices_budget_in_turn(run: Pa
     assert plain_projected and all(c.metrics.latency_ms > 0.9 * info["budget_ms"] for c in plain_projected)
     plain_on_phone = 0.1 + 3.0 * min(c.metrics.macs for c in plain_projected) / 1e6  # phone's latency model
     assert plain_on_phone > phone_budget
-    # rpi4's budget is out of reach on this tiny model: aimed at, it gets the narrowest widths
-    assert all(c.policy.channels == ok[2].policy.channels for c in ok if c.extra["aimed_at"] == "rpi4")
     assert devices["rpi4"]["trial_budget_ms"] == pytest.approx(devices["rpi4"]["reachable_min_ms"])
     # the search's own trials draw and project what the search on it alone does, trial for trial
     by_id = {c.id: c for c in RunStore(plain).ok()}
     mine = [c for c in ok if c.extra["aimed_at"] is None]
-    assert len(mine) == 3 and all(c.policy.key() == by_id[c.id].policy.key() for c in mine)
+    assert len(mine) == 4 and all(c.policy.key() == by_id[c.id].policy.key() for c in mine)
     assert all(c.metrics.accuracy == by_id[c.id].metrics.accuracy for c in mine)
 
 
@@ -240,7 +240,7 @@ def test_random_numbers_its_trials_only_on_several_devices(run: Path, cache: Pat
     # a trial's context: the search's own budget first, then each device's, in turn; none without also
     ev.devices.restore_from_run(store.devices())
     tctx = trial_context(ev, budget_ms=1.0, seed=0, trial_id="t", report=lambda *a: None, base_latency_ms=2.0)
-    assert [tctx.aim(i).device for i in range(5)] == [None, "phone", "rpi4", None, "phone"]
+    assert [tctx.aim(i).device for i in range(5)] == [None, "phone", None, "phone", None]  # rpi4: out of reach
     phone = tctx.aim(1)
     widths = ev.space.full_widths()
     assert phone.budget_ms == store.devices()["phone"]["trial_budget_ms"]
