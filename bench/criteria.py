@@ -66,6 +66,7 @@ from bench.proxy_correlation import pruner  # noqa: E402
 from bench.search_quality import evaluator_config, measure_side_by_side  # noqa: E402
 from prunepilot.apply.config import AT_INIT_CRITERIA  # noqa: E402
 from prunepilot.data import DataConfig  # noqa: E402
+from prunepilot.errors import ConfigError  # noqa: E402
 from prunepilot.hw_models.base import runtime_versions  # noqa: E402
 from prunepilot.pruning import PruningPolicy  # noqa: E402
 from prunepilot.pruning.selection import IMPORTANCE_CRITERIA  # noqa: E402
@@ -445,7 +446,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bases", nargs="+", choices=sorted(BASES), default=sorted(BASES))
     ap.add_argument("--budgets", nargs="+", type=float, default=list(TARGET_BUDGETS), help="of measured latency")
     ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=CRITERIA)
-    ap.add_argument("--policies", type=Path, default=None, help="a search_quality.json whose rows carry a policy")
+    ap.add_argument(
+        "--policies", type=Path, nargs="+", default=None, help="search_quality.json files whose rows carry a policy"
+    )
     ap.add_argument("--finetune-batches", type=int, default=BATCHES, help="standard fine-tune batches (0: off)")
     ap.add_argument("--init-criteria", nargs="+", choices=INIT_CRITERIA, default=INIT_CRITERIA)
     ap.add_argument("--init-seeds", type=int, default=3, help="seeds of each at-init criterion (0: no at-init rows)")
@@ -475,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_dir = args.out_dir or dated_results().with_name(dated_results().name + ("-quick" if args.quick else ""))
     searched: dict[tuple[str, float], Searched] = {}
     if args.policies is not None:
-        searched = searched_policies(json.loads(args.policies.read_text()), args.bases, args.budgets)
+        rows = [r for p in args.policies for r in json.loads(p.read_text()).get("rows", [])]
+        searched = searched_policies({"rows": rows}, args.bases, args.budgets)
     doc: dict[str, Any] = {
         "benchmark": "criteria",
         "quick": args.quick,
@@ -498,7 +502,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             base = prepare(name, args)
             doc.setdefault("bases", {})[name] = {"latency_ms": base.base_ms, "test_acc": base.info["test_acc"]}
             for budget in args.budgets:
-                policy = uniform_policy(base.ev, budget * base.base_ms)
+                try:
+                    policy = uniform_policy(base.ev, budget * base.base_ms)
+                except ConfigError as exc:  # e.g. the budget under the lower bound's latency: said, not fatal
+                    failures.append(f"{name} {budget:.0%} uniform: {exc}")
+                    print(failures[-1], flush=True)
+                    continue
                 share = run_policy(args, base, budget, "uniform", policy, rows, failures, save)
                 if (name, budget) in searched:
                     s = searched[(name, budget)]
@@ -523,8 +532,8 @@ def searched_notes(args: argparse.Namespace, searched: Mapping[tuple[str, float]
     wanted = [(n, b) for n in args.bases for b in args.budgets]
     lacking = [f"{n} at {b:.0%}" for n, b in wanted if (n, b) not in searched]
     return [
-        f"Searched policies from {args.policies}: per base and budget the search row with the best held-out accuracy "
-        "(uniform and the peers left out), its widths kept, channels chosen by each criterion."
+        f"Searched policies from {', '.join(map(str, args.policies))}: per base and budget the search row with "
+        "the best held-out accuracy (uniform and the peers left out), its widths kept, channels chosen by each criterion."
         + (f" No searched policy there for {', '.join(lacking)}." if lacking else "")
     ]
 

@@ -186,8 +186,9 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
     )
     seconds["finetune"] = time.perf_counter() - tic
     model = model.cpu().eval()
-    if data is not None and cfg.fine_tunes():
-        accuracy["after_finetuning"] = evaluate_accuracy(model, data.test)
+    if data is not None and cfg.fine_tunes():  # the last step's figure is this model's (not evaluated twice)
+        last = steps[-1].get("accuracy_after_finetuning") if steps else None
+        accuracy["after_finetuning"] = last if last is not None else evaluate_accuracy(model, data.test)
 
     # 5. save: state dict + policy + manifest (prunepilot.load_pruned rebuilds it without pickle)
     save_pruned(

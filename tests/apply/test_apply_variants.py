@@ -165,3 +165,25 @@ def test_variant_flag_combinations_are_refused_naming_the_flags(base: tuple[Path
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValidationError, match="at_init"):
         ApplyConfig(policy=policy, model=SPEC, out=tmp_path / "o", data=DIGITS, at_init=True, importance="snip")
+
+
+def test_a_one_step_fine_tune_is_evaluated_on_the_test_split_once(
+    base: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, policy = base
+    seen: list[float] = []
+    real = pipeline_module.evaluate_accuracy
+
+    def counted(model: torch.nn.Module, batches: Any) -> float:
+        seen.append(real(model, batches))
+        return seen[-1]
+
+    monkeypatch.setattr(pipeline_module, "evaluate_accuracy", counted)
+    cfg = ApplyConfig(
+        model=SPEC, checkpoint=ckpt, policy=policy, out=tmp_path / "out", data=DIGITS,
+        train=TrainConfig(epochs=1, max_batches_per_epoch=2), measure_latency=False,
+    )  # fmt: skip
+    report = apply_to_model(cfg).report
+    acc = report["accuracy"]
+    # before pruning, after pruning without and with BN recalibration, after the fine-tune: once each
+    assert len(seen) == 4 and seen[-1] == acc["after_finetuning"] == report["steps"][0]["accuracy_after_finetuning"]
