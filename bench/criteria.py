@@ -533,8 +533,8 @@ def searched_notes(args: argparse.Namespace, searched: Mapping[tuple[str, float]
     lacking = [f"{n} at {b:.0%}" for n, b in wanted if (n, b) not in searched]
     return [
         f"Searched policies from {', '.join(map(str, args.policies))}: per base and budget the search row with "
-        "the best held-out accuracy (uniform and the peers left out), its widths kept, channels chosen by each criterion."
-        + (f" No searched policy there for {', '.join(lacking)}." if lacking else "")
+        "the best held-out accuracy (uniform and the peers left out), its widths kept, channels chosen by each "
+        "criterion." + (f" No searched policy there for {', '.join(lacking)}." if lacking else "")
     ]
 
 
