@@ -404,6 +404,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "strategy, the later file's rows replace the earlier's (a re-run wins)",
     )
     args = ap.parse_args(argv)
+    if args.resume is not None and args.in_loop_latency == "anchored":
+        # the anchor is the base as this process's searches measure it, the budgets the resumed base's ms
+        ap.error(
+            "--resume with --in-loop-latency anchored: the resumed budgets are in ms of the base measured by the "
+            "interrupted run, the anchored candidates' of the base measured now; start a fresh run (or resume "
+            "with --in-loop-latency predicted)"
+        )
     if args.quick:  # a smoke run
         args.models, args.budgets, args.seeds, args.evaluations = "resnet20", "0.5", 1, 12
         args.amc_warmup, args.finetune_batches, args.oneshot_steps, args.rounds = 4, 20, 50, 3

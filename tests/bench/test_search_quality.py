@@ -98,3 +98,12 @@ def test_resumed_rows_are_kept_and_not_searched_again(monkeypatch: pytest.Monkey
     # seeds outer: uniform (deterministic) once, random's seed 0 kept from the resumed run, seed 1 searched
     assert calls == [("uniform", 0), ("random", 1)]
     assert doc["rows"][0] is kept and [(r["strategy"], r["seed"]) for r in doc["rows"][1:]] == calls
+
+
+def test_anchored_runs_are_not_resumed_on_another_base_measurement(capsys: pytest.CaptureFixture[str]) -> None:
+    sq = load("search_quality")
+    assert sq.parse_args(["--in-loop-latency", "anchored"]).in_loop_latency == "anchored"
+    with pytest.raises(SystemExit):
+        sq.parse_args(["--in-loop-latency", "anchored", "--resume", "partial.json"])
+    assert "start a fresh run" in capsys.readouterr().err
+    assert sq.parse_args(["--resume", "partial.json"]).in_loop_latency == "predicted"
