@@ -107,7 +107,8 @@ def finish_model(
     curve = []
     for r, policy, ms in zip(ratios, uniform, medians[1 : 1 + len(uniform)], strict=True):
         ft = finetune_test(ctx.ev, policy, args.finetune_batches)
-        curve.append({"keep": r, "measured_ms": ms, "share": ms / base_ms, "finetuned_test_acc": ft})
+        curve.append({"keep": r, "channels": dict(policy.channels), "measured_ms": ms, "share": ms / base_ms,
+                      "finetuned_test_acc": ft})  # fmt: skip
         print(f"{model} uniform {r:.2f}: share {ms / base_ms:.3f}, fine-tuned test {ft:.4f}", flush=True)
     points = [(c["share"], c["finetuned_test_acc"]) for c in curve]
     for row, ms in zip(rows, medians[1 + len(uniform) :], strict=True):
@@ -214,6 +215,31 @@ def jump_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
+def repeat_notes(doc: dict[str, Any]) -> list[str]:
+    """The measurement's own repeatability: a pick that is a policy of the curve (the same widths)
+    was measured twice in the session, as a pick and as a curve point; the two shares of the same
+    architecture say how far a share can move between two instances, and what that is worth in
+    points on the curve there."""
+    notes = []
+    for model, info in doc["models"].items():
+        points = [(c["share"], c["finetuned_test_acc"]) for c in info["curve"]]
+        for row in (r for r in doc["rows"] if r["model"] == model and r.get("final")):
+            widths = (row.get("policy") or {}).get("channels")
+            same = [c for c in info["curve"] if widths and c.get("channels") == widths]
+            if not same:
+                continue
+            a, b = row["final"]["share"], same[0]["share"]
+            at_a, at_b = interpolate(points, a), interpolate(points, b)
+            worth = "" if at_a is None or at_b is None else f", {100 * abs(at_a - at_b):.1f} points on the curve"
+            apart = 100 * abs(a - b) / b
+            notes.append(
+                f"Repeatability: {model} {row['strategy']} ({budget_label(row)}) is uniform keep "
+                f"{same[0]['keep']:.2f}, measured in this session at share {a:.3f} as a pick and {b:.3f} as a curve "
+                f"point ({apart:.0f}% apart{worth}): deltas smaller than that are not resolved by this measurement."
+            )
+    return notes
+
+
 def final_table(doc: dict[str, Any]) -> dict[str, Any]:
     entries = doc["summary"]
     rows = [[e["model"], e["budget"], e["strategy"], e["seeds"], e["share_median"], e["ft_median"],
@@ -236,6 +262,7 @@ def final_table(doc: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
         + ".",
         *jump_notes(doc),
+        *repeat_notes(doc),
         *target_notes(entries),
         "Sources: " + ", ".join(doc["sources"]) + ".",
         machine_note(

@@ -115,3 +115,19 @@ def test_runs_with_anchored_in_loop_latency_are_kept_apart_and_labelled() -> Non
     entries = fin.summary(rows)
     assert sorted(e["budget"] for e in entries) == ["50% (10.00 ms)", "50% (10.00 ms), in-loop anchored"]
     assert {e["budget"]: e["ft_median"] for e in entries}["50% (10.00 ms), in-loop anchored"] == pytest.approx(0.92)
+
+
+def test_a_pick_that_is_a_curve_policy_says_how_repeatable_the_share_is() -> None:
+    fin = load("sq_final")
+    half = {"a": 8, "b": 16}
+    curve = [{"keep": 0.25, "channels": {"a": 4, "b": 8}, "share": 0.2, "finetuned_test_acc": 0.80},
+             {"keep": 0.5, "channels": half, "share": 0.4, "finetuned_test_acc": 0.90}]  # fmt: skip
+    same = {**row("uniform", 0, 0.9, 0.0), "policy": {"channels": dict(half)}}
+    same["final"]["share"] = 0.3
+    other = {**row("random", 0, 0.9, 0.0), "policy": {"channels": {"a": 8, "b": 8}}}
+    notes = fin.repeat_notes({"models": {"m": {"curve": curve}}, "rows": [same, other]})
+    assert notes == [
+        "Repeatability: m uniform (50% (10.00 ms)) is uniform keep 0.50, measured in this session at share 0.300 as a "
+        "pick and 0.400 as a curve point (25% apart, 5.0 points on the curve): deltas smaller than that are not "
+        "resolved by this measurement."
+    ]
