@@ -462,7 +462,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-batches", type=int, default=4, help="held-out batches (x512) each score reads")
     ap.add_argument("--data-root", default=os.environ.get("PRUNEPILOT_DATA"))
     ap.add_argument("--out-dir", type=Path, default=None, help="default: bench/results/<date>[-quick]/")
-    ap.set_defaults(protocol="bn-recal", protocol_settings="{}")  # the evaluator's own (unused here)
+    # the evaluator's own (unused here: the criteria are scored by the protocols above, latency measured side by side)
+    ap.set_defaults(protocol="bn-recal", protocol_settings="{}", in_loop_latency="predicted")
     args = ap.parse_args(argv)
     if args.quick:
         args.bases, args.budgets, args.criteria = ["resnet20"], [0.5], QUICK_CRITERIA

@@ -104,7 +104,7 @@ def evaluator_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "budget": {"fraction": 0.5},
         "evaluation": {
             "lower_bound": args.lower_bound,
-            "in_loop_latency": getattr(args, "in_loop_latency", "predicted"),
+            "in_loop_latency": args.in_loop_latency,
             "bn_batches": args.bn_batches,
             "val_batches": args.val_batches,
             "protocol": args.protocol,

@@ -306,9 +306,7 @@ class Evaluator:
         ratios' coefficient of variation; the model is named ``<device model>~anchored``."""
         if self.anchor_ms is None:
             raise RuntimeError("anchored_latency needs anchor_ms (the base latency measured at search start)")
-        if model is None:
-            policy = PruningPolicy.from_widths(self.space, widths).with_removed_blocks(self.space, removed)
-            model = self.prune(policy)
+        model = model if model is not None else self._model_at(widths, removed)
         ratios, last = [], None
         for _ in range(self.cfg.evaluation.anchor_rounds):
             base = self.latency.measure_ms(self.model, self.input_shape, self.batch_size)
@@ -328,11 +326,13 @@ class Evaluator:
         ``removed``: the blocks the model lacks."""
         bs = self.batch_size
         if self.latency.requires_model:
-            if model is None:
-                policy = PruningPolicy.from_widths(self.space, widths).with_removed_blocks(self.space, removed)
-                model = self.prune(policy)
+            model = model if model is not None else self._model_at(widths, removed)
             return self.latency.measure_ms(model, self.input_shape, bs)
         return self.latency.predict_ms(self.space, widths, bs, removed)
+
+    def _model_at(self, widths: Mapping[str, int], removed: Sequence[str] = ()) -> nn.Module:
+        """The pruned model at ``widths`` without ``removed`` blocks, for a latency model that times one."""
+        return self.prune(PruningPolicy.from_widths(self.space, widths).with_removed_blocks(self.space, removed))
 
     def predict_latency_ms(self, widths: Mapping[str, int], removed_blocks: Sequence[str] = ()) -> float:
         """A fast (< 1 ms) latency estimate at ``widths`` without ``removed_blocks``, for budget checks.
