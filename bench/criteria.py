@@ -32,6 +32,19 @@ both bases; at 30%, SynFlow at init is not worse than random at init after the s
 
 Writes ``bench/results/<date>/criteria.json`` (``<date>-quick/`` with ``--quick``; ``--out-dir``),
 rows saved after every criterion in ``criteria.partial.json``.
+
+**In pieces.** The full study is hours on 2 cores (mobilenet_v2's standard fine-tune alone is
+minutes per row), so it can run as disjoint pieces, one process per core or per session, merged
+into one result. ``--parts`` limits a run to the uniform policy's rows, the searched one's or the
+at-init ones; ``--criteria`` to some criteria (none: at-init only); ``--uniform-from`` reuses the
+uniform widths an earlier piece recorded, so that every piece prunes a budget to the same widths;
+``--merge`` joins the pieces (complete or partial files; they must agree on the training and
+measurement settings and may not overlap), and the table names what no piece ran:
+
+    python bench/criteria.py --bases mobilenet_v2 --budgets 0.5 --parts uniform --out-dir /tmp/m50
+    python bench/criteria.py --bases mobilenet_v2 --budgets 0.5 --parts init \
+        --uniform-from /tmp/m50/criteria.json --out-dir /tmp/m50-init
+    python bench/criteria.py --merge /tmp/m50/criteria.json /tmp/m50-init/criteria.json ...
 """
 
 from __future__ import annotations
@@ -84,6 +97,8 @@ TARGET_BUDGETS = (0.5, 0.3)
 SYNFLOW_BUDGET = 0.3
 #: search rows that are not a searched policy
 NOT_SEARCHED = ("uniform", "torch-pruning-global", "torch-pruning-isomorphic")
+#: what one run can be limited to (``--parts``), so that a long study runs as pieces (``--merge``)
+PARTS = ("uniform", "searched", "init")
 
 
 class Base(NamedTuple):
@@ -156,11 +171,35 @@ def with_criterion(policy: PruningPolicy, criterion: str) -> PruningPolicy:
     return policy.model_copy(update={"importance": canonical_importance(criterion)})
 
 
-def uniform_policy(ev: Evaluator, budget_ms: float) -> PruningPolicy:
-    """The widest uniform policy within ``budget_ms`` on the evaluator's predictor."""
+def uniform_policy(ev: Evaluator, budget_ms: float, widths: Mapping[str, int] | None = None) -> PruningPolicy:
+    """The widest uniform policy within ``budget_ms`` on the evaluator's predictor; with ``widths``,
+    the policy of those widths instead (``--uniform-from``: the uniform policy an earlier piece of
+    the same study found, so that every piece prunes one budget to the same widths)."""
     from bench.inprocess import uniform_record
 
+    e = ev.cfg.evaluation
+    if widths is not None:
+        return PruningPolicy.from_widths(ev.space, widths, round_to=e.round_to, importance=e.importance)
     return uniform_record(ev, budget_ms)[0]
+
+
+def recorded_uniform_widths(docs: Sequence[Mapping[str, Any]], model: str, budget: float) -> dict[str, int] | None:
+    """The widths of the uniform policy at ``model`` and ``budget`` in earlier criteria runs (rows
+    or at-init rows), or None where none recorded it.
+
+    Raises:
+        ConfigError: the runs recorded different uniform widths there.
+    """
+    found = [
+        dict(r["widths"])
+        for d in docs
+        for r in [*d.get("rows", []), *d.get("init_rows", [])]
+        if r["model"] == model and abs(r["budget"] - budget) < 1e-9 and r.get("policy", "uniform") == "uniform"
+        and r.get("widths") is not None
+    ]  # fmt: skip
+    if any(f != found[0] for f in found[1:]):
+        raise ConfigError(f"--uniform-from: the runs disagree on the uniform widths of {model} at {budget:.0%}")
+    return found[0] if found else None
 
 
 def searched_policies(
@@ -273,6 +312,18 @@ def synflow_verdicts(init_rows: Sequence[Mapping[str, Any]], bases: Sequence[str
     return notes
 
 
+def incomplete_notes(rows: Sequence[Mapping[str, Any]], criteria: Sequence[str]) -> list[str]:
+    """One note per policy scored with only some of ``criteria`` (an interrupted piece)."""
+    scored: dict[tuple[str, float, str], set[str]] = {}
+    for r in rows:
+        scored.setdefault((r["model"], r["budget"], r["policy"]), set()).add(r["criterion"])
+    return [
+        f"NOT RUN: {model} at {budget:.0%}, {policy}: criteria {[c for c in criteria if c not in done]}."
+        for (model, budget, policy), done in scored.items()
+        if set(criteria) - done
+    ]
+
+
 def over_budget_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """One note per policy whose measured latency share is above its budget."""
     seen = {(r["model"], r["budget"], r["policy"]): r["measured_share"] for r in rows}
@@ -335,6 +386,7 @@ def criteria_table(doc: Mapping[str, Any]) -> dict[str, Any]:
         else "At-init rows NOT RUN (--init-seeds 0).",
         *doc["searched_notes"],
         *over_budget_notes(rows),
+        *incomplete_notes(rows, a["criteria"]),
         *reconstruction_verdicts(rows, bases),
         *synflow_verdicts(init_rows, bases),
     ]
@@ -437,7 +489,8 @@ def run_at_init(
         trained = init_recipe(args.init_epochs, args.init_batches, 0).model_dump(mode="json", exclude={"seed"})
         init_rows.append({"model": base.name, "budget": budget, "criterion": crit, "mean_keep": policy.mean_keep(),
                           "measured_share": share, "test_acc": accs, **spread(accs), "seconds": seconds,
-                          "seeds": list(range(args.init_seeds)), "recipe": trained})  # fmt: skip
+                          "seeds": list(range(args.init_seeds)), "recipe": trained,
+                          "widths": policy.channels})  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -445,7 +498,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="resnet20 at 50%%, l1/snip/thinet, tiny trainings, 1 seed")
     ap.add_argument("--bases", nargs="+", choices=sorted(BASES), default=sorted(BASES))
     ap.add_argument("--budgets", nargs="+", type=float, default=list(TARGET_BUDGETS), help="of measured latency")
-    ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=CRITERIA)
+    ap.add_argument("--criteria", nargs="*", choices=CRITERIA, default=CRITERIA, help="none: only the at-init rows")
+    ap.add_argument(
+        "--uniform-from", type=Path, nargs="+", default=None, metavar="JSON",
+        help="criteria(.partial).json runs whose uniform widths this run reuses where they have them",
+    )  # fmt: skip
+    ap.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS),
+        help="which policies' rows to run: the uniform policy's, the searched one's, the at-init ones",
+    )  # fmt: skip
+    ap.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="JSON",
+        help="merge these criteria(.partial).json runs (disjoint pieces of one study) into one criteria.json",
+    )  # fmt: skip
     ap.add_argument(
         "--policies", type=Path, nargs="+", default=None, help="search_quality.json files whose rows carry a policy"
     )
@@ -477,6 +542,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     out_dir = args.out_dir or dated_results().with_name(dated_results().name + ("-quick" if args.quick else ""))
+    if args.merge is not None:
+        merged = merge_runs([json.loads(p.read_text()) for p in args.merge], [str(p) for p in args.merge])
+        write_json(out_dir / "criteria.json", merged)
+        print_result_table(merged["table"])
+        return
     searched: dict[tuple[str, float], Searched] = {}
     if args.policies is not None:
         rows = [r for p in args.policies for r in json.loads(p.read_text()).get("rows", [])]
@@ -492,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "versions": runtime_versions(),
     }
     rows, init_rows, failures = doc["rows"], doc["init_rows"], doc["failures"]
+    earlier = [json.loads(p.read_text()) for p in args.uniform_from or []]
     partial = out_dir / "criteria.partial.json"
 
     def save() -> None:
@@ -504,17 +575,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             doc.setdefault("bases", {})[name] = {"latency_ms": base.base_ms, "test_acc": base.info["test_acc"]}
             for budget in args.budgets:
                 try:
-                    policy = uniform_policy(base.ev, budget * base.base_ms)
+                    pinned = recorded_uniform_widths(earlier, name, budget)
+                    policy = uniform_policy(base.ev, budget * base.base_ms, pinned)
                 except ConfigError as exc:  # e.g. the budget under the lower bound's latency: said, not fatal
                     failures.append(f"{name} {budget:.0%} uniform: {exc}")
                     print(failures[-1], flush=True)
                     continue
-                share = run_policy(args, base, budget, "uniform", policy, rows, failures, save)
-                if (name, budget) in searched:
+                if "uniform" in args.parts:
+                    share = run_policy(args, base, budget, "uniform", policy, rows, failures, save)
+                elif "init" in args.parts:  # the at-init rows still say the uniform widths' measured share
+                    base_ms, ms = measure_side_by_side(base.ev, [None, policy], args.rounds)
+                    share = ms / base_ms
+                if (name, budget) in searched and "searched" in args.parts:
                     s = searched[(name, budget)]
                     run_policy(args, base, budget, f"searched: {s.strategy} seed {s.seed}", s.policy, rows,
                                failures, save)  # fmt: skip
-                if args.init_seeds > 0:
+                if args.init_seeds > 0 and "init" in args.parts:
                     run_at_init(args, base, budget, policy, share, init_rows, failures, Path(tmp))
                     save()
     doc["searched_notes"] = searched_notes(args, searched)
@@ -524,6 +600,76 @@ def main(argv: Sequence[str] | None = None) -> None:
     partial.unlink(missing_ok=True)
     print_result_table(doc["table"])
     print(f"total {doc['seconds']:.0f} s")
+
+
+#: run settings that must agree between merged pieces (the rest is a union or per piece)
+SAME_SETTINGS = (
+    "finetune_batches", "init_epochs", "init_batches", "init_seeds", "device", "latency_batch", "rounds",
+    "lower_bound", "bn_batches", "val_batches", "quick",
+)  # fmt: skip
+
+
+def merge_runs(docs: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
+    """One criteria document from disjoint pieces of one study (e.g. one process per base and
+    budget on a 2-core machine): rows, at-init rows, failures and notes concatenated, bases,
+    budgets and criteria the union, seconds the sum; the table rebuilt. Every piece's base latency
+    is kept (each piece measured its own; the rows' shares are against it). A piece without
+    ``seconds`` is an interrupted run's partial file and is said to be one.
+
+    Raises:
+        ConfigError: the pieces disagree on a setting in ``SAME_SETTINGS``, or two pieces scored
+            the same model, budget, policy and criterion.
+    """
+    if not docs:
+        raise ConfigError("--merge needs at least one criteria JSON")
+    first = docs[0]["args"]
+    for d, src in zip(docs, sources, strict=True):
+        if d.get("benchmark") != "criteria":
+            raise ConfigError(f"--merge {src}: not a criteria result (benchmark {d.get('benchmark')!r})")
+        differ = [k for k in SAME_SETTINGS if d["args"].get(k) != first.get(k)]
+        if differ:
+            got = {k: d["args"].get(k) for k in differ}
+            want = {k: first.get(k) for k in differ}
+            raise ConfigError(f"--merge {src}: settings {got} differ from {sources[0]}'s {want}")
+    rows = [r for d in docs for r in d["rows"]]
+    init_rows = [r for d in docs for r in d["init_rows"]]
+    keys = [(r["model"], r["budget"], r["policy"], r["criterion"]) for r in rows]
+    keys += [(r["model"], r["budget"], "at init", r["criterion"]) for r in init_rows]
+    dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+    if dup:
+        raise ConfigError(f"--merge: pieces overlap, scored twice: {dup}")
+
+    def union(key: str) -> list[Any]:
+        return sorted({v for d in docs for v in d["args"][key]}, key=str)
+
+    args = {**first, "bases": union("bases"), "budgets": union("budgets"), "criteria": union("criteria"),
+            "init_criteria": union("init_criteria"), "merge": list(sources)}  # fmt: skip
+    interrupted = [src for d, src in zip(docs, sources, strict=True) if "seconds" not in d]
+    pieces = [
+        f"{src}: bases {d['args']['bases']}, budgets {d['args']['budgets']}, base latency "
+        + ", ".join(f"{n} {b['latency_ms']:.3f} ms" for n, b in d.get("bases", {}).items())
+        for d, src in zip(docs, sources, strict=True)
+    ]
+    notes = [f"Merged from {len(docs)} runs (each measured its own base latency): " + "; ".join(pieces) + "."]
+    notes += [f"INTERRUPTED piece (its partial file): {src}." for src in interrupted]
+    doc: dict[str, Any] = {
+        "benchmark": "criteria",
+        "quick": bool(first.get("quick")),
+        "args": args,
+        "rows": rows,
+        "init_rows": init_rows,
+        "failures": [f for d in docs for f in d.get("failures", [])],
+        "machine": docs[0]["machine"],
+        "versions": docs[0]["versions"],
+        "bases": {
+            f"{n} ({src})": b for d, src in zip(docs, sources, strict=True) for n, b in d.get("bases", {}).items()
+        },
+        "searched_notes": [n for d in docs for n in d.get("searched_notes", [])] + notes,
+        "seconds": sum(float(d.get("seconds", 0.0)) for d in docs),
+        "merged_from": list(sources),
+    }
+    doc["table"] = criteria_table(doc)
+    return doc
 
 
 def searched_notes(args: argparse.Namespace, searched: Mapping[tuple[str, float], Searched]) -> list[str]:

@@ -139,3 +139,89 @@ def test_at_init_is_the_product_apply_at_init(cr: ModuleType, ev: Evaluator, tmp
     report = json.loads((tmp_path / "synflow-seed0" / "report.json").read_text())
     assert report["at_init"] == {"criterion": "synflow", "seed": 0}
     assert report["accuracy"]["after_finetuning"] == acc and report["finetune"]["train"]["max_batches_per_epoch"] == 2
+
+
+def piece(
+    bases: list[str],
+    budgets: list[float],
+    rows: list[dict[str, Any]],
+    init_rows: list[dict[str, Any]],
+    seconds: float | None = 10.0,
+    **settings: Any,
+) -> dict[str, Any]:
+    """A criteria document as one run of bench/criteria.py writes it."""
+    args = {"bases": bases, "budgets": budgets, "criteria": sorted({r["criterion"] for r in rows}),
+            "init_criteria": ["synflow"], "finetune_batches": 100, "init_epochs": 1, "init_batches": 200,
+            "init_seeds": 3, "device": "local-cpu-cputime", "latency_batch": 32, "rounds": 5, "lower_bound": 0.2,
+            "bn_batches": 4, "val_batches": 4, "quick": False, **settings}  # fmt: skip
+    doc = {"benchmark": "criteria", "args": args, "rows": rows, "init_rows": init_rows, "failures": [],
+           "machine": {"cpu": "x", "cores": 2, "platform": "linux"}, "versions": {"torch": "2"},
+           "bases": {b: {"latency_ms": 10.0 + len(budgets), "test_acc": 0.9} for b in bases},
+           "searched_notes": []}  # fmt: skip
+    if seconds is not None:
+        doc["seconds"] = seconds
+    return doc
+
+
+def full_row(model: str, budget: float, bn: float, rec: float, criterion: str = "l1") -> dict[str, Any]:
+    return {**row(model, budget, bn, rec, criterion), "policy": "uniform", "mean_keep": 0.5, "measured_share": budget,
+            "finetuned_test_acc": 0.8}  # fmt: skip
+
+
+def test_merged_pieces_give_one_table_with_every_pieces_rows_and_verdicts(cr: ModuleType) -> None:
+    trained = [full_row("resnet20", 0.5, 0.4, 0.7), full_row("resnet20", 0.3, 0.2, 0.5)]
+    at_init = [{**init_row("resnet20", 0.3, c, [0.7, 0.7, 0.7]), "mean_keep": 0.3, "measured_share": 0.3}
+               for c in ("synflow", "random")]  # fmt: skip
+    rn20 = piece(["resnet20"], [0.5, 0.3], trained, at_init)
+    m50 = piece(["mobilenet_v2"], [0.5], [full_row("mobilenet_v2", 0.5, 0.3, 0.6)], [])
+    m30 = piece(["mobilenet_v2"], [0.3], [full_row("mobilenet_v2", 0.3, 0.3, 0.1)], [], seconds=None)
+    doc = cr.merge_runs([rn20, m50, m30], ["a.json", "b.json", "c.partial.json"])
+    assert len(doc["rows"]) == 4 and len(doc["init_rows"]) == 2
+    assert doc["args"]["bases"] == ["mobilenet_v2", "resnet20"] and doc["args"]["budgets"] == [0.3, 0.5]
+    assert doc["seconds"] == 20.0 and doc["merged_from"] == ["a.json", "b.json", "c.partial.json"]
+    notes = "\n".join(doc["table"]["notes"])
+    assert "resnet20 at 50%: MET" in notes and "resnet20 at 30%: MET" in notes
+    assert "mobilenet_v2 at 50%: MET" in notes and "mobilenet_v2 at 30%: NOT MET" in notes
+    assert "SynFlow at init not worse than random at init at 30%, resnet20: MET" in notes
+    assert "mobilenet_v2: NOT RUN" in notes  # no at-init rows for that base in any piece
+    assert "INTERRUPTED piece (its partial file): c.partial.json." in notes
+    assert "a.json: bases ['resnet20'], budgets [0.5, 0.3], base latency resnet20 12.000 ms" in notes
+    assert len(doc["table"]["rows"]) == 6
+
+
+def test_merge_refuses_pieces_that_disagree_or_overlap(cr: ModuleType) -> None:
+    a = piece(["resnet20"], [0.5], [full_row("resnet20", 0.5, 0.4, 0.7)], [])
+    other_ft = piece(["resnet20"], [0.3], [full_row("resnet20", 0.3, 0.4, 0.7)], [], finetune_batches=50)
+    with pytest.raises(cr.ConfigError, match=r"b.json: settings \{'finetune_batches': 50\} differ .*100"):
+        cr.merge_runs([a, other_ft], ["a.json", "b.json"])
+    with pytest.raises(cr.ConfigError, match=r"scored twice: \[\('resnet20', 0.5, 'uniform', 'l1'\)\]"):
+        cr.merge_runs([a, a], ["a.json", "a2.json"])
+    with pytest.raises(cr.ConfigError, match="not a criteria result"):
+        cr.merge_runs([a, {**a, "benchmark": "devices"}], ["a.json", "d.json"])
+
+
+def test_uniform_widths_recorded_by_an_earlier_piece_are_reused(cr: ModuleType, ev: Evaluator) -> None:
+    widths = PruningPolicy.uniform(ev.space, 0.5).channels
+    earlier = [{"rows": [{**full_row("resnet20", 0.5, 0.4, 0.7), "widths": widths},
+                         {**full_row("resnet20", 0.5, 0.4, 0.7), "policy": "searched: random seed 0",
+                          "widths": PruningPolicy.uniform(ev.space, 0.9).channels}],  # not the uniform policy
+                "init_rows": []}]  # fmt: skip
+    assert cr.recorded_uniform_widths(earlier, "resnet20", 0.5) == widths
+    assert cr.recorded_uniform_widths(earlier, "resnet20", 0.3) is None
+    assert cr.recorded_uniform_widths(earlier, "mobilenet_v2", 0.5) is None
+    pinned = cr.uniform_policy(ev, 1e-9, widths)  # the budget is not consulted when pinned
+    assert pinned.channels == widths
+    other = PruningPolicy.uniform(ev.space, 0.4).channels
+    earlier.append({"rows": [], "init_rows": [{"model": "resnet20", "budget": 0.5, "widths": other}]})
+    with pytest.raises(cr.ConfigError, match="disagree on the uniform widths of resnet20 at 50%"):
+        cr.recorded_uniform_widths(earlier, "resnet20", 0.5)
+    assert cr.parse_args(["--criteria"]).criteria == []
+    assert cr.parse_args(["--parts", "init"]).parts == ["init"]
+
+
+def test_a_policy_scored_with_only_some_criteria_is_named(cr: ModuleType) -> None:
+    rows = [full_row("resnet20", 0.5, 0.4, 0.7, c) for c in ("l1", "snip")]
+    assert cr.incomplete_notes(rows, ["l1", "snip", "thinet"]) == [
+        "NOT RUN: resnet20 at 50%, uniform: criteria ['thinet']."
+    ]
+    assert cr.incomplete_notes(rows, ["l1", "snip"]) == []
