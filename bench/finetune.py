@@ -9,6 +9,8 @@ differences between their test accuracies are the policies', not the training's.
 
 from __future__ import annotations
 
+from torch import nn
+
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.evaluator import Evaluator
 from prunepilot.training import TrainConfig, distillation_loss, finetune_and_score
@@ -22,10 +24,13 @@ def standard_recipe(batches: int = BATCHES) -> TrainConfig:
     return TrainConfig(epochs=1, lr=0.01, schedule="cosine", seed=0, max_batches_per_epoch=batches)
 
 
-def finetune_test(ev: Evaluator, policy: PruningPolicy, batches: int = BATCHES) -> float:
+def finetune_test(
+    ev: Evaluator, policy: PruningPolicy, batches: int = BATCHES, model: nn.Module | None = None
+) -> float:
     """``policy`` applied to ``ev``'s base (the search's prune, then BN recalibration), fine-tuned by
-    the standard recipe with the base as teacher; its accuracy on the test split."""
-    model = ev.prune(policy)
+    the standard recipe with the base as teacher; its accuracy on the test split. ``model``: that
+    pruned, recalibrated model already made (it is trained in place)."""
+    model = model if model is not None else ev.prune(policy)
     result = finetune_and_score(
         model, ev.data.train, ev.data.test, standard_recipe(batches), loss_fn=distillation_loss(ev.model)
     )

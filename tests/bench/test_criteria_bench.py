@@ -127,7 +127,9 @@ def test_each_score_is_its_own_protocols(cr: ModuleType, ev: Evaluator) -> None:
     assert scores.bn_recal == get_protocol("bn-recal").score(chosen, cr.pruner(ev, chosen), data)
     assert scores.reconstruct == get_protocol("reconstruct").score(chosen, cr.pruner(ev, chosen), data)
     assert scores.reconstruct != scores.bn_recal  # on this model the refit changes the held-out accuracy
-    assert set(scores.seconds) == {"bn-recal", "reconstruct", "finetune"}
+    assert set(scores.seconds) == {"prune", "bn-recal", "reconstruct", "finetune"}
+    # channels chosen once and copied: the fine-tune's figure is the one ev.prune's model gets
+    assert scores.finetuned == cr.finetune_test(ev, chosen, 2)
     assert cr.score_policy(ev, policy, "l1", data, finetune_batches=0).finetuned is None
 
 
