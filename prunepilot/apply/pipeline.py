@@ -250,6 +250,7 @@ def apply_to_model(cfg: ApplyConfig, *, progress: bool = False, log: Log | None 
         "input_shape": list(input_shape),
         "groups": len(space.groups),
         "mean_keep_ratio": target.mean_keep(),
+        "removed_blocks": list(target.removed_blocks),
         "importance": target.importance,
         "at_init": {"criterion": target.importance, "seed": seed} if cfg.at_init else None,
         "reconstruction": reconstruction,
