@@ -132,6 +132,66 @@ def measure_side_by_side(ev: Evaluator, policies: list[PruningPolicy | None], ro
     return [statistics.median(s) for s in samples]
 
 
+class Paired(NamedTuple):
+    """One policy's latency as a share of the base, timed in pairs: ``share`` the median over rounds
+    of its time over the base's time taken just before it, ``q1``/``q3`` the quartiles of those
+    ratios, ``ms`` the share times the base's median time in the session."""
+
+    share: float
+    q1: float
+    q3: float
+    ms: float
+
+
+def measure_paired(
+    ev: Evaluator, policies: list[PruningPolicy], rounds: int, instances: int = 1, seed: int = 0
+) -> tuple[float, list[Paired]]:
+    """The base's median latency (ms) and each policy's :class:`Paired` share, over ``rounds`` rounds.
+
+    Every timing of a policy's model is paired with a timing of the base just before it, and the
+    share is the median of those ratios: load that changes between rounds (this shared machine's
+    base read 24 to 53 ms in one day) moves both timings of a pair alike, where a ratio of two
+    medians taken at different moments does not. Each policy is pruned into ``instances`` fresh
+    models (the base copied as often), used in turn, and the policies' order is shuffled every
+    round (seeded): one instance's memory layout or one slot in the round cannot set the figure.
+    A device that predicts answers once per policy (its quartiles are the share)."""
+    import copy
+    import random
+
+    if not ev.latency.requires_model:
+        full = ev.space.full_widths()
+        base_ms = float(ev.measure_latency(None, full).ms)
+        found = []
+        for p in policies:
+            share = float(ev.measure_latency(None, p.channels, p.removed_blocks).ms) / base_ms
+            found.append(Paired(share, share, share, share * base_ms))
+        return base_ms, found
+    k = max(1, instances)
+    bases = [ev.model, *(copy.deepcopy(ev.model) for _ in range(k - 1))]
+    models = [[ev.prune(p) for _ in range(k)] for p in policies]
+    ratios: list[list[float]] = [[] for _ in policies]
+    base_times: list[float] = []
+    rng = random.Random(seed)
+
+    def timed(model: torch.nn.Module) -> float:
+        return float(ev.latency.measure_ms(model, ev.input_shape, ev.batch_size).ms)
+
+    for r in range(rounds):
+        order = list(range(len(policies)))
+        rng.shuffle(order)
+        for i in order:
+            slot = (r + i) % k
+            before = timed(bases[slot])
+            base_times.append(before)
+            ratios[i].append(timed(models[i][slot]) / before)
+    base_ms = statistics.median(base_times) if base_times else timed(ev.model)
+    out = []
+    for rs in ratios:
+        q1, med, q3 = statistics.quantiles(rs, n=4, method="inclusive") if len(rs) > 1 else [rs[0]] * 3
+        out.append(Paired(med, q1, q3, med * base_ms))
+    return base_ms, out
+
+
 def share_calibration() -> None:
     """One latency calibration per base, device and batch for the whole run, shared by every search.
 

@@ -10,7 +10,9 @@ after two different searches are not at comparable latencies. Here, once no sear
 
 1. every pick of the given runs (``search_quality.json`` or ``.partial.json`` files, rows with a
    ``policy``) and a **uniform curve** (uniform keep ratios ``--ratios``) are pruned and measured
-   with the base in ``--rounds`` interleaved rounds: each one's ``share`` of the base;
+   with the base in ``--rounds`` rounds, paired (``bench.search_quality.measure_paired``: each
+   timing follows one of the base, ``--instances`` fresh models per policy used in turn, the order
+   shuffled every round): each one's ``share`` of the base, and its quartiles;
 2. the uniform curve's policies get the standard fine-tune (``bench/finetune.py``, the recipe
    the picks got in their runs) and their test accuracy;
 3. each pick's test accuracy is compared with the uniform curve's at the pick's own share
@@ -58,6 +60,7 @@ COLUMNS = [
     "uniform at that share median",
     "delta vs uniform median (points)",
     "outside the curve",
+    "share IQR on the curve (points)",
 ]
 
 
@@ -101,26 +104,31 @@ def finish_model(
     uniform = [PruningPolicy.uniform(ctx.ev.space, r, importance=ctx.ev.cfg.evaluation.importance) for r in ratios]
     chosen = [PruningPolicy.from_json(json.dumps(r["policy"])) for r in rows]
     started = time.time()
-    medians = sq.measure_side_by_side(ctx.ev, [None, *uniform, *chosen], args.rounds)
+    base_ms, paired = sq.measure_paired(ctx.ev, [*uniform, *chosen], args.rounds, args.instances)
     measure_s = time.time() - started
-    base_ms = medians[0]
     curve = []
-    for r, policy, ms in zip(ratios, uniform, medians[1 : 1 + len(uniform)], strict=True):
+    for r, policy, m in zip(ratios, uniform, paired[: len(uniform)], strict=True):
         ft = finetune_test(ctx.ev, policy, args.finetune_batches)
-        curve.append({"keep": r, "channels": dict(policy.channels), "measured_ms": ms, "share": ms / base_ms,
-                      "finetuned_test_acc": ft})  # fmt: skip
-        print(f"{model} uniform {r:.2f}: share {ms / base_ms:.3f}, fine-tuned test {ft:.4f}", flush=True)
+        curve.append({"keep": r, "channels": dict(policy.channels), "measured_ms": m.ms, "share": m.share,
+                      "share_q1": m.q1, "share_q3": m.q3, "finetuned_test_acc": ft})  # fmt: skip
+        print(f"{model} uniform {r:.2f}: share {m.share:.3f} [{m.q1:.3f}, {m.q3:.3f}], fine-tuned test {ft:.4f}",
+              flush=True)  # fmt: skip
     points = [(c["share"], c["finetuned_test_acc"]) for c in curve]
-    for row, ms in zip(rows, medians[1 + len(uniform) :], strict=True):
-        share = ms / base_ms
-        at = interpolate(points, share)
+    for row, m in zip(rows, paired[len(uniform) :], strict=True):
+        at = interpolate(points, m.share)
+        lo, hi = interpolate(points, m.q1), interpolate(points, m.q3)
         row["final"] = {
-            "measured_ms": ms,
-            "share": share,
+            "measured_ms": m.ms,
+            "share": m.share,
+            "share_q1": m.q1,
+            "share_q3": m.q3,
             "uniform_at_share": at,
             "delta_points": None if at is None else 100.0 * (row["finetuned_test_acc"] - at),
+            # how far the uniform reference moves across the pick's own share quartiles
+            "band_points": None if lo is None or hi is None else 100.0 * abs(hi - lo),
         }
-    return {"base_ms": base_ms, "curve": curve, "measure_seconds": measure_s, "rounds": args.rounds}
+    return {"base_ms": base_ms, "curve": curve, "measure_seconds": measure_s, "rounds": args.rounds,
+            "instances": args.instances, "paired": True}  # fmt: skip
 
 
 def budget_label(row: dict[str, Any]) -> str:
@@ -142,6 +150,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in rows if key(r) == (model, ms, _label, strategy)]
         deltas = [r["final"]["delta_points"] for r in mine if r["final"]["delta_points"] is not None]
         ats = [r["final"]["uniform_at_share"] for r in mine if r["final"]["uniform_at_share"] is not None]
+        bands = [r["final"]["band_points"] for r in mine if r["final"].get("band_points") is not None]
         out.append(
             {
                 "model": model,
@@ -154,6 +163,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "uniform_at_median": statistics.median(ats) if ats else None,
                 "delta_median": statistics.median(deltas) if deltas else None,
                 "outside": len(mine) - len(deltas),
+                "band_median": statistics.median(bands) if bands else None,
             }
         )
     return out
@@ -243,12 +253,23 @@ def repeat_notes(doc: dict[str, Any]) -> list[str]:
 def final_table(doc: dict[str, Any]) -> dict[str, Any]:
     entries = doc["summary"]
     rows = [[e["model"], e["budget"], e["strategy"], e["seeds"], e["share_median"], e["ft_median"],
-             e["uniform_at_median"], e["delta_median"], e["outside"]] for e in entries]  # fmt: skip
+             e["uniform_at_median"], e["delta_median"], e["outside"], e.get("band_median")]
+            for e in entries]  # fmt: skip
+    paired = all(m.get("paired") for m in doc["models"].values())
+    how = (
+        f"paired: every timing of a policy follows a timing of the base, share = the median of those ratios over "
+        f"{doc['rounds']} rounds, each policy pruned into "
+        + "/".join(str(m.get("instances", 1)) for m in doc["models"].values())
+        + " fresh models used in turn, the order shuffled every round; 'share IQR on the curve' is how far the "
+        "uniform curve moves across a pick's quartiles of those ratios (a delta smaller than it is not resolved)"
+        if paired
+        else "share = median latency / the base's median in those rounds"
+    )
     notes = [
         "Every pick (the best policy within budget of each search in the source runs) and a uniform curve measured "
         "side by side with the base in one session after the searches, in "
         f"{doc['rounds']} interleaved rounds (measured latency, device {doc['settings'].get('device', '?')} at batch "
-        f"{doc['settings'].get('latency_batch', '?')}); share = median latency / the base's median in those rounds.",
+        f"{doc['settings'].get('latency_batch', '?')}); {how}.",
         "Fine-tuned test acc: the standard fine-tune (bench/finetune.py) of the pick, from its run; the uniform curve "
         "got the same fine-tune here. Delta: pick minus the uniform curve interpolated at the pick's share, in points; "
         "a pick whose share lies outside the curve has no delta (counted in 'outside the curve').",
@@ -282,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="search_quality.json or search_quality.partial.json files")
     ap.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="uniform keep ratios of the curve")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
+    ap.add_argument("--instances", type=int, default=3, help="fresh pruned models per policy, used in turn")
     ap.add_argument("--finetune-batches", type=int, default=None, help="default: the runs' own")
     ap.add_argument("--data-root", type=Path, default=os.environ.get("PRUNEPILOT_DATA"))
     ap.add_argument("--out", type=Path, default=dated_results())

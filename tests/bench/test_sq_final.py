@@ -80,7 +80,7 @@ def test_each_pick_is_compared_with_the_uniform_curve_at_its_share(tiny: tuple[M
          "policy": json.loads(p.to_json())}
         for s, p in (("uniform", half), ("random", mixed))
     ]  # fmt: skip
-    args = SimpleNamespace(ratios=[0.25, 0.5, 0.75, 1.0], rounds=1, finetune_batches=2, data_root=None)
+    args = SimpleNamespace(ratios=[0.25, 0.5, 0.75, 1.0], rounds=1, instances=1, finetune_batches=2, data_root=None)
     info = fin.finish_model("tiny", rows, {"lower_bound": "0.25"}, args)
     shares = [c["share"] for c in info["curve"]]
     assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)  # wider uniform: slower; full = base
@@ -131,3 +131,37 @@ def test_a_pick_that_is_a_curve_policy_says_how_repeatable_the_share_is() -> Non
         "pick and 0.400 as a curve point (25% apart, 5.0 points on the curve): deltas smaller than that are not "
         "resolved by this measurement."
     ]
+
+
+def test_paired_shares_hold_while_the_load_drifts(tiny: tuple[ModuleType, ModuleType], monkeypatch: Any) -> None:
+    fin, sq = tiny
+    ev = sq._CONTEXTS["tiny"].ev
+
+    def size(model: torch.nn.Module) -> float:
+        return float(sum(p.numel() for p in model.parameters()))
+
+    calls: list[int] = []
+
+    class Drifting:
+        """A measured device whose load grows 50% with every base/policy pair."""
+
+        requires_model = True
+
+        def measure_ms(self, model: torch.nn.Module, shape: Any, batch: int = 1) -> Any:
+            load = 1.0 + 0.5 * (len(calls) // 2)
+            calls.append(id(model))
+            return SimpleNamespace(ms=load * size(model) / size(ev.model))
+
+    monkeypatch.setattr(ev, "latency", Drifting())
+    policies = [PruningPolicy.uniform(ev.space, r) for r in (0.3, 0.6, 0.9)]
+    truth = [size(ev.prune(p)) / size(ev.model) for p in policies]
+    base_ms, paired = sq.measure_paired(ev, policies, rounds=4, instances=2)
+    assert len(calls) == 2 * 4 * len(policies)
+    for got, share in zip(paired, truth, strict=True):
+        assert got.share == pytest.approx(share, rel=1e-9) and got.q1 == pytest.approx(got.q3)
+        assert got.ms == pytest.approx(share * base_ms)
+    assert len(set(calls)) == 2 + 2 * len(policies)  # two base copies, two fresh models per policy
+    # two medians taken at different moments do not hold under the same drift
+    calls.clear()
+    medians = sq.measure_side_by_side(ev, [None, *policies], 4)
+    assert any(abs(m / medians[0] - share) > 0.05 for m, share in zip(medians[1:], truth, strict=True))
