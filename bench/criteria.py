@@ -660,6 +660,10 @@ def merge_runs(docs: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dic
         for d, src in zip(docs, sources, strict=True)
     ]
     notes = [f"Merged from {len(docs)} runs (each measured its own base latency): " + "; ".join(pieces) + "."]
+    have = {(r["model"], r["budget"]) for r in rows if str(r["policy"]).startswith("searched")}
+    lacking = [f"{n} at {b:.0%}" for n in args["bases"] for b in args["budgets"] if (n, b) not in have]
+    if lacking:
+        notes.append(f"Searched-policy rows NOT RUN in any piece: {', '.join(lacking)}.")
     notes += [f"INTERRUPTED piece (its partial file): {src}." for src in interrupted]
     doc: dict[str, Any] = {
         "benchmark": "criteria",
@@ -673,7 +677,10 @@ def merge_runs(docs: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dic
         "bases": {
             f"{n} ({src})": b for d, src in zip(docs, sources, strict=True) for n, b in d.get("bases", {}).items()
         },
-        "searched_notes": [n for d in docs for n in d.get("searched_notes", [])] + notes,
+        "searched_notes": [
+            n for d in docs for n in d.get("searched_notes", []) if not n.startswith("Searched-policy rows NOT RUN")
+        ]
+        + notes,
         "seconds": sum(float(d.get("seconds", 0.0)) for d in docs),
         "merged_from": list(sources),
     }
@@ -683,6 +690,8 @@ def merge_runs(docs: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dic
 
 def searched_notes(args: argparse.Namespace, searched: Mapping[tuple[str, float], Searched]) -> list[str]:
     """What the table says about the searched-policy rows."""
+    if "searched" not in getattr(args, "parts", PARTS):
+        return []  # a piece without them: the merged table says where they are missing
     if args.policies is None:
         return ["Searched-policy rows NOT RUN: no --policies search_quality.json was given (uniform policies only)."]
     wanted = [(n, b) for n in args.bases for b in args.budgets]

@@ -187,6 +187,10 @@ def test_merged_pieces_give_one_table_with_every_pieces_rows_and_verdicts(cr: Mo
     assert "SynFlow at init not worse than random at init at 30%, resnet20: MET" in notes
     assert "mobilenet_v2: NOT RUN" in notes  # no at-init rows for that base in any piece
     assert "INTERRUPTED piece (its partial file): c.partial.json." in notes
+    assert (
+        "Searched-policy rows NOT RUN in any piece: mobilenet_v2 at 30%, mobilenet_v2 at 50%, resnet20 at 30%, "
+        "resnet20 at 50%." in notes
+    )
     assert "a.json: bases ['resnet20'], budgets [0.5, 0.3], base latency resnet20 12.000 ms" in notes
     assert len(doc["table"]["rows"]) == 6
 
