@@ -135,6 +135,15 @@ class EvaluationSection(_Strict):
     remeasure_top: int = Field(
         5, ge=0, description="Front candidates with predicted latency to re-measure on the device."
     )
+    fill_below: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Budget fill: when the best candidate within the budget uses less than this share of "
+        "it (final latency / budget), the driver widens that policy toward full width until it uses the "
+        "budget, times it as it times the final figures, scores it and keeps it as a candidate (strategy "
+        "fill); the best stays the most accurate candidate within the budget. 0 = off.",
+    )
     in_loop_latency: Literal["predicted", "measured", "anchored"] = Field(
         "predicted",
         description="For measured devices: predicted from a predictor calibrated on the device when the "

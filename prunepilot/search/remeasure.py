@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from prunepilot.pruning import PruningPolicy
 from prunepilot.search.records import Candidate, Measurement
 
 if TYPE_CHECKING:
@@ -23,13 +24,12 @@ if TYPE_CHECKING:
 BEST_TRIES = 10
 
 Meter = Callable[[Candidate], Measurement]
+PolicyMeter = Callable[[PruningPolicy], Measurement]
 
 
-def meter_for(ev: Evaluator, meter: str | None) -> Meter | None:
-    """How to measure a candidate after the search: the device's own model when the in-loop
-    latency was predicted on a measured device, else ``meter`` (None: no re-measurement).
-    Measurements are shared by candidates of the same policy."""
-    measured: dict[tuple[int | str, ...], Measurement] = {}
+def policy_meter(ev: Evaluator, meter: str | None) -> PolicyMeter | None:
+    """How to time a policy after the search: the device's own model when the in-loop latency was
+    predicted on a measured device, else ``meter`` (``device.remeasure_with``; None: no timing)."""
     if ev.in_loop is not None:  # set only for a measured device: its own model times the candidates
         latency = ev.latency
     elif meter:
@@ -39,14 +39,24 @@ def meter_for(ev: Evaluator, meter: str | None) -> Meter | None:
     else:
         return None
 
-    def time_it(cand: Candidate) -> Measurement:
-        res = latency.measure_ms(ev.prune(cand.policy), ev.input_shape, ev.batch_size)
+    def time_it(policy: PruningPolicy) -> Measurement:
+        res = latency.measure_ms(ev.prune(policy), ev.input_shape, ev.batch_size)
         return Measurement(float(res.ms), res.cv, res.model_name)
+
+    return time_it
+
+
+def meter_for(ev: Evaluator, meter: str | None) -> Meter | None:
+    """:func:`policy_meter` for candidates; measurements are shared by candidates of the same policy."""
+    time_it = policy_meter(ev, meter)
+    if time_it is None:
+        return None
+    measured: dict[tuple[int | str, ...], Measurement] = {}
 
     def once(cand: Candidate) -> Measurement:
         key = cand.policy.key()
         if key not in measured:
-            measured[key] = time_it(cand)
+            measured[key] = time_it(cand.policy)
         return measured[key]
 
     return once

@@ -13,8 +13,9 @@ The whole path, one way through::
            -> report -> Candidate                                         (prunepilot.search.trainable)
            -> driver.Recorder -> candidates.jsonl (failed trials recorded beside them)
       -> finish: uniform baseline -> Pareto front -> re-measurement of predicted front points and of
-         the best candidate within the budget -> remeasured.json, front.json, run.json (status:
-         finished, best_within_budget with its budget use); the same on each measuring device of
+         the best candidate within the budget -> budget fill (the best widened to use the budget,
+         scored and stored; prunepilot.search.fill) -> remeasured.json, front.json, run.json (status:
+         finished, best_within_budget with its budget use, fill); the same on each measuring device of
          device.also, on its own front and budget (prunepilot.search.devices) -> SearchResult
       -> later: `prunepilot pareto` (front, plots, --export) and `prunepilot apply`, through RunStore
 
@@ -189,23 +190,31 @@ def _uniform_baseline(store: RunStore, ev: Evaluator, cfg: SearchConfig, budget_
 
 def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, info: dict[str, Any]) -> SearchResult:
     """Uniform baseline, front, re-measurement of predicted front points and of the best candidate
-    within the budget, ``front.json``, run status and the best candidate's budget use."""
+    within the budget, budget fill, ``front.json``, run status and the best candidate's budget use."""
+    from prunepilot.search.fill import fill_budget, policy_timer
     from prunepilot.search.pareto import pareto_front
     from prunepilot.search.remeasure import budget_use, meter_for, remeasure_best, remeasure_front
 
     if cfg.strategy.name != "uniform" and cfg.evaluation.uniform_baseline > 0 and not store.baseline():
         _uniform_baseline(store, ev, cfg, budget_ms)
-    ok = store.ok()
-    front = pareto_front(ok)
     measure = meter_for(ev, cfg.device.remeasure_with)
-    store.add_measurements(remeasure_front(front, ev, None, cfg.evaluation.remeasure_top, measure))
+    store.add_measurements(remeasure_front(pareto_front(store.ok()), ev, None, cfg.evaluation.remeasure_top, measure))
     store.add_measurements(remeasure_best(store.ok(), budget_ms, ev, None, measure))
+    filled = fill_budget(
+        store, ev, budget_ms, cfg.evaluation.fill_below, policy_timer(ev, cfg.device.remeasure_with), cfg.seed
+    )
+    front = pareto_front(store.ok())
+    if filled is not None and filled.get("filled"):  # the widened candidate may join the front: timed already
+        unmeasured = [c for c in front if c.measured is None]
+        store.add_measurements(remeasure_front(unmeasured, ev, None, cfg.evaluation.remeasure_top, measure))
     store.write_front(front)
     ok, front = store.ok(), store.read_front()
     failed = len(store.failed())
     info = {k: v for k, v in info.items() if k not in ("error", "failed_at")}  # an earlier try's failure
     info = {**info, "status": "finished", "finished": time.time(), "candidates": len(ok), "failed": failed}
     info["best_within_budget"] = budget_use(ok, budget_ms)
+    if filled is not None:
+        info["fill"] = filled
     if info.get("devices"):
         from prunepilot.search.devices import finish_devices
 

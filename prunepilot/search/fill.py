@@ -1,0 +1,147 @@
+"""Budget fill: widen the search's best policy until it uses the latency budget.
+
+A search's best candidate within the budget can sit far under it: the in-loop predictor
+over-predicts, a strategy aims at ``budget / (1 + margin)``, or the strategy simply did not
+propose anything wider. A user who asked for 120 ms and gets a 60 ms model has left accuracy on
+the table. After the search (:func:`prunepilot.search.runner.finish`), when the best candidate's
+figure is under ``evaluation.fill_below`` of the budget, :func:`fill_policy` widens it along
+
+    keep(s) = keep + s * (1 - keep)        (every group; removed blocks stay removed)
+
+to the largest ``s`` whose latency is within the budget. ``s`` is found on the fast predictor,
+corrected by the ratio of the best's own figure to its prediction, then the widened policy is
+timed the way the search's final figures are (the device's measured latency model where it
+measures, else its prediction); a timing over the budget re-aims with the new ratio, at most
+``FILL_TRIES`` timings. The widened policy is then scored like any candidate and stored (strategy
+``fill``, ``extra.filled_from``); the pick stays the most accurate candidate within the budget, so
+a widened policy that scores lower changes nothing but is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prunepilot.pruning import PruningPolicy
+from prunepilot.search.records import Candidate, Measurement
+
+if TYPE_CHECKING:
+    from prunepilot.search.evaluator import Evaluator
+    from prunepilot.search.store import RunStore
+
+#: timings of widened policies at most, per fill
+FILL_TRIES = 3
+#: bisection steps on the predictor per try
+BISECT_STEPS = 12
+
+PolicyTimer = Callable[[PruningPolicy], Measurement]
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A widened policy within the budget: its scale ``s`` on the path to full width, its latency
+    as timed (``timed.latency_model`` names the model that timed it) and the timings it took."""
+
+    policy: PruningPolicy
+    scale: float
+    timed: Measurement
+    tries: int
+
+
+def widened(ev: Evaluator, policy: PruningPolicy, scale: float) -> PruningPolicy:
+    """``policy`` with every group's keep ratio moved ``scale`` of the way to full width."""
+    ratios = {g: min(1.0, r + scale * (1.0 - r)) for g, r in policy.keep_ratios.items()}
+    return ev.make_policy(ratios, policy.removed_blocks, filled_scale=scale)
+
+
+def figure_ms(cand: Candidate) -> float:
+    """The candidate's final latency: measured after the search where it was, else its own."""
+    return cand.measured.latency_ms if cand.measured is not None else cand.metrics.latency_ms
+
+
+def fill_policy(
+    ev: Evaluator, best: Candidate, budget_ms: float, time_policy: PolicyTimer, tries: int = FILL_TRIES
+) -> Fill | None:
+    """The widest widening of ``best``'s policy whose timed latency is within ``budget_ms``, or
+    None (no widening fits, or the widest that fits is ``best``'s own widths)."""
+
+    def predict(policy: PruningPolicy) -> float:
+        return ev.predict_latency_ms(policy.channels, policy.removed_blocks)
+
+    own = predict(best.policy)
+    bias = figure_ms(best) / own if own > 0 else 1.0  # the predictor's error at the best, corrected for
+    for attempt in range(1, tries + 1):
+        if bias * predict(widened(ev, best.policy, 1.0)) <= budget_ms:
+            scale = 1.0
+        else:
+            lo, hi = 0.0, 1.0
+            for _ in range(BISECT_STEPS):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if bias * predict(widened(ev, best.policy, mid)) <= budget_ms else (lo, mid)
+            scale = lo
+        policy = widened(ev, best.policy, scale)
+        if scale <= 0.0 or policy.channels == best.policy.channels:
+            return None
+        timed = time_policy(policy)
+        if timed.latency_ms <= budget_ms:
+            return Fill(policy, scale, timed, attempt)
+        pred = predict(policy)  # over the budget: re-aim with the error seen here
+        bias = timed.latency_ms / pred if pred > 0 else bias * timed.latency_ms / budget_ms
+    return None
+
+
+def fill_budget(
+    store: RunStore, ev: Evaluator, budget_ms: float, fill_below: float, time_policy: PolicyTimer, seed: int
+) -> dict[str, Any] | None:
+    """Widen the best candidate within the budget when its final latency is under ``fill_below``
+    of the budget; the widened policy scored, stored (strategy ``fill``) with its timing. Returns
+    what ``run.json`` records under ``fill`` (None: nothing to fill, or filling was off)."""
+    from prunepilot.search.pareto import best_within_budget
+
+    best = best_within_budget(store.ok(), budget_ms)
+    if fill_below <= 0 or best is None or figure_ms(best) >= fill_below * budget_ms:
+        return None
+    done = [c for c in store.ok() if c.trial == "fill" and c.extra.get("filled_from") == best.id]
+    if done:  # a resumed run that finished before: that widening is stored already
+        return {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms, "filled": done[0].id, "resumed": True}
+    record: dict[str, Any] = {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms}
+    found = fill_policy(ev, best, budget_ms, time_policy)
+    if found is None:
+        return {**record, "filled": None}
+    metrics = ev.evaluate(found.policy)
+    index = sum(1 for c in store.ok() if c.trial == "fill")
+    cand = Candidate.new(
+        trial="fill",
+        index=index,
+        strategy="fill",
+        seed=seed,
+        policy=found.policy,
+        metrics=metrics,
+        budget_ms=budget_ms,
+        extra={"filled_from": best.id, "fill_scale": found.scale},
+        cached=ev.last_cached,
+    )
+    store.append(cand)
+    if metrics.latency_kind == "predicted":
+        store.add_measurements({cand.id: found.timed})
+    return {**record, "filled": cand.id, "scale": found.scale, "timings": found.tries,
+            "latency_ms": found.timed.latency_ms, "latency_model": found.timed.latency_model,
+            "accuracy": metrics.accuracy, "from_accuracy": best.metrics.accuracy}  # fmt: skip
+
+
+def policy_timer(ev: Evaluator, meter: str | None) -> PolicyTimer:
+    """How a widened policy is timed: as the search's final figures are
+    (:func:`prunepilot.search.remeasure.policy_meter`), else by the device's latency model itself
+    (measured where it measures, predicted where it predicts)."""
+    from prunepilot.search.remeasure import policy_meter
+
+    found = policy_meter(ev, meter)
+    if found is not None:
+        return found
+
+    def own(policy: PruningPolicy) -> Measurement:
+        res = ev.measure_latency(None, policy.channels, policy.removed_blocks)
+        return Measurement(float(res.ms), res.cv, res.model_name)
+
+    return own

@@ -1,0 +1,125 @@
+"""Budget fill (prunepilot/search/fill.py): the best policy is widened to use the budget, timed as
+the final figures are, scored and stored; the pick stays the most accurate within the budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from search_helpers import tiny_config
+
+import prunepilot.search
+from prunepilot.pruning import PruningPolicy
+from prunepilot.search import fill
+from prunepilot.search.config import validate_config
+from prunepilot.search.evaluator import Evaluator
+from prunepilot.search.records import Candidate, Measurement
+from prunepilot.search.store import RunStore
+
+
+@pytest.fixture(scope="module")
+def ev(tmp_path_factory: pytest.TempPathFactory) -> Evaluator:
+    return Evaluator(validate_config(tiny_config(tmp_path_factory.mktemp("fill"))))
+
+
+def candidate(ev: Evaluator, policy: PruningPolicy, ms: float, acc: float = 0.5, index: int = 0) -> Candidate:
+    metrics = replace(ev.evaluate(policy), latency_ms=ms, accuracy=acc)
+    return Candidate.new(trial="t", index=index, strategy="random", seed=0, policy=policy, metrics=metrics,
+                         budget_ms=1.0, extra={}, cached=False)  # fmt: skip
+
+
+def test_widening_moves_every_group_toward_full_width_and_keeps_removed_blocks(ev: Evaluator) -> None:
+    policy = ev.make_policy([0.3, 0.6] + [0.5] * (len(ev.space.groups) - 2))
+    assert fill.widened(ev, policy, 0.0).channels == policy.channels
+    assert fill.widened(ev, policy, 1.0).channels == ev.space.full_widths()
+    half = fill.widened(ev, policy, 0.5)
+    for g in ev.space.groups:
+        assert half.keep_ratios[g.name] == pytest.approx(
+            policy.keep_ratios[g.name] + 0.5 * (1 - policy.keep_ratios[g.name])
+        )
+        assert policy.channels[g.name] <= half.channels[g.name]
+
+
+def test_fill_finds_the_widest_widening_within_the_budget_and_reaims_when_timed_over(ev: Evaluator) -> None:
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+
+    def predict(p: PruningPolicy) -> float:
+        return ev.predict_latency_ms(p.channels, p.removed_blocks)
+
+    full = predict(fill.widened(ev, policy, 1.0))
+    budget = 0.6 * full
+    # the device runs 1.25x slower than the predictor at the best, and 1.5x elsewhere: one re-aim
+    timings: list[float] = []
+
+    def slow(p: PruningPolicy) -> Measurement:
+        timings.append(1.5 * predict(p))
+        return Measurement(timings[-1], 0.0, "fake-device")
+
+    best = candidate(ev, policy, 1.25 * predict(policy))
+    found = fill.fill_policy(ev, best, budget, slow)
+    assert found is not None and found.timed.latency_ms <= budget and found.tries == len(timings) == 2
+    assert timings[0] > budget  # aimed with the best's error, timed over: re-aimed with the error seen there
+    assert all(found.policy.channels[g] >= policy.channels[g] for g in policy.channels)
+    assert found.policy.channels != policy.channels
+    # the next widening step would not have fit on the device
+    wider = fill.widened(ev, policy, min(1.0, found.scale + 0.05))
+    assert 1.5 * predict(wider) > budget or wider.channels == found.policy.channels
+
+
+def test_nothing_to_fill_when_no_widening_fits(ev: Evaluator) -> None:
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+    ms = ev.predict_latency_ms(policy.channels)
+    best = candidate(ev, policy, ms)
+
+    def exact(p: PruningPolicy) -> Measurement:
+        return Measurement(ev.predict_latency_ms(p.channels), 0.0, "exact")
+
+    assert fill.fill_policy(ev, best, ms, exact) is None  # the budget is the best's own latency
+
+
+def test_a_search_fills_its_budget_and_records_it(tmp_path: Path) -> None:
+    # lower bound 0.25, two random candidates: the best is far under a 90% budget
+    cfg = tiny_config(tmp_path, **{"budget.fraction": 0.9, "strategy.evaluations": 2,
+                                   "evaluation.uniform_baseline": 0, "evaluation.fill_below": 0.9})  # fmt: skip
+    result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    info = RunStore(tmp_path / "run").read_info()
+    filled = [c for c in result.candidates if c.strategy == "fill"]
+    assert info["fill"]["from_budget_use"] < 0.9
+    (cand,) = filled
+    assert info["fill"]["filled"] == cand.id and cand.extra["filled_from"] == info["fill"]["from"]
+    assert cand.metrics.latency_ms <= result.budget_ms  # the macs device predicts: its figure is the timing
+    origin = next(c for c in result.candidates if c.id == cand.extra["filled_from"])
+    assert all(cand.policy.channels[g] >= w for g, w in origin.policy.channels.items())
+    assert info["best_within_budget"]["budget_use"] >= info["fill"]["from_budget_use"]
+    if cand.metrics.accuracy >= origin.metrics.accuracy:
+        assert info["best_within_budget"]["id"] == cand.id
+    # finishing again (a resumed run) widens nothing twice
+    again = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False, resume=True)
+    assert [c.id for c in again.candidates if c.strategy == "fill"] == [cand.id]
+    # off: the same search stores only the strategy's candidates
+    off = tiny_config(tmp_path, **{"budget.fraction": 0.9, "strategy.evaluations": 2,
+                                   "evaluation.uniform_baseline": 0, "evaluation.fill_below": 0.0})  # fmt: skip
+    plain = prunepilot.search.run(off, backend="local", run_dir=tmp_path / "off", progress=False)
+    assert {c.strategy for c in plain.candidates} == {"random"} and len(plain.candidates) == 2
+    assert "fill" not in json.loads((tmp_path / "off" / "run.json").read_text())
+
+
+def test_on_a_measured_device_the_widening_is_timed_on_the_device(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, **{
+        "model.spec": "simplecnn?width_mult=0.5", "model.train": {"epochs": 1, "lr": 0.05, "seed": 0},
+        "device.latency_model": None, "device.settings": {"min_runs": 3, "min_seconds": 0.005, "warmup": 1},
+        "budget.fraction": 0.9, "strategy.evaluations": 2, "evaluation.uniform_baseline": 0,
+        "evaluation.fill_below": 1.0,  # fill whatever the noise made of the best's share
+    })  # fmt: skip
+    result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    store = RunStore(tmp_path / "run")
+    info = store.read_info()
+    assert info["fill"]["from_budget_use"] < 1.0 and info["fill"]["filled"] is not None, info["fill"]
+    (cand,) = [c for c in store.ok() if c.strategy == "fill"]
+    others = {c.metrics.latency_kind for c in store.ok() if c.strategy != "fill"}
+    assert {cand.metrics.latency_kind} == others  # in the loop: as every candidate of the search
+    assert info["fill"]["latency_model"] == "torch-cpu" and info["fill"]["timings"] >= 1  # timed on the device
+    final = cand.measured.latency_ms if cand.measured is not None else cand.metrics.latency_ms
+    assert final == info["fill"]["latency_ms"] <= result.budget_ms  # that timing is its final figure, kept
