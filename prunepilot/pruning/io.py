@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunepilot.errors import CheckpointError
+from prunepilot.errors import CheckpointError, PolicyError
 from prunepilot.pruning import adapter, depth
 from prunepilot.pruning.policy import PruningPolicy
 
@@ -91,6 +91,17 @@ def load_pruned(path: str | Path, *, trust_code: bool = False) -> nn.Module:
     weights = _inside(folder, manifest, "state_dict", manifest_path)
     model = build_model(spec, num_classes=num_classes, in_channels=in_channels)
     example = torch.zeros(*shape)
+    if policy.removed_blocks:  # only blocks whose removal leaves the identity, as apply_policy allows
+        from prunepilot.pruning.space import PruningSpace
+
+        space = PruningSpace.build(model, example, ignored_layers=ignored)
+        try:
+            for name in policy.removed_blocks:
+                space.block(name)
+        except PolicyError as exc:
+            raise CheckpointError(
+                f"{manifest_path}: its policy removes a module that is not a removable block: {exc}"
+            ) from exc
     adapter.prune_to_widths(model, example, policy.channels, importance="l1", ignored=ignored)
     depth.remove_blocks(model, policy.removed_blocks)
     return load_checkpoint(model, weights)  # weights_only=True, strict, errors name the keys

@@ -3,13 +3,16 @@ lacks them, and load_pruned rebuilds it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 import prunepilot
 from prunepilot.apply import ApplyConfig, apply_to_model
+from prunepilot.errors import CheckpointError
 from prunepilot.pruning import PruningPolicy, PruningSpace
 
 
@@ -31,6 +34,14 @@ def test_removed_blocks_are_reported_and_gone_from_the_applied_model(make_case, 
     x = torch.randn(2, *shape[1:])
     with torch.no_grad():
         assert torch.allclose(reloaded(x), result.model.eval()(x), atol=1e-6)
+    # a folder whose policy names a module that is not a removable block is refused, not loaded
+    manifest = json.loads((out / "pruned.json").read_text())
+    policy_file = out / manifest["policy"]
+    tampered = json.loads(policy_file.read_text())
+    tampered["removed_blocks"] = sorted([*gone, "conv1"])
+    policy_file.write_text(json.dumps(tampered))
+    with pytest.raises(CheckpointError, match="not a removable block: unknown block 'conv1'"):
+        prunepilot.load_pruned(out)
     plain = apply_to_model(
         ApplyConfig(
             policy=_path,
