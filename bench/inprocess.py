@@ -50,7 +50,9 @@ def search(
     run_dir: Path | None = None,
 ) -> list[Record]:
     """``prunepilot.search.run(..., backend="local")`` of strategy ``name`` on ``ev``'s config at
-    ``budget_ms``: every candidate its trials reported, in order."""
+    ``budget_ms``: every candidate its trials reported, in order. The driver's budget fill
+    (``evaluation.fill_below``) is off: these benchmarks compare what strategies propose at equal
+    evaluations (``bench/budget_use.py`` runs the product's search with it)."""
     import prunepilot.search
 
     cfg = ev.cfg.model_dump(mode="json")
@@ -60,7 +62,7 @@ def search(
         strategy={"name": name, "evaluations": evaluations, "settings": dict(settings), "time_limit_s": time_limit_s},
         run_dir=None,
     )
-    cfg["evaluation"] = {**cfg["evaluation"], "uniform_baseline": 0}
+    cfg["evaluation"] = {**cfg["evaluation"], "uniform_baseline": 0, "fill_below": 0.0}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         folder = run_dir if run_dir is not None else Path(tmp) / "run"
         result = prunepilot.search.run(cfg, backend="local", run_dir=folder, progress=False)

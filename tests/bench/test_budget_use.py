@@ -1,0 +1,23 @@
+"""bench/budget_use.py: the table says whether the driver's budget fill gave each strategy's best."""
+
+from __future__ import annotations
+
+from bench_helpers import load
+
+
+def test_the_table_says_whether_the_best_is_the_fill() -> None:
+    bu = load("budget_use")
+    best = {"id": "fill-0000", "accuracy": 0.9, "latency_ms": 1.0, "latency_kind": "predicted",
+            "measured_latency_ms": 0.95, "budget_use": 0.95}  # fmt: skip
+    rows = [
+        {"strategy": "random", "candidates": 4, "seconds": 1.0, "budget_ms": 1.0, "best": best, "met": True,
+         "fill": {"from": "t-0001", "filled": "fill-0000"}},
+        {"strategy": "optuna-tpe", "candidates": 4, "seconds": 1.0, "budget_ms": 1.0, "met": False,
+         "best": {**best, "id": "t-0002"}, "fill": {"from": "t-0002", "filled": "fill-0000"}},  # scored lower
+        {"strategy": "uniform", "candidates": 1, "seconds": 1.0, "budget_ms": 1.0, "best": best, "met": True},
+    ]  # fmt: skip
+    record = {"rows": rows, "args": {"config": "q.yaml"}, "versions": {"torch": "2"},
+              "machine": {"cpu": "x", "cores": 2, "platform": "linux"}}  # fmt: skip
+    table = bu.budget_table(record)
+    col = table["columns"].index("best is the fill")
+    assert [r[col] for r in table["rows"]] == ["yes", "no", "-"]
