@@ -86,7 +86,7 @@ def print_result_table(table: Mapping[str, Any]) -> None:
     """A :func:`result_table` as plain text: right-aligned columns (floats to 4 decimals, None as
     ``-``), then its notes."""
     rows, columns = table["rows"], table["columns"]
-    widths = [max(len(str(c)), *(len(_cell(row[i])) for row in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(str(c)), *(len(_cell(row[i])) for row in rows)]) for i, c in enumerate(columns)]
     print(f"\n{table['title']}")
     print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths, strict=True)))
     print("-" * (sum(widths) + 2 * (len(widths) - 1)))

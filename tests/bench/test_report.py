@@ -586,3 +586,10 @@ def test_run_all_timing_table(tmp_path: Path, report: ModuleType) -> None:
     rendered = report.render_all(tmp_path, tmp_path)
     assert "### run_all.py --quick: time per benchmark" in rendered
     assert "### run_all.py: time per benchmark" in rendered
+
+
+def test_a_table_without_rows_prints_its_header_and_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    common = load("common")
+    common.print_result_table(common.result_table("Nothing ran", ["model", "acc"], [], ["NOT RUN: all of it."]))
+    out = capsys.readouterr().out  # a run whose every budget failed wrote its JSON, then crashed printing it
+    assert "Nothing ran" in out and "model  acc" in out and "NOT RUN: all of it." in out
