@@ -86,7 +86,8 @@ def search_config(tmp_path: Path, strategy: str, settings: dict[str, Any], **cha
         "data": {"name": "digits", "batch_size": 32, "val_size": 0.2, "calib_size": 64, "val_subset": 96},
         "device": {"name": "local-cpu", "latency_model": "macs", "settings": {"ms_per_unit": 1.0}, "batch_size": 1},
         "budget": {"fraction": 0.5},
-        "evaluation": {"lower_bound": 0.25, "bn_batches": 2},
+        # budget fill off: these searches store exactly what the one-shot strategy reports
+        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "fill_below": 0.0},
         "strategy": {"name": strategy, "evaluations": 4, "settings": settings},
         "ray": {"num_cpus": 2, "max_concurrent": 2, "cpus_per_trial": 1},
     }
