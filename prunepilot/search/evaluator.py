@@ -296,6 +296,12 @@ class Evaluator:
             return self.in_loop.predict_ms(self.space, widths, self.batch_size, removed)
         return self.measure_latency(model, widths, removed)
 
+    @property
+    def times_in_loop(self) -> bool:
+        """Whether :meth:`latency_of` times the candidate's model on the device (anchored, or
+        measured with no in-loop predictor) rather than predicting it."""
+        return self.latency.requires_model and (self.anchor_ms is not None or self.in_loop is None)
+
     def anchored_latency(
         self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
     ) -> LatencyResult:

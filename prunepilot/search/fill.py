@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from prunepilot.hw_models.base import LatencyResult
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search.records import Candidate, Measurement
 
@@ -109,7 +110,13 @@ def fill_budget(
     found = fill_policy(ev, best, budget_ms, time_policy)
     if found is None:
         return {**record, "filled": None}
-    metrics = ev.evaluate(found.policy)
+    # where the search times its candidates on the device, the fill's timing is the in-loop figure too
+    # (timing it again would cost a full measurement and could disagree with the figure kept)
+    timing = None
+    if ev.times_in_loop:
+        timing = LatencyResult(ms=found.timed.latency_ms, kind="measured", model_name=found.timed.latency_model,
+                               cv=found.timed.cv, details={"fill": True})  # fmt: skip
+    metrics = ev.evaluate(found.policy, latency=timing)
     index = sum(1 for c in store.ok() if c.trial == "fill")
     cand = Candidate.new(
         trial="fill",

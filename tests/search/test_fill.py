@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch_pruning as tp
 from search_helpers import tiny_config
 
 import prunepilot.search
 from prunepilot.hw_models.base import LatencyResult
-from prunepilot.hw_models.measure import TorchCPULatency
+from prunepilot.hw_models.measure import TorchCPULatency, batched_input_shape
 from prunepilot.pruning import PruningPolicy
 from prunepilot.search import fill
 from prunepilot.search.config import validate_config
@@ -110,9 +111,9 @@ def test_a_search_fills_its_budget_and_records_it(tmp_path: Path) -> None:
 
 
 def _steady_cpu(self: TorchCPULatency, model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> LatencyResult:
-    """This CPU without its noise: the time grows with the convolutions' channels, the same every call."""
-    channels = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    return LatencyResult(ms=0.5 + 0.02 * channels, kind="measured", model_name=self.name, cv=0.0)
+    """This CPU without its noise: the time is affine in the model's MACs, the same every call."""
+    macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(*batched_input_shape(shape, batch)))
+    return LatencyResult(ms=0.5 + 1e-5 * float(macs), kind="measured", model_name=self.name, cv=0.0)
 
 
 def test_on_a_measured_device_the_widening_is_timed_on_the_device(
@@ -125,7 +126,7 @@ def test_on_a_measured_device_the_widening_is_timed_on_the_device(
         "model.spec": "simplecnn?width_mult=0.5", "model.train": {"epochs": 1, "lr": 0.05, "seed": 0},
         "device.latency_model": None, "device.settings": {"min_runs": 3, "min_seconds": 0.005, "warmup": 1},
         "budget.fraction": 0.9, "strategy.evaluations": 2, "evaluation.uniform_baseline": 0,
-        "evaluation.fill_below": 0.9,
+        "evaluation.fill_below": 0.9, "evaluation.in_loop_predictor": "fit",  # the fit is exact on this device
     })  # fmt: skip
     result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
     store = RunStore(tmp_path / "run")
@@ -137,3 +138,35 @@ def test_on_a_measured_device_the_widening_is_timed_on_the_device(
     assert info["fill"]["latency_model"] == "torch-cpu" and info["fill"]["timings"] >= 1  # timed on the device
     final = cand.measured.latency_ms if cand.measured is not None else cand.metrics.latency_ms
     assert final == info["fill"]["latency_ms"] <= result.budget_ms  # that timing is its final figure, kept
+
+
+def test_where_candidates_are_timed_in_the_loop_the_fill_is_timed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ev = Evaluator(validate_config(tiny_config(tmp_path, **{"evaluation.fill_below": 0.9})))
+    calls: list[int] = []
+
+    class Device:
+        """A device whose latency model times models, with no in-loop predictor: every candidate is timed."""
+
+        name = "steady-device"
+        requires_model = True
+
+        def measure_ms(self, model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> LatencyResult:
+            calls.append(1)
+            return _steady_cpu(self, model, shape, batch)  # type: ignore[arg-type]
+
+    ev.latency = Device()  # type: ignore[assignment]
+    ev.calibrate_fit()  # the fill aims on the fit, as the driver sets it up for a measured device
+    assert ev.times_in_loop
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+    store = RunStore(tmp_path / "run")
+    store.append(candidate(ev, policy, ms=1.0, acc=0.5))
+    calls.clear()
+    timed = Measurement(3.5, 0.01, "steady-device")
+    record = fill.fill_budget(store, ev, 4.0, 0.9, lambda p: timed, seed=0)
+    assert record is not None and record["filled"] is not None and record["latency_ms"] == 3.5
+    (cand,) = [c for c in store.ok() if c.strategy == "fill"]
+    assert not calls  # the fill's own timing became the candidate's figure: nothing timed it again
+    assert cand.metrics.latency_ms == 3.5 and cand.metrics.latency_kind == "measured"
+    assert cand.metrics.latency_model == "steady-device"
