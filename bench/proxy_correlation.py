@@ -14,6 +14,22 @@ per model, budget and protocol, with the seconds each protocol costs per candida
     python bench/proxy_correlation.py --quick      # smoke: resnet20, 6 policies at 50%
     python bench/proxy_correlation.py              # both bases, 50% and 30%, 40 policies each
 
+**In pieces.** The full study is hours on 2 cores (every policy gets the standard fine-tune), so
+it runs as pieces: ``--bases`` and ``--budgets`` limit a run; every policy's point is saved as it
+is made (``proxy_correlation.partial.json``), with the run's draws (the policies drawn per base and
+budget, and the base latency they were drawn at); ``--resume PARTIAL`` continues an interrupted
+piece on the same policies; ``--merge`` joins pieces (same settings, each base and budget drawn
+in one piece) and recomputes the rows from the points:
+
+    python bench/proxy_correlation.py --bases resnet20 --budgets 0.5 --out-dir /tmp/pc-r50
+    python bench/proxy_correlation.py --bases resnet20 --budgets 0.5 --out-dir /tmp/pc-r50 \
+        --resume /tmp/pc-r50/proxy_correlation.partial.json
+    python bench/proxy_correlation.py --merge /tmp/pc-r50/proxy_correlation.json /tmp/pc-r30/... \
+        --out-dir bench/results/<date>
+
+Budgets are fractions of the base measured at ``--latency-batch`` (default 32, the batch of the
+search-quality and criteria benchmarks). The default protocol is chosen only from the full study.
+
 Writes ``bench/results/<date>/proxy_correlation.json`` (``rows`` of ``{model, budget,
 protocol, kendall_tau, spearman, seconds_per_candidate, n}``, ``default_protocol`` and the
 table) and one scatter plot per model and budget.
@@ -24,9 +40,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +54,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bases.load import BASES, BASES_DIR, DATA, load_base  # noqa: E402
+from bench.common import args_record, machine, write_json  # noqa: E402
 from bench.finetune import BATCHES, finetune_test  # noqa: E402
 from prunepilot.pruning import PruningPolicy, apply_policy  # noqa: E402
 from prunepilot.search.config import validate_config  # noqa: E402
@@ -57,8 +75,6 @@ PROTOCOLS: dict[str, tuple[str, dict[str, Any]]] = {
 MAX_SECONDS = 2.0
 #: fewer policies than this at a budget give no correlation row
 MIN_POINTS = 3
-#: notes on budgets no policy reached (filled by :func:`study`)
-UNREACHABLE: list[str] = []
 TARGETS = {0.5: 0.7, 0.3: 0.6}
 
 
@@ -113,28 +129,68 @@ def correlations(scores: list[float], truth: list[float]) -> tuple[float, float]
     return float(kendalltau(scores, truth).statistic), float(spearmanr(scores, truth).statistic)
 
 
-def study(name: str, args: argparse.Namespace, out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows (per budget and protocol) and per-policy points for one base."""
-    model, info = load_base(name)
+#: settings every piece of one study must share (``--resume``, ``--merge``)
+SAME_SETTINGS = ("ft_batches", "device", "latency_batch", "lower_bound", "bn_batches", "val_batches", "quick")
+#: the full study: this many policies at each of these budgets on every base
+FULL_POLICIES, FULL_BUDGETS = 40, (0.5, 0.3)
+
+
+def draw_key(name: str, budget: float) -> str:
+    """The key of one base and budget's draw in a result (``"resnet20@0.5"``)."""
+    return f"{name}@{budget:g}"
+
+
+def check_settings(docs: list[dict[str, Any]], sources: list[str], args: dict[str, Any] | None = None) -> None:
+    """Refuse pieces (or a resumed run, ``args``) whose settings in :data:`SAME_SETTINGS` differ."""
+    first = args if args is not None else docs[0]["args"]
+    origin = "this run" if args is not None else sources[0]
+    for d, src in zip(docs, sources, strict=True):
+        if d.get("benchmark") != "proxy_correlation":
+            raise SystemExit(f"{src}: not a proxy_correlation result (benchmark {d.get('benchmark')!r})")
+        differ = {k: d["args"].get(k) for k in SAME_SETTINGS if d["args"].get(k) != first.get(k)}
+        if differ:
+            want = {k: first.get(k) for k in differ}
+            raise SystemExit(f"{src}: settings {differ} differ from {origin}'s {want}; pieces of one study share them")
+
+
+def study(name: str, args: argparse.Namespace, doc: dict[str, Any], save: Callable[[], None]) -> None:
+    """Score and fine-tune ``args.policies`` policies of base ``name`` per budget into ``doc``
+    (``draws``, ``points``, ``prepare_seconds``, ``unreachable``), saving after every policy.
+
+    A budget already drawn in ``doc`` (a resumed run) keeps its policies and its base latency, and
+    its policies that already have a point are not run again.
+    """
+    model, _ = load_base(name)
     ev = Evaluator(validate_config(search_config(name, args)), base_state=model.state_dict())
-    base_res, low_res = ev.calibrate_fit()
+    base_res, _ = ev.calibrate_fit()
     base_ms = float(base_res.ms)
     data = ev.scoring_data(work_dir=args.cache_dir / f"supernet-{name}")  # a resumable cache, not a result
     protocols = {label: get_protocol(p, s) for label, (p, s) in PROTOCOLS.items() if label in args.protocols}
     prepare = {label: proto.prepare(data) for label, proto in protocols.items()}
-    rows, points = [], []
+    doc["prepare_seconds"][name] = {label: float(prep.get("prepare_seconds", 0.0)) for label, prep in prepare.items()}
     for budget in args.budgets:
-        gen = torch.Generator().manual_seed(int(budget * 1000))
-        policies = draw_policies(ev, budget * base_ms, args.policies, gen)
-        for i, pol in enumerate(policies):
+        key = draw_key(name, budget)
+        if key not in doc["draws"]:
+            gen = torch.Generator().manual_seed(int(budget * 1000))
+            drawn = draw_policies(ev, budget * base_ms, args.policies, gen)
+            doc["draws"][key] = {"base_ms": base_ms, "policies": [dict(p.channels) for p in drawn]}
+            save()
+        draw = doc["draws"][key]
+        done = {p["policy"] for p in doc["points"] if p["model"] == name and p["budget"] == budget}
+        for i, widths in enumerate(draw["policies"]):
+            if i in done:
+                continue
+            pol = PruningPolicy.from_widths(ev.space, widths)
             pruned = apply_policy(ev.model, pol, ev.example, space=ev.space, calib_batches=ev.calib)
             point: dict[str, Any] = {
                 "model": name,
                 "budget": budget,
                 "policy": i,
+                "channels": dict(pol.channels),
                 "mean_keep": pol.mean_keep(),
                 "predicted_ms": ev.predict_latency_ms(pol.channels),
                 "measured_ms": float(ev.latency_of(pruned, pol.channels).ms),
+                "base_ms": draw["base_ms"],
                 "scores": {},
                 "seconds": {},
             }
@@ -143,44 +199,55 @@ def study(name: str, args: argparse.Namespace, out_dir: Path) -> tuple[list[dict
                 point["scores"][label] = proto.score(pol, pruner(ev, pol), data)
                 point["seconds"][label] = time.perf_counter() - start
             point["finetuned_test_acc"] = finetune_test(ev, pol, args.ft_batches)
-            points.append(point)
+            doc["points"].append(point)
+            save()
             print(
                 f"{name} {budget:.0%} #{i}: {point['scores']} -> ft test {point['finetuned_test_acc']:.4f}", flush=True
             )
-        mine = [p for p in points if p["budget"] == budget and p["model"] == name]
-        truth = [p["finetuned_test_acc"] for p in mine]
-        if len(mine) < MIN_POINTS:
+        if len(draw["policies"]) < MIN_POINTS:
             floor = ev.predict_latency_ms(
                 ev.make_policy(dict.fromkeys(ev.space.names, ev.cfg.evaluation.lower_bound)).channels
             )
-            UNREACHABLE.append(
-                f"{name} at {budget:.0%}: only {len(mine)} random policies reached [0.85, 1] x the budget; the "
-                f"all-lower-bound model ({ev.cfg.evaluation.lower_bound}) is predicted at {floor / base_ms:.0%} of the "
-                f"base's {base_ms:.3f} ms: width pruning cannot reach this budget here"
+            doc["unreachable"][key] = (
+                f"{name} at {budget:.0%}: only {len(draw['policies'])} random policies reached [0.85, 1] x the "
+                f"budget; the all-lower-bound model ({ev.cfg.evaluation.lower_bound}) is predicted at "
+                f"{floor / base_ms:.0%} of the base's {base_ms:.3f} ms: width pruning cannot reach this budget here"
             )
+
+
+def rows_from_points(points: list[dict[str, Any]], prepare: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per model, budget and protocol: Kendall tau and Spearman of score vs fine-tuned test
+    accuracy over the points, cost per candidate, ``n``; a model and budget with fewer than
+    :data:`MIN_POINTS` points gives no rows."""
+    rows = []
+    for model, budget in sorted({(p["model"], p["budget"]) for p in points}, key=lambda k: (k[0], -k[1])):
+        mine = [p for p in points if p["model"] == model and p["budget"] == budget]
+        if len(mine) < MIN_POINTS:
             continue
-        for label in protocols:
+        truth = [p["finetuned_test_acc"] for p in mine]
+        labels = [label for label in PROTOCOLS if all(label in p["scores"] for p in mine)]
+        for label in labels:
             tau, rho = correlations([p["scores"][label] for p in mine], truth)
-            secs = sum(p["seconds"][label] for p in mine) / max(1, len(mine))
             rows.append(
                 {
-                    "model": name,
+                    "model": model,
                     "budget": budget,
                     "protocol": label,
                     "kendall_tau": tau,
                     "spearman": rho,
-                    "seconds_per_candidate": secs,
-                    "prepare_seconds": prepare[label].get("prepare_seconds", 0.0),
+                    "seconds_per_candidate": sum(p["seconds"][label] for p in mine) / len(mine),
+                    "prepare_seconds": prepare.get(model, {}).get(label, 0.0),
                     "n": len(mine),
-                    "measured_share": sum(p["measured_ms"] for p in mine) / max(1, len(mine)) / base_ms,
+                    "measured_share": statistics.median(p["measured_ms"] / p["base_ms"] for p in mine),
                 }
             )
-    return rows, points
+    return rows
 
 
-def is_reduced(args: argparse.Namespace) -> bool:
-    """Fewer policies or bases than the study asks for."""
-    return bool(args.policies < 40 or sorted(args.bases) != sorted(BASES))
+def is_reduced(rows: list[dict[str, Any]]) -> bool:
+    """Fewer than :data:`FULL_POLICIES` policies at some budget of :data:`FULL_BUDGETS` on some base."""
+    counts = {(r["model"], r["budget"]): r["n"] for r in rows}
+    return any(counts.get((b, f), 0) < FULL_POLICIES for b in BASES for f in FULL_BUDGETS)
 
 
 def default_protocol(rows: list[dict[str, Any]]) -> str:
@@ -192,24 +259,33 @@ def default_protocol(rows: list[dict[str, Any]]) -> str:
     return max(affordable, key=lambda k: min(r["kendall_tau"] for r in affordable[k]))
 
 
-def table(rows: list[dict[str, Any]], chosen: str, args: argparse.Namespace) -> dict[str, Any]:
+def table(
+    rows: list[dict[str, Any]], chosen: str, args: dict[str, Any], unreachable: Sequence[str] = (), sources: int = 1
+) -> dict[str, Any]:
+    """The result table: one row per model, budget and protocol, with the study's verdicts in its notes."""
+    reduced = is_reduced(rows)
+    counts = sorted({(r["model"], r["budget"], r["n"]) for r in rows}, key=lambda k: (k[0], -k[1]))
+    drawn = "; ".join(f"{m} at {b:.0%}: {n}" for m, b, n in counts) or "none"
     notes = [
-        f"Score vs test accuracy after the standard fine-tune (distillation, {args.ft_batches} training "
-        f"batches, lr 0.01 cosine); {args.policies} random policies per model and budget at [0.85, 1] x the "
-        f"budget on the search's predictor, latency measured on {args.device} at batch {args.latency_batch}.",
+        f"Score vs test accuracy after the standard fine-tune (distillation, {args['ft_batches']} training "
+        f"batches, lr 0.01 cosine); random policies per model and budget at [0.85, 1] x the budget on the "
+        f"search's predictor ({drawn}), latency measured on {args['device']} at batch {args['latency_batch']}.",
         f"Default protocol chosen: {chosen} (best worst-case Kendall tau at <= {MAX_SECONDS:g} s per candidate)."
-        if not is_reduced(args)
+        if not reduced
         else f"No default protocol is chosen from a reduced study; the rule (best worst-case tau at <= "
         f"{MAX_SECONDS:g} s per candidate) would pick {chosen}.",
-        *UNREACHABLE,
+        *unreachable,
     ]
-    if is_reduced(args):
+    if sources > 1:
+        notes.append(f"Merged from {sources} pieces of one study (same settings; each base and budget from one piece).")
+    if reduced:
+        full = ", ".join(f"{b:.0%}" for b in FULL_BUDGETS)
         notes.append(
-            f"REDUCED study: bases {', '.join(args.bases)}, {args.policies} policies per budget (the full study: "
-            f">= 40 on every base in {', '.join(sorted(BASES))}); the figures are indicative, not the verdict."
+            f"REDUCED study (the full study: >= {FULL_POLICIES} policies at each of {full} on every base in "
+            f"{', '.join(sorted(BASES))}); the figures are indicative, not the verdict."
         )
     for r in rows:
-        if r["protocol"] == chosen or is_reduced(args):
+        if r["protocol"] == chosen or reduced:
             target = TARGETS.get(r["budget"])
             if target is not None:
                 verdict = "MET" if r["kendall_tau"] >= target else "NOT MET"
@@ -220,7 +296,7 @@ def table(rows: list[dict[str, Any]], chosen: str, args: argparse.Namespace) -> 
                 )
     return {
         "title": "Scoring protocols: rank correlation with the fine-tuned test accuracy"
-        + (" (quick)" if args.quick else ""),
+        + (" (quick)" if args.get("quick") else ""),
         "columns": ["model", "budget", "protocol", "n", "Kendall tau", "Spearman", "s / candidate", "prepare s"],
         "rows": [
             [
@@ -237,6 +313,42 @@ def table(rows: list[dict[str, Any]], chosen: str, args: argparse.Namespace) -> 
         ],
         "notes": notes,
     }
+
+
+def finished(doc: dict[str, Any], sources: int = 1) -> dict[str, Any]:
+    """``doc`` (draws and points) with its rows, default protocol and table."""
+    rows = rows_from_points(doc["points"], doc["prepare_seconds"])
+    chosen = default_protocol(rows) if rows else "bn-recal"
+    unreachable = [doc["unreachable"][k] for k in sorted(doc["unreachable"])]
+    return {
+        **doc,
+        "partial": False,
+        "rows": rows,
+        "default_protocol": None if is_reduced(rows) else chosen,
+        "table": table(rows, chosen, doc["args"], unreachable, sources),
+    }
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One study from pieces (complete or partial results of this script with the same settings,
+    each base and budget drawn in one piece only)."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    check_settings(docs, [str(p) for p in paths])
+    owner: dict[str, str] = {}
+    out: dict[str, Any] = {**docs[0], "sources": [str(p) for p in paths], "draws": {}, "points": [],
+                           "prepare_seconds": {}, "unreachable": {}, "seconds": 0.0}  # fmt: skip
+    for d, path in zip(docs, paths, strict=True):
+        for key, draw in d["draws"].items():
+            if key in owner:
+                raise SystemExit(f"--merge: {key} was drawn in both {owner[key]} and {path}; resume one piece instead")
+            owner[key] = str(path)
+            out["draws"][key] = draw
+        out["points"] += d["points"]
+        for model, secs in d.get("prepare_seconds", {}).items():
+            out["prepare_seconds"].setdefault(model, secs)
+        out["unreachable"].update(d.get("unreachable", {}))
+        out["seconds"] += float(d.get("seconds", 0.0))
+    return finished(out, sources=len(docs))
 
 
 def scatter(points: list[dict[str, Any]], out: Path) -> None:
@@ -265,48 +377,57 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="resnet20, 6 policies at 50%%, short fine-tune")
     ap.add_argument("--bases", nargs="+", choices=sorted(BASES), default=sorted(BASES))
-    ap.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
-    ap.add_argument("--policies", type=int, default=40)
+    ap.add_argument("--budgets", nargs="+", type=float, default=list(FULL_BUDGETS))
+    ap.add_argument("--policies", type=int, default=FULL_POLICIES)
     ap.add_argument("--ft-batches", type=int, default=BATCHES, help="the standard fine-tune's batches")
     ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     ap.add_argument("--device", default="local-cpu-cputime")
-    ap.add_argument("--latency-batch", type=int, default=1)
+    ap.add_argument("--latency-batch", type=int, default=32, help="the batch the budgets are measured at")
     ap.add_argument("--lower-bound", type=float, default=0.2)
     ap.add_argument("--bn-batches", type=int, default=4)
     ap.add_argument("--val-batches", type=int, default=4, help="held-out batches (of 512) scored per candidate")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/proxy_correlation"), help="supernet checkpoints")
+    ap.add_argument("--resume", type=Path, default=None, metavar="PARTIAL",
+                    help="a proxy_correlation(.partial).json of an interrupted run: its draws are kept and its "
+                    "policies with a point are not run again")  # fmt: skip
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="join these pieces (same settings, disjoint bases and budgets) into one result")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.bases, args.budgets, args.policies, args.ft_batches = ["resnet20"], [0.5], 6, 30
     out_dir = args.out_dir or Path("bench/results") / (
         datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "proxy_correlation.json"
+    if args.merge:
+        merged = merge(args.merge)
+        write_json(path, merged)
+        print(json.dumps(merged["table"], indent=2))
+        scatter(merged["points"], out_dir / "proxy_correlation.png")
+        return
     torch.set_num_threads(2)
     start = time.time()
-    rows: list[dict[str, Any]] = []
-    points: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {"benchmark": "proxy_correlation", "quick": args.quick, "partial": True,
+                           "args": args_record(args), "machine": machine(), "draws": {}, "points": [],
+                           "prepare_seconds": {}, "unreachable": {}}  # fmt: skip
+    earlier = 0.0
+    if args.resume is not None:
+        old = json.loads(args.resume.read_text())
+        check_settings([old], [str(args.resume)], doc["args"])
+        doc.update({k: old[k] for k in ("draws", "points", "prepare_seconds", "unreachable")})
+        earlier = float(old.get("seconds", 0.0))
+    partial = out_dir / "proxy_correlation.partial.json"
+
+    def save() -> None:
+        write_json(partial, {**doc, "seconds": earlier + time.time() - start}, quiet=True)
+
     for name in args.bases:
-        r, p = study(name, args, out_dir)
-        rows += r
-        points += p
-    chosen = default_protocol(rows) if rows else "bn-recal"
-    doc = {
-        "benchmark": "proxy_correlation",
-        "quick": args.quick,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "rows": rows,
-        "points": points,
-        "default_protocol": None if is_reduced(args) else chosen,
-        "seconds": time.time() - start,
-        "table": table(rows, chosen, args),
-    }
-    path = out_dir / "proxy_correlation.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    scatter(points, out_dir / "proxy_correlation.png")
+        study(name, args, doc, save)
+    doc = finished({**doc, "seconds": earlier + time.time() - start})
+    write_json(path, doc)
+    scatter(doc["points"], out_dir / "proxy_correlation.png")
     print(json.dumps(doc["table"], indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

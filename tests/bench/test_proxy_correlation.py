@@ -1,22 +1,29 @@
-"""bench/proxy_correlation.py: the default protocol and the table come from the rows."""
+"""bench/proxy_correlation.py: the default protocol and the table come from the rows, the rows
+from the per-policy points; pieces merge only with the same settings and disjoint draws."""
 
 from __future__ import annotations
 
-import argparse
+import json
+from pathlib import Path
+from typing import Any
 
+import pytest
 from bench_helpers import load
 
+ARGS = {"ft_batches": 100, "device": "cpu", "latency_batch": 32, "lower_bound": 0.2, "bn_batches": 4,
+        "val_batches": 4, "quick": False}  # fmt: skip
 
-def _row(protocol: str, budget: float, tau: float, secs: float) -> dict[str, object]:
+
+def _row(protocol: str, budget: float, tau: float, secs: float, n: int = 12, model: str = "resnet20") -> dict[str, Any]:
     return {
-        "model": "resnet20",
+        "model": model,
         "budget": budget,
         "protocol": protocol,
         "kendall_tau": tau,
         "spearman": tau,
         "seconds_per_candidate": secs,
         "prepare_seconds": 0.0,
-        "n": 12,
+        "n": n,
     }
 
 
@@ -31,15 +38,60 @@ def test_default_protocol_is_the_best_worst_case_tau_among_affordable_ones() -> 
         _row("short-finetune-60", 0.3, 0.8, 4.0),
     ]
     assert pc.default_protocol(rows) == "short-finetune-20"
-    args = argparse.Namespace(
-        ft_batches=100, policies=12, device="cpu", latency_batch=1, bases=["resnet20"], quick=False
-    )
-    table = pc.table(rows, "short-finetune-20", args)
+    table = pc.table(rows, "short-finetune-20", ARGS)
     assert [r[2] for r in table["rows"]] == [r["protocol"] for r in rows]
     assert [r[4] for r in table["rows"]] == [r["kendall_tau"] for r in rows]
     notes = " ".join(table["notes"])
     assert "resnet20 at 50%, short-finetune-20: tau 0.750 against the target 0.7: MET" in notes
     assert "resnet20 at 30%, short-finetune-20: tau 0.550 against the target 0.6: NOT MET" in notes
     assert "REDUCED study" in notes and "No default protocol is chosen from a reduced study" in notes
-    full = argparse.Namespace(**{**vars(args), "policies": 40, "bases": ["mobilenet_v2", "resnet20"]})
-    assert "Default protocol chosen: short-finetune-20" in " ".join(pc.table(rows, "short-finetune-20", full)["notes"])
+    # the full study: 40 policies at 50% and 30% on both bases
+    full = [_row(r["protocol"], r["budget"], r["kendall_tau"], r["seconds_per_candidate"], 40, m)
+            for m in ("resnet20", "mobilenet_v2") for r in rows]  # fmt: skip
+    assert not pc.is_reduced(full)
+    assert pc.is_reduced([r for r in full if (r["model"], r["budget"]) != ("mobilenet_v2", 0.3)])
+    assert "Default protocol chosen: short-finetune-20" in " ".join(pc.table(full, "short-finetune-20", ARGS)["notes"])
+
+
+def _point(model: str, budget: float, i: int, scores: dict[str, float], acc: float) -> dict[str, Any]:
+    return {"model": model, "budget": budget, "policy": i, "scores": scores, "seconds": dict.fromkeys(scores, 0.5),
+            "finetuned_test_acc": acc, "measured_ms": 5.0 + i, "base_ms": 10.0}  # fmt: skip
+
+
+def test_rows_come_from_the_points() -> None:
+    pc = load("proxy_correlation")
+    accs = [0.80, 0.82, 0.85, 0.90]
+    points = [_point("resnet20", 0.5, i, {"bn-recal": a, "reconstruct": -a}, a) for i, a in enumerate(accs)]
+    points += [_point("resnet20", 0.3, i, {"bn-recal": 0.1}, 0.7) for i in range(2)]  # too few: no rows
+    rows = pc.rows_from_points(points, {"resnet20": {"reconstruct": 3.0}})
+    by = {r["protocol"]: r for r in rows}
+    assert set(by) == {"bn-recal", "reconstruct"} and {r["budget"] for r in rows} == {0.5}
+    assert by["bn-recal"]["kendall_tau"] == pytest.approx(1.0) and by["reconstruct"]["spearman"] == pytest.approx(-1.0)
+    assert by["reconstruct"]["prepare_seconds"] == 3.0 and by["bn-recal"]["n"] == 4
+    assert by["bn-recal"]["measured_share"] == pytest.approx(0.65)  # median of 0.5, 0.6, 0.7, 0.8
+
+
+def _piece(tmp: Path, name: str, key: str, points: list[dict[str, Any]], **args: Any) -> Path:
+    draws = {key: {"base_ms": 10.0, "policies": []}}
+    doc = {"benchmark": "proxy_correlation", "args": {**ARGS, **args}, "draws": draws, "points": points,
+           "prepare_seconds": {}, "unreachable": {}, "seconds": 60.0}  # fmt: skip
+    path = tmp / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_pieces_merge_into_one_study_and_refuse_what_does_not_belong(tmp_path: Path) -> None:
+    pc = load("proxy_correlation")
+    a = [_point("resnet20", 0.5, i, {"bn-recal": x}, x) for i, x in enumerate([0.8, 0.9, 0.85])]
+    b = [_point("resnet20", 0.3, i, {"bn-recal": x}, 1 - x) for i, x in enumerate([0.6, 0.7, 0.65])]
+    pa = _piece(tmp_path, "a.json", "resnet20@0.5", a)
+    pb = _piece(tmp_path, "b.json", "resnet20@0.3", b)
+    doc = pc.merge([pa, pb])
+    taus = {r["budget"]: r["kendall_tau"] for r in doc["rows"]}
+    assert taus == {0.5: pytest.approx(1.0), 0.3: pytest.approx(-1.0)} and doc["seconds"] == 120.0
+    assert set(doc["draws"]) == {"resnet20@0.5", "resnet20@0.3"} and doc["default_protocol"] is None  # reduced
+    assert "Merged from 2 pieces" in " ".join(doc["table"]["notes"])
+    with pytest.raises(SystemExit, match="drawn in both"):
+        pc.merge([pa, _piece(tmp_path, "c.json", "resnet20@0.5", a)])
+    with pytest.raises(SystemExit, match="ft_batches"):
+        pc.merge([pa, _piece(tmp_path, "d.json", "resnet20@0.3", b, ft_batches=30)])
