@@ -11,8 +11,9 @@ figure is under ``evaluation.fill_below`` of the budget, :func:`fill_policy` wid
 to the largest ``s`` whose latency is within the budget. ``s`` is found on the fast predictor,
 corrected by the ratio of the best's own figure to its prediction, then the widened policy is
 timed the way the search's final figures are (the device's measured latency model where it
-measures, else its prediction); a timing over the budget re-aims with the new ratio, at most
-``FILL_TRIES`` timings. The widened policy is then scored like any candidate and stored (strategy
+measures, else its prediction); a timing over the budget, or under ``fill_below`` of it, re-aims
+with the new ratio, at most ``FILL_TRIES`` timings, and the widest timed within the budget wins.
+The widened policy is then scored like any candidate and stored (strategy
 ``fill``, ``extra.filled_from``); the pick stays the most accurate candidate within the budget, so
 a widened policy that scores lower changes nothing but is kept.
 """
@@ -20,7 +21,7 @@ a widened policy that scores lower changes nothing but is kept.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from prunepilot.hw_models.base import LatencyResult
@@ -62,34 +63,53 @@ def figure_ms(cand: Candidate) -> float:
 
 
 def fill_policy(
-    ev: Evaluator, best: Candidate, budget_ms: float, time_policy: PolicyTimer, tries: int = FILL_TRIES
+    ev: Evaluator,
+    best: Candidate,
+    budget_ms: float,
+    time_policy: PolicyTimer,
+    tries: int = FILL_TRIES,
+    enough: float = 0.9,
 ) -> Fill | None:
     """The widest widening of ``best``'s policy whose timed latency is within ``budget_ms``, or
-    None (no widening fits, or the widest that fits is ``best``'s own widths)."""
+    None (no widening fits, or the widest that fits is ``best``'s own widths).
+
+    Each try aims on the predictor corrected by the error last seen, and is timed. A timing over
+    the budget re-aims lower; one within the budget but under ``enough`` of it (the device ran
+    faster than the correction said) re-aims higher; the widest policy timed within the budget wins.
+    """
 
     def predict(policy: PruningPolicy) -> float:
         return ev.predict_latency_ms(policy.channels, policy.removed_blocks)
 
+    def aim(bias: float) -> float:
+        if bias * predict(widened(ev, best.policy, 1.0)) <= budget_ms:
+            return 1.0
+        lo, hi = 0.0, 1.0
+        for _ in range(BISECT_STEPS):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if bias * predict(widened(ev, best.policy, mid)) <= budget_ms else (lo, mid)
+        return lo
+
     own = predict(best.policy)
     bias = figure_ms(best) / own if own > 0 else 1.0  # the predictor's error at the best, corrected for
+    found: Fill | None = None
+    timed_scales: set[float] = set()
     for attempt in range(1, tries + 1):
-        if bias * predict(widened(ev, best.policy, 1.0)) <= budget_ms:
-            scale = 1.0
-        else:
-            lo, hi = 0.0, 1.0
-            for _ in range(BISECT_STEPS):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if bias * predict(widened(ev, best.policy, mid)) <= budget_ms else (lo, mid)
-            scale = lo
+        scale = aim(bias)
         policy = widened(ev, best.policy, scale)
-        if scale <= 0.0 or policy.channels == best.policy.channels:
-            return None
+        if scale <= 0.0 or policy.channels == best.policy.channels or scale in timed_scales:
+            break
+        if found is not None and scale <= found.scale:
+            break  # re-aimed no wider than a widening already within the budget
         timed = time_policy(policy)
+        timed_scales.add(scale)
         if timed.latency_ms <= budget_ms:
-            return Fill(policy, scale, timed, attempt)
-        pred = predict(policy)  # over the budget: re-aim with the error seen here
+            found = Fill(policy, scale, timed, attempt)
+            if timed.latency_ms >= enough * budget_ms or scale >= 1.0:
+                break
+        pred = predict(policy)  # re-aim with the error seen here
         bias = timed.latency_ms / pred if pred > 0 else bias * timed.latency_ms / budget_ms
-    return None
+    return None if found is None else replace(found, tries=len(timed_scales))
 
 
 def fill_budget(
@@ -107,7 +127,7 @@ def fill_budget(
     if done:  # a resumed run that finished before: that widening is stored already
         return {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms, "filled": done[0].id, "resumed": True}
     record: dict[str, Any] = {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms}
-    found = fill_policy(ev, best, budget_ms, time_policy)
+    found = fill_policy(ev, best, budget_ms, time_policy, enough=fill_below)
     if found is None:
         return {**record, "filled": None}
     # where the search times its candidates on the device, the fill's timing is the in-loop figure too

@@ -72,6 +72,29 @@ def test_fill_finds_the_widest_widening_within_the_budget_and_reaims_when_timed_
     assert 1.5 * predict(wider) > budget or wider.channels == found.policy.channels
 
 
+def test_a_widening_timed_far_under_the_budget_is_aimed_again_wider(ev: Evaluator) -> None:
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+
+    def predict(p: PruningPolicy) -> float:
+        return ev.predict_latency_ms(p.channels, p.removed_blocks)
+
+    budget = 0.6 * predict(fill.widened(ev, policy, 1.0))
+    timings: list[float] = []
+
+    def fast(p: PruningPolicy) -> Measurement:  # the device runs at 0.8x the predictor; the best read 1.0x
+        timings.append(0.8 * predict(p))
+        return Measurement(timings[-1], 0.0, "fake-device")
+
+    best = candidate(ev, policy, predict(policy))
+    found = fill.fill_policy(ev, best, budget, fast, enough=0.9)
+    assert timings[0] < 0.9 * budget  # aimed with the best's error: far under the budget
+    assert found is not None and found.tries == len(timings) == 2
+    assert 0.9 * budget <= found.timed.latency_ms <= budget and found.timed.latency_ms == max(timings)
+    # without the second aim, the fill would have stopped at the first, narrower widening
+    once = fill.fill_policy(ev, best, budget, fast, tries=1)
+    assert once is not None and once.scale < found.scale and once.timed.latency_ms < 0.9 * budget
+
+
 def test_nothing_to_fill_when_no_widening_fits(ev: Evaluator) -> None:
     policy = ev.make_policy([0.3] * len(ev.space.groups))
     ms = ev.predict_latency_ms(policy.channels)
