@@ -202,6 +202,11 @@ def test_merge_refuses_pieces_that_disagree_or_overlap(cr: ModuleType) -> None:
         cr.merge_runs([a, other_ft], ["a.json", "b.json"])
     with pytest.raises(cr.ConfigError, match=r"scored twice: \[\('resnet20', 0.5, 'uniform', 'l1'\)\]"):
         cr.merge_runs([a, a], ["a.json", "a2.json"])
+    # a lower bound of its own (a budget only a narrower uniform policy reaches) is allowed, and named
+    low = piece(["mobilenet_v2"], [0.3], [full_row("mobilenet_v2", 0.3, 0.2, 0.5)], [], lower_bound=0.1)
+    doc = cr.merge_runs([a, low], ["a.json", "low.json"])
+    assert doc["args"]["lower_bound"] == [0.1, 0.2] and len(doc["rows"]) == 2
+    assert "low.json: bases ['mobilenet_v2'], budgets [0.3], lower bound 0.1, " in "\n".join(doc["table"]["notes"])
     with pytest.raises(cr.ConfigError, match="not a criteria result"):
         cr.merge_runs([a, {**a, "benchmark": "devices"}], ["a.json", "d.json"])
 
