@@ -175,7 +175,8 @@ def measure_latency(
         drift = res_base.ms / search.base_latency_ms
         section["drift_pct"] = 100.0 * (drift - 1.0)
         section["diff_pct_drift_corrected"] = 100.0 * (res.ms / drift - search.latency_ms) / search.latency_ms
-    same_model = search.latency_model == res.model_name
+    # a figure timed beside the base (``<model>~anchored``) is that model's, scaled to the base at search start
+    same_model = search.latency_model in (res.model_name, f"{res.model_name}~anchored")
     if not comparable:
         section["note"] = "policy adapted with --by-ratio: the search figure is another model's; not judged"
     elif res.kind == "measured" and search.latency_kind == "measured" and same_model:

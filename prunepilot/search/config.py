@@ -156,6 +156,13 @@ class EvaluationSection(_Strict):
     anchor_rounds: int = Field(
         3, ge=1, le=50, description="in_loop_latency anchored: interleaved base/candidate rounds per candidate."
     )
+    remeasure_timing: Literal["paired", "plain"] = Field(
+        "paired",
+        description="How a measured device times the final figures (front points and the best candidate "
+        "re-measured, the budget fill): paired: in anchor_rounds rounds interleaved with the base model, "
+        "the median ratio times the base latency measured at search start, so load that changed since "
+        "the budget was set does not move them; plain: one timing of the candidate alone.",
+    )
     in_loop_predictor: Literal["lut", "fit"] = Field(
         "lut",
         description="lut: a lookup table profiled for this model on this device at search start, scaled to "

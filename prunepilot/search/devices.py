@@ -217,6 +217,7 @@ def device_evaluator(ev: Evaluator, name: str) -> Evaluator:
     view.cfg = ev.cfg.model_copy(update={"device": DeviceSection(name=name, batch_size=ev.cfg.device.batch_size)})
     view.latency, view.batch_size = device_latency_model(ev.cfg, name)
     view.fit, view.in_loop, view.fit_measurements, view._cache = None, None, [], {}
+    view.anchor_ms = view.base_latency_ms = None  # the search's device's, not this one's
     view.devices = DeviceFigures(view.cfg)
     return view
 
@@ -296,6 +297,7 @@ def finish_devices(store: RunStore, ev: Evaluator, records: Mapping[str, dict[st
         if predictor is not None:
             view = device_evaluator(ev, name)
             view.in_loop = predictor  # meter_for: measure on the device itself
+            view.base_latency_ms = rec.get("base_latency_ms")  # paired timing against this device's base
             measure = meter_for(view, None)
             store.add_measurements(remeasure_front(pareto_front(seen()), view, None, 0, measure), device=name)
             store.add_measurements(remeasure_best(seen(), budget, view, None, measure), device=name)

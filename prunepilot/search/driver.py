@@ -212,6 +212,7 @@ def prepare(
         devices=ev.devices.to_json() or None,
     )
     ev.anchor_ms = anchor_ms(cfg, ev, setup.base_latency_ms)
+    ev.base_latency_ms = setup.base_latency_ms if ev.latency.requires_model else None
     return ev, setup, info
 
 

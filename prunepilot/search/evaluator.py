@@ -128,6 +128,10 @@ class Evaluator:
         #: ``in_loop_latency: anchored``: the base latency (ms) measured at search start, set by the
         #: driver and shipped to trials; candidates are then timed beside the base (:meth:`anchored_latency`).
         self.anchor_ms: float | None = None
+        #: A measured device's base latency (ms) as measured at search start, set by the driver: the
+        #: final figures (re-measured front points, the best, the budget fill) are timed beside the
+        #: base and given as their ratio times this (``evaluation.remeasure_timing: paired``).
+        self.base_latency_ms: float | None = None
         self.fit_measurements: list[tuple[float, LatencyResult]] = []
         #: The scoring protocol (``evaluation.protocol``); prepared on first use.
         self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
@@ -303,14 +307,19 @@ class Evaluator:
         return self.latency.requires_model and (self.anchor_ms is not None or self.in_loop is None)
 
     def anchored_latency(
-        self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()
+        self,
+        model: nn.Module | None,
+        widths: Mapping[str, int],
+        removed: Sequence[str] = (),
+        anchor_ms: float | None = None,
     ) -> LatencyResult:
         """The candidate timed in ``evaluation.anchor_rounds`` rounds interleaved with the base model:
-        the median of the per-round ratios times :attr:`anchor_ms` (the base as measured when the
-        search started). Load that drifts during a search moves both timings of a round alike, so
-        the ratio, hence the figure, holds where an absolute timing would drift. ``cv`` is the
-        ratios' coefficient of variation; the model is named ``<device model>~anchored``."""
-        if self.anchor_ms is None:
+        the median of the per-round ratios times ``anchor_ms`` (default :attr:`anchor_ms`: the base as
+        measured when the search started). Load that drifts during a search moves both timings of a
+        round alike, so the ratio, hence the figure, holds where an absolute timing would drift.
+        ``cv`` is the ratios' coefficient of variation; the model is named ``<device model>~anchored``."""
+        anchor = self.anchor_ms if anchor_ms is None else anchor_ms
+        if anchor is None:
             raise RuntimeError("anchored_latency needs anchor_ms (the base latency measured at search start)")
         model = model if model is not None else self._model_at(widths, removed)
         ratios, last = [], None
@@ -321,9 +330,9 @@ class Evaluator:
         assert last is not None  # anchor_rounds >= 1
         ratio = statistics.median(ratios)
         cv = statistics.pstdev(ratios) / statistics.fmean(ratios) if len(ratios) > 1 else 0.0
-        details = {**last.details, "anchor_ms": self.anchor_ms, "ratios": ratios}
+        details = {**last.details, "anchor_ms": anchor, "ratios": ratios}
         name = f"{last.model_name}~anchored"
-        return replace(last, ms=ratio * self.anchor_ms, cv=cv, iqr_ms=None, model_name=name, details=details)
+        return replace(last, ms=ratio * anchor, cv=cv, iqr_ms=None, model_name=name, details=details)
 
     def measure_latency(
         self, model: nn.Module | None, widths: Mapping[str, int], removed: Sequence[str] = ()

@@ -29,7 +29,12 @@ PolicyMeter = Callable[[PruningPolicy], Measurement]
 
 def policy_meter(ev: Evaluator, meter: str | None) -> PolicyMeter | None:
     """How to time a policy after the search: the device's own model when the in-loop latency was
-    predicted on a measured device, else ``meter`` (``device.remeasure_with``; None: no timing)."""
+    predicted on a measured device, else ``meter`` (``device.remeasure_with``; None: no timing).
+
+    On the device's own model with ``evaluation.remeasure_timing: paired`` (the default) and the
+    base's latency at search start known (:attr:`Evaluator.base_latency_ms`), the policy's model
+    is timed beside the base (:meth:`Evaluator.anchored_latency`): the figure is the median ratio
+    times the base as it was when the budget was set, named ``<device model>~anchored``."""
     if ev.in_loop is not None:  # set only for a measured device: its own model times the candidates
         latency = ev.latency
     elif meter:
@@ -39,8 +44,18 @@ def policy_meter(ev: Evaluator, meter: str | None) -> PolicyMeter | None:
     else:
         return None
 
+    paired = (
+        ev.in_loop is not None
+        and ev.base_latency_ms is not None
+        and ev.cfg.evaluation.remeasure_timing == "paired"
+    )
+
     def time_it(policy: PruningPolicy) -> Measurement:
-        res = latency.measure_ms(ev.prune(policy), ev.input_shape, ev.batch_size)
+        model = ev.prune(policy)
+        if paired:
+            res = ev.anchored_latency(model, policy.channels, policy.removed_blocks, anchor_ms=ev.base_latency_ms)
+        else:
+            res = latency.measure_ms(model, ev.input_shape, ev.batch_size)
         return Measurement(float(res.ms), res.cv, res.model_name)
 
     return time_it

@@ -321,20 +321,23 @@ def test_a_measured_device_is_measured_only_for_its_front_points(
     policies = {c.policy.key() for c in pareto_front(view.candidates)}
     measured = json.loads((run / "remeasured-devices.json").read_text())["box"]
     assert set(measured) == {c.id for c in view.candidates if c.policy.key() in policies}
-    # the fit points (the base among them) and the check points at the start, the front's policies at the end
-    assert len(CountingLatency.calls) == 5 + CHECK_POINTS + len(policies)
+    # the fit points (the base among them) and the check points at the start, the front's policies at
+    # the end, each timed beside the box's base in anchor_rounds rounds (paired)
+    paired = 2 * validate_config(cfg).evaluation.anchor_rounds
+    assert len(CountingLatency.calls) == 5 + CHECK_POINTS + paired * len(policies)
+    assert {m["measured_with"] for m in measured.values()} == {"test-measured~anchored"}
     assert all(c.measured is not None for c in pareto_front(view.candidates))
     assert not (run / "remeasured.json").exists()  # the search's own device predicts: nothing re-measured there
     export = tmp_path / "p.json"
     out = CliRunner().invoke(app, ["pareto", str(run), "--device", "box", "--no-plots", "--export", str(export)])
     assert out.exit_code == 0, out.output
     metrics = PruningPolicy.load(export).metadata["metrics"]
-    assert metrics["measured_with"] == "test-measured" and metrics["measured_latency_ms"] <= rec["budget_ms"]
+    assert metrics["measured_with"] == "test-measured~anchored" and metrics["measured_latency_ms"] <= rec["budget_ms"]
     # resumed in a new process: the predictor comes from run.json (no calibration), the front is measured again
     calls = len(CountingLatency.calls)
     evaluator_module._EVALUATORS.clear()
     prunepilot.search.run(cfg, backend="local", run_dir=run, resume=True, progress=False)
-    assert len(CountingLatency.calls) == calls + len(policies) and not any(CountingLatency.calls)
+    assert len(CountingLatency.calls) == calls + paired * len(policies) and not any(CountingLatency.calls)
     assert [c.metrics for c in RunStore(run).ok()] == [c.metrics for c in store.ok()]
     # a trial in another process gets the device's in-loop predictor from the setup, measures nothing
     calls = len(CountingLatency.calls)

@@ -106,10 +106,11 @@ def test_in_loop_candidates_are_predicted_and_nothing_is_timed_in_the_loop(
         assert c.metrics.latency_ms <= info["trial_budget_ms"] * (1 + 1e-9)  # ... aimed at with the margin
     assert timings.in_loop == 0
     # the only timings: the fit points (the base among them: measured once), the check points,
-    # then the re-measurements
+    # then the re-measurements, each policy beside the base in anchor_rounds rounds (paired)
     remeasured = json.loads((run / "remeasured.json").read_text())
     policies = {c.policy.key() for c in result.candidates if c.id in remeasured}
-    assert len(timings.calls) == 5 + CHECK_POINTS + len(policies)
+    rounds = validate_config(cfg).evaluation.anchor_rounds
+    assert len(timings.calls) == 5 + CHECK_POINTS + 2 * rounds * len(policies)
     assert info["base"]["latency_kind"] == "measured"
     full = next(p for p in info["in_loop_latency"]["calibration"]["points"] if p["mean_keep"] == 1.0)
     assert info["base"]["latency_ms"] == full["measured_ms"]  # the budget's base is the fit's full-width point
@@ -117,7 +118,7 @@ def test_in_loop_candidates_are_predicted_and_nothing_is_timed_in_the_loop(
     assert info["scoring"] == {"protocol": "bn-recal", "path": "slice", "fallback_reason": None}
     # every front point carries its measured latency beside the predicted one
     assert result.front and all(c.measured is not None for c in result.front)
-    assert all(c.measured.latency_model == "torch-cpu" for c in result.front)  # type: ignore[union-attr]
+    assert all(c.measured.latency_model == "torch-cpu~anchored" for c in result.front)  # type: ignore[union-attr]
     front = json.loads((run / "front.json").read_text())
     assert all(p["metrics"]["measured_latency_ms"] is not None for p in front)
     # run.json: the calibration record, the margin and the best candidate's budget use
@@ -139,6 +140,54 @@ def test_in_loop_candidates_are_predicted_and_nothing_is_timed_in_the_loop(
         assert chosen.measured is not None and chosen.measured.latency_ms <= info["budget_ms"]
         assert best["budget_use"] == pytest.approx(chosen.measured.latency_ms / info["budget_ms"])
         assert best["predicted_error"] == pytest.approx(chosen.metrics.latency_ms / chosen.measured.latency_ms - 1)
+
+
+def test_plain_remeasure_timing_times_each_final_figure_once(tmp_path: Path, cache: Path, timings: Timings) -> None:
+    cfg = measured_config(tmp_path, cache, **{"evaluation.remeasure_timing": "plain"})
+    run = tmp_path / "run"
+    result = prunepilot.search.run(cfg, backend="local", run_dir=run, progress=False)
+    remeasured = json.loads((run / "remeasured.json").read_text())
+    policies = {c.policy.key() for c in result.candidates if c.id in remeasured}
+    assert policies and len(timings.calls) == 5 + CHECK_POINTS + len(policies)
+    assert result.front and all(c.measured.latency_model == "torch-cpu" for c in result.front)  # type: ignore[union-attr]
+
+
+def test_final_figures_timed_paired_do_not_follow_load_that_changed_since_the_budget_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget was set from the base measured at search start; the machine is busier by the end.
+    Paired, a policy's final figure is its share of the base times the base at the start; plain, it
+    is the loaded timing, and a policy inside the budget would read as over it."""
+    ev = _wide_evaluator(tmp_path)
+    params = {id(ev.model): float(sum(p.numel() for p in ev.model.parameters()))}
+    load = [3.0]  # three times the load at search start
+
+    def loaded(model: torch.nn.Module, shape: Sequence[int], batch: int = 1) -> LatencyResult:
+        ms = load[0] * 10.0 * float(sum(p.numel() for p in model.parameters())) / params[id(ev.model)]
+        return LatencyResult(ms=ms, kind="measured", model_name="torch-cpu", cv=0.01, details={"runs": 3})
+
+    monkeypatch.setattr(ev.latency, "measure_ms", loaded)
+    ev.calibrate_fit()
+    ev.in_loop = InLoopPredictor("torch-cpu", ev.batch_size, fit=ev.fit)  # the device measures: predicted in loop
+    ev.base_latency_ms = 10.0  # measured when the search started (load 1)
+    policy = ev.make_policy([0.5] * len(ev.space.groups))
+    share = sum(p.numel() for p in ev.prune(policy).parameters()) / params[id(ev.model)]
+    paired = remeasure.policy_meter(ev, None)
+    assert paired is not None
+    m = paired(policy)
+    assert m.latency_ms == pytest.approx(share * 10.0, rel=1e-9) and m.latency_model == "torch-cpu~anchored"
+    ev.cfg = ev.cfg.model_copy(
+        update={"evaluation": ev.cfg.evaluation.model_copy(update={"remeasure_timing": "plain"})}
+    )
+    plain = remeasure.policy_meter(ev, None)
+    assert plain is not None
+    m = plain(policy)
+    assert m.latency_ms == pytest.approx(3.0 * share * 10.0, rel=1e-9) and m.latency_model == "torch-cpu"
+    ev.cfg = ev.cfg.model_copy(
+        update={"evaluation": ev.cfg.evaluation.model_copy(update={"remeasure_timing": "paired"})}
+    )
+    ev.base_latency_ms = None  # no base from search start (a bare evaluator): timed alone
+    assert remeasure.policy_meter(ev, None)(policy).latency_ms == pytest.approx(3.0 * share * 10.0)  # type: ignore[misc]
 
 
 def _measured_at(factor: float, only_first: bool = False) -> Any:
@@ -443,5 +492,6 @@ def test_the_anchor_reaches_ray_trials(tmp_path: Path, cache: Path, monkeypatch:
     monkeypatch.setattr(evaluator_module, "_EVALUATORS", {})  # a fresh worker process
     worker = trial_evaluator(SearchSetup.from_json(setup.to_json()), base_state)
     assert worker is not ev and worker.anchor_ms == setup.base_latency_ms and worker.in_loop is not None
+    assert ev.base_latency_ms == setup.base_latency_ms  # the driver's final figures are timed against it
     predicted = validate_config(measured_config(tmp_path, cache))
     assert prepare(predicted, RunStore(tmp_path / "run2"), False, "ray")[0].anchor_ms is None
