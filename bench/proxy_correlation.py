@@ -130,7 +130,10 @@ def correlations(scores: list[float], truth: list[float]) -> tuple[float, float]
 
 
 #: settings every piece of one study must share (``--resume``, ``--merge``)
-SAME_SETTINGS = ("ft_batches", "device", "latency_batch", "lower_bound", "bn_batches", "val_batches", "quick")
+SAME_SETTINGS = ("ft_batches", "device", "latency_batch", "bn_batches", "val_batches", "quick")
+# ``lower_bound`` may differ between pieces: it bounds the keep ratios a base and budget's policies
+# are drawn from, and ResNet-20 at 30% needs one under 0.2 (its all-0.2 model is predicted at 30%
+# of the base). Each draw records its own, and the merged notes name each where they differ.
 #: the full study: this many policies at each of these budgets on every base
 FULL_POLICIES, FULL_BUDGETS = 40, (0.5, 0.3)
 
@@ -173,9 +176,15 @@ def study(name: str, args: argparse.Namespace, doc: dict[str, Any], save: Callab
         if key not in doc["draws"]:
             gen = torch.Generator().manual_seed(int(budget * 1000))
             drawn = draw_policies(ev, budget * base_ms, args.policies, gen)
-            doc["draws"][key] = {"base_ms": base_ms, "policies": [dict(p.channels) for p in drawn]}
+            doc["draws"][key] = {"base_ms": base_ms, "lower_bound": args.lower_bound,
+                                 "policies": [dict(p.channels) for p in drawn]}  # fmt: skip
             save()
         draw = doc["draws"][key]
+        drawn_at = draw.get("lower_bound", doc["args"].get("lower_bound"))
+        if drawn_at is not None and drawn_at != args.lower_bound:
+            raise SystemExit(
+                f"{key} was drawn with --lower-bound {drawn_at}; resume it with that bound, not {args.lower_bound}"
+            )
         done = {p["policy"] for p in doc["points"] if p["model"] == name and p["budget"] == budget}
         for i, widths in enumerate(draw["policies"]):
             if i in done:
@@ -278,6 +287,10 @@ def table(
     ]
     if sources > 1:
         notes.append(f"Merged from {sources} pieces of one study (same settings; each base and budget from one piece).")
+    bounds = args.get("lower_bound")
+    if isinstance(bounds, dict):
+        named = "; ".join(f"{k.replace('@', ' at ')}: {v}" for k, v in sorted(bounds.items()))
+        notes.append(f"Keep ratios drawn from [lower bound, 1], the lower bound per base and budget: {named}.")
     if reduced:
         full = ", ".join(f"{b:.0%}" for b in FULL_BUDGETS)
         notes.append(
@@ -337,8 +350,10 @@ def merge(paths: list[Path]) -> dict[str, Any]:
     owner: dict[str, str] = {}
     out: dict[str, Any] = {**docs[0], "sources": [str(p) for p in paths], "draws": {}, "points": [],
                            "prepare_seconds": {}, "unreachable": {}, "seconds": 0.0}  # fmt: skip
+    by_key: dict[str, Any] = {}  # a draw's lower bound where it predates recording its own: its piece's
     for d, path in zip(docs, paths, strict=True):
         for key, draw in d["draws"].items():
+            by_key[key] = d["args"].get("lower_bound")
             if key in owner:
                 raise SystemExit(f"--merge: {key} was drawn in both {owner[key]} and {path}; resume one piece instead")
             owner[key] = str(path)
@@ -348,6 +363,9 @@ def merge(paths: list[Path]) -> dict[str, Any]:
             out["prepare_seconds"].setdefault(model, secs)
         out["unreachable"].update(d.get("unreachable", {}))
         out["seconds"] += float(d.get("seconds", 0.0))
+    bounds = {k: draw.get("lower_bound", by_key[k]) for k, draw in out["draws"].items()}
+    if len(set(bounds.values())) > 1:  # named per draw in the notes
+        out["args"] = {**out["args"], "lower_bound": bounds}
     return finished(out, sources=len(docs))
 
 
@@ -359,6 +377,9 @@ def scatter(points: list[dict[str, Any]], out: Path) -> None:
 
     keys = sorted({(p["model"], p["budget"]) for p in points})
     labels = sorted({k for p in points for k in p["scores"]})
+    if not keys or not labels:  # nothing scored (every budget unreachable): no plot
+        print(f"no points to plot: {out} not written", flush=True)
+        return
     fig, axes = plt.subplots(len(keys), len(labels), figsize=(3.2 * len(labels), 3 * len(keys)), squeeze=False)
     for i, (model, budget) in enumerate(keys):
         mine = [p for p in points if p["model"] == model and p["budget"] == budget]

@@ -45,9 +45,7 @@ def policy_meter(ev: Evaluator, meter: str | None) -> PolicyMeter | None:
         return None
 
     paired = (
-        ev.in_loop is not None
-        and ev.base_latency_ms is not None
-        and ev.cfg.evaluation.remeasure_timing == "paired"
+        ev.in_loop is not None and ev.base_latency_ms is not None and ev.cfg.evaluation.remeasure_timing == "paired"
     )
 
     def time_it(policy: PruningPolicy) -> Measurement:

@@ -95,3 +95,18 @@ def test_pieces_merge_into_one_study_and_refuse_what_does_not_belong(tmp_path: P
         pc.merge([pa, _piece(tmp_path, "c.json", "resnet20@0.5", a)])
     with pytest.raises(SystemExit, match="ft_batches"):
         pc.merge([pa, _piece(tmp_path, "d.json", "resnet20@0.3", b, ft_batches=30)])
+    # the lower bound may differ between pieces (it bounds the draw, not how a policy is scored): named per draw
+    low = pc.merge([pa, _piece(tmp_path, "e.json", "resnet20@0.3", b, lower_bound=0.1)])
+    assert low["args"]["lower_bound"] == {"resnet20@0.5": ARGS["lower_bound"], "resnet20@0.3": 0.1}
+    assert "resnet20 at 0.3: 0.1" in " ".join(low["table"]["notes"])
+    assert "lower_bound" not in doc["args"] or not isinstance(doc["args"]["lower_bound"], dict)  # one bound: as it was
+
+
+def test_a_study_with_no_points_writes_no_plot(tmp_path: Path) -> None:
+    pc = load("proxy_correlation")
+    pc.scatter([], tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()
+    pc.scatter(
+        [_point("resnet20", 0.5, i, {"bn-recal": x}, x) for i, x in enumerate([0.8, 0.9, 0.85])], tmp_path / "p.png"
+    )
+    assert (tmp_path / "p.png").stat().st_size > 0
