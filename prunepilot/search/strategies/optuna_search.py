@@ -79,10 +79,11 @@ class OptunaNSGA2(RatioProposal):
     settings: NSGA2Settings
 
     def tune_setup(self, ctx: DriverContext) -> TuneSetup:
-        import optuna
 
         s = self.settings
-        sampler = optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=s.population_size)
+        from prunepilot.search.strategies.picklable_samplers import PicklableNSGAIISampler
+
+        sampler = PicklableNSGAIISampler(seed=ctx.seed, population_size=s.population_size)
         return TuneSetup(
             self.param_space(ctx),
             num_samples=ctx.evaluations,
