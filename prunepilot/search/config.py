@@ -154,7 +154,19 @@ class EvaluationSection(_Strict):
         "during the search; the predictor is still calibrated for budget checks and proposals).",
     )
     anchor_rounds: int = Field(
-        3, ge=1, le=50, description="in_loop_latency anchored: interleaved base/candidate rounds per candidate."
+        3,
+        ge=1,
+        le=50,
+        description="Paired timing (in_loop_latency anchored, remeasure_timing paired): interleaved "
+        "base/candidate rounds per candidate.",
+    )
+    anchor_runs: int | None = Field(
+        5,
+        ge=3,
+        le=1000,
+        description="Paired timing: timed runs of each model per round (after two warm-up runs, one attempt); "
+        "the median of the rounds' ratios is the figure, so a round needs no full protocol. None: the "
+        "device's full measurement protocol every round (several times the cost).",
     )
     remeasure_timing: Literal["paired", "plain"] = Field(
         "paired",

@@ -32,6 +32,7 @@ from torch import nn
 
 from prunepilot.errors import ConfigError
 from prunepilot.hw_models.base import LatencyModel, LatencyResult
+from prunepilot.hw_models.measure import for_paired_rounds
 from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
 from prunepilot.search.config import SearchConfig, no_blocks_reason
@@ -315,17 +316,20 @@ class Evaluator:
     ) -> LatencyResult:
         """The candidate timed in ``evaluation.anchor_rounds`` rounds interleaved with the base model:
         the median of the per-round ratios times ``anchor_ms`` (default :attr:`anchor_ms`: the base as
-        measured when the search started). Load that drifts during a search moves both timings of a
-        round alike, so the ratio, hence the figure, holds where an absolute timing would drift.
+        measured when the search started). Each round times each model briefly
+        (``evaluation.anchor_runs`` runs, :func:`~prunepilot.hw_models.measure.for_paired_rounds`).
+        Load that drifts during a search moves both timings of a round alike, so the ratio, hence
+        the figure, holds where an absolute timing would drift.
         ``cv`` is the ratios' coefficient of variation; the model is named ``<device model>~anchored``."""
         anchor = self.anchor_ms if anchor_ms is None else anchor_ms
         if anchor is None:
             raise RuntimeError("anchored_latency needs anchor_ms (the base latency measured at search start)")
         model = model if model is not None else self._model_at(widths, removed)
         ratios, last = [], None
+        timer = for_paired_rounds(self.latency, self.cfg.evaluation.anchor_runs)  # a short timing per round
         for _ in range(self.cfg.evaluation.anchor_rounds):
-            base = self.latency.measure_ms(self.model, self.input_shape, self.batch_size)
-            last = self.latency.measure_ms(model, self.input_shape, self.batch_size)
+            base = timer.measure_ms(self.model, self.input_shape, self.batch_size)
+            last = timer.measure_ms(model, self.input_shape, self.batch_size)
             ratios.append(last.ms / base.ms)
         assert last is not None  # anchor_rounds >= 1
         ratio = statistics.median(ratios)

@@ -12,6 +12,7 @@ from prunepilot.hw_models.measure import (
     MeasureProtocol,
     TorchCPULatency,
     TorchCUDALatency,
+    for_paired_rounds,
     summarize,
     time_runs,
     torch_threads,
@@ -52,6 +53,20 @@ def test_cpu_measurement_records_protocol() -> None:
     assert d["batch_size"] == 2 and d["input_shape"] == [2, 3, 16, 16]
     assert d["runs"] >= 5 and "torch" in d["versions"] and "prunepilot" in d["versions"]
     assert d["protocol"]["warmup"] == FAST.warmup and "unstable" in d
+
+
+def test_a_paired_round_times_briefly_and_leaves_the_device_model_as_it_was() -> None:
+    full = TorchCPULatency(threads=1, warmup=5, min_runs=20, min_seconds=0.3, max_attempts=3, clock="thread")
+    light = for_paired_rounds(full, 4)
+    assert light is not full and full.protocol.min_runs == 20 and full.protocol.max_attempts == 3
+    p = light.protocol  # type: ignore[attr-defined]
+    assert (p.warmup, p.min_runs, p.max_runs, p.min_seconds, p.max_attempts) == (2, 4, 4, 0.0, 1)
+    assert (p.clock, p.threads, p.seed) == ("thread", 1, full.protocol.seed)  # what is timed stays the same
+    res = light.measure_ms(tiny_net(), (1, 3, 16, 16), batch_size=2)
+    assert res.details["runs"] == 4 and res.details["attempts"] == 1
+    assert for_paired_rounds(full, None) is full  # the full protocol every round
+    onnx = OnnxRuntimeLatency()
+    assert for_paired_rounds(onnx, 4).protocol.min_runs == 4  # type: ignore[attr-defined]
 
 
 def test_repeatability_five_runs_report_cv() -> None:

@@ -469,6 +469,29 @@ def test_anchored_latency_holds_while_the_load_drifts(tmp_path: Path, monkeypatc
     assert ev.latency_of(model, policy.channels).ms == pytest.approx(share * (1.0 + 0.5 * (len(calls) // 2)))
 
 
+def test_each_paired_round_times_with_anchor_runs_not_the_full_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ev = _wide_evaluator(tmp_path, warmup=4, min_runs=9, max_attempts=3)
+    ev.anchor_ms = 10.0
+    seen: list[tuple[int, int, int]] = []
+    measure = TorchCPULatency.measure_ms
+
+    def recorded(self: TorchCPULatency, model: torch.nn.Module, shape: Sequence[int], batch: int = 1) -> LatencyResult:
+        seen.append((self.protocol.min_runs, self.protocol.max_runs, self.protocol.max_attempts))
+        return measure(self, model, shape, batch)
+
+    monkeypatch.setattr(TorchCPULatency, "measure_ms", recorded)
+    policy = ev.make_policy([0.5] * len(ev.space.groups))
+    res = ev.latency_of(ev.prune(policy), policy.channels)
+    runs = ev.cfg.evaluation.anchor_runs
+    assert seen == [(runs, runs, 1)] * (2 * ev.cfg.evaluation.anchor_rounds) and res.details["runs"] == runs
+    assert ev.latency.protocol.min_runs == 9  # type: ignore[attr-defined]  # the device's own, for lone timings
+    seen.clear()
+    ev.measure_latency(None, policy.channels)
+    assert seen == [(9, ev.latency.protocol.max_runs, 3)]  # type: ignore[attr-defined]
+
+
 def test_in_loop_latency_anchored_times_every_candidate_beside_the_base(
     tmp_path: Path, cache: Path, timings: Timings
 ) -> None:
