@@ -167,7 +167,8 @@ def study(name: str, args: argparse.Namespace, doc: dict[str, Any], save: Callab
     ev = Evaluator(validate_config(search_config(name, args)), base_state=model.state_dict())
     base_res, _ = ev.calibrate_fit()
     base_ms = float(base_res.ms)
-    data = ev.scoring_data(work_dir=args.cache_dir / f"supernet-{name}")  # a resumable cache, not a result
+    # A resumable cache, not a result; keyed by the lower bound, which the supernet is trained under.
+    data = ev.scoring_data(work_dir=args.cache_dir / f"supernet-{name}-lb{args.lower_bound:g}")
     protocols = {label: get_protocol(p, s) for label, (p, s) in PROTOCOLS.items() if label in args.protocols}
     prepare = {label: proto.prepare(data) for label, proto in protocols.items()}
     doc["prepare_seconds"][name] = {label: float(prep.get("prepare_seconds", 0.0)) for label, prep in prepare.items()}
