@@ -15,9 +15,9 @@ once per round, the median over rounds; torch eager on this CPU, 1 thread, the t
 
 The models: the zoo ResNet-20 on Fashion-MNIST's 1x28x28 input (the committed base's weights
 when ``bench/bases/resnet20.pt`` is there; latency does not depend on them), and a user-style
-CNN defined here (a stem, two stages of residual blocks with squeeze-excite and grouped 3x3
-convolutions, a strided transition; its block class joins the removable ones through
-:func:`prunepilot.pruning.register_block`, as a user's would).
+CNN defined here (a stem, two stages of ``bench/user_net.py``'s residual block with squeeze-excite
+and a grouped 3x3 convolution, a strided transition; its block class joins the removable ones
+through :func:`prunepilot.pruning.register_block`, as a user's would).
 
 Target (#17): depth+width reaches a 50% batch-1 budget that width alone cannot.
 
@@ -47,6 +47,7 @@ from bench.common import (  # noqa: E402
     result_table,
     write_json,
 )
+from bench.user_net import SEResidual as UserBlock  # noqa: E402  (the user's residual block, one definition)
 from prunepilot.hw_models.base import runtime_versions  # noqa: E402
 from prunepilot.hw_models.measure import TorchCPULatency  # noqa: E402
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, register_block  # noqa: E402
@@ -54,28 +55,6 @@ from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, regist
 VARIANTS = ("base", "width", "depth", "depth+width")
 BATCHES = (1, 32)
 TARGET_FRACTION = 0.5
-
-
-class UserBlock(nn.Module):
-    """``relu(x + SE(f(x)))`` with a grouped 3x3 convolution: a user's own residual block."""
-
-    def __init__(self, ch: int, groups: int = 4) -> None:
-        super().__init__()
-        self.f = nn.Sequential(
-            nn.Conv2d(ch, ch, 1, bias=False),
-            nn.BatchNorm2d(ch),
-            nn.ReLU(),
-            nn.Conv2d(ch, ch, 3, padding=1, groups=groups, bias=False),
-            nn.BatchNorm2d(ch),
-        )
-        self.se = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, ch // 4, 1), nn.ReLU(), nn.Conv2d(ch // 4, ch, 1), nn.Sigmoid()
-        )
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.f(x)
-        return self.act(x + y * self.se(y))
 
 
 class UserCNN(nn.Module):
