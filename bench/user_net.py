@@ -76,8 +76,9 @@ CHECKPOINT = BASES_DIR / "user_net.pt"
 INFO = BASES_DIR / "user_net.json"
 RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 EPOCHS = 4
-COLUMNS = ["protocol", "strategy", "candidates", "search s", "pick score", "pick share", "pick test (ft)",
-           "uniform at share", "delta (points)", "target met"]  # fmt: skip
+COLUMNS = ["protocol", "in-loop latency", "round_to", "strategy", "candidates", "search s", "pick score",
+           "pick share", "pick test (ft)", "uniform at share", "delta (points)", "target met",
+           "best uniform within budget", "delta vs it (points)"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +242,11 @@ def parse_protocol(text: str) -> tuple[str, dict[str, Any]]:
 
 def search_config(args: argparse.Namespace, protocol: str | None, settings: dict[str, Any]) -> dict[str, Any]:
     """The search as a user would configure it; ``protocol`` None leaves the default."""
-    evaluation: dict[str, Any] = {"lower_bound": args.lower_bound}
+    evaluation: dict[str, Any] = {
+        "lower_bound": args.lower_bound,
+        "in_loop_latency": args.in_loop,
+        "round_to": args.round_to,
+    }
     if protocol is not None:
         evaluation.update(protocol=protocol, protocol_settings=settings)
     return {
@@ -271,6 +276,8 @@ def run_search(args: argparse.Namespace, label: str, work: Path) -> dict[str, An
     pick = best_within_budget(result.candidates, result.budget_ms)
     row: dict[str, Any] = {
         "protocol": label if name is not None else f"{EvaluationSection().protocol} (default)",
+        "in_loop_latency": cfg["evaluation"]["in_loop_latency"],
+        "round_to": cfg["evaluation"]["round_to"],
         "strategy": args.strategy,
         "candidates": len(result.candidates),
         "search_seconds": seconds,
@@ -310,14 +317,26 @@ def verdict(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, A
         curve.append({"keep": r, "share": m.share, "share_q1": m.q1, "share_q3": m.q3, "finetuned_test_acc": acc})
         print(f"uniform {r:.2f}: share {m.share:.3f}, fine-tuned test {acc:.4f}", flush=True)
     points = [(c["share"], c["finetuned_test_acc"]) for c in curve]
+    within = best_uniform_within(curve, args.budget)
     for row, policy, m in zip(picked, policies, paired[len(uniform) :], strict=True):
         acc = finetune_test(ev, policy, args.finetune_batches)
         at = interpolate(points, m.share)
         row["final"] = {"share": m.share, "share_q1": m.q1, "share_q3": m.q3, "measured_ms": m.ms,
                         "finetuned_test_acc": acc, "uniform_at_share": at,
-                        "delta_points": None if at is None else 100.0 * (acc - at)}  # fmt: skip
+                        "delta_points": None if at is None else 100.0 * (acc - at),
+                        "best_uniform_within_budget": within,
+                        "delta_vs_best_uniform_within_budget":
+                            None if within is None else 100.0 * (acc - within["finetuned_test_acc"])}  # fmt: skip
         print(f"{row['protocol']}: share {m.share:.3f}, fine-tuned test {acc:.4f}, uniform there {at}", flush=True)
     return {"base_ms": base_ms, "curve": curve}
+
+
+def best_uniform_within(curve: list[dict[str, Any]], budget: float) -> dict[str, Any] | None:
+    """The uniform curve's most accurate point (fine-tuned test) whose measured share is within
+    ``budget``: what a user who skipped the search would ship at this budget. On a CPU whose latency
+    is not monotonic in width it need not be the widest keep ratio. None if no point fits."""
+    fits = [c for c in curve if c["share"] <= budget]
+    return max(fits, key=lambda c: c["finetuned_test_acc"]) if fits else None
 
 
 def table(doc: dict[str, Any]) -> dict[str, Any]:
@@ -327,9 +346,12 @@ def table(doc: dict[str, Any]) -> dict[str, Any]:
         f = r.get("final") or {}
         delta = f.get("delta_points")
         met = None if delta is None else delta >= 0
-        out.append([r["protocol"], r["strategy"], r["candidates"], r["search_seconds"],
-                    (r.get("pick") or {}).get("score"), f.get("share"), f.get("finetuned_test_acc"),
-                    f.get("uniform_at_share"), delta, met])  # fmt: skip
+        within = f.get("best_uniform_within_budget")
+        out.append([r["protocol"], r.get("in_loop_latency", "predicted"), r.get("round_to", 1), r["strategy"],
+                    r["candidates"], r["search_seconds"], (r.get("pick") or {}).get("score"), f.get("share"),
+                    f.get("finetuned_test_acc"), f.get("uniform_at_share"), delta, met,
+                    None if within is None else f"keep {within['keep']:g}: {within['finetuned_test_acc']:.4f}",
+                    f.get("delta_vs_best_uniform_within_budget")])  # fmt: skip
     base = doc["base"]
     a = doc["args"]
     keeps = ", ".join(f"{c['keep']:g}" for c in doc["curve"])
@@ -345,7 +367,9 @@ def table(doc: dict[str, Any]) -> dict[str, Any]:
         f"Verdict after the searches: picks and a uniform curve (keep {keeps}) timed paired with the base "
         f"({a['rounds']} rounds, {a['instances']} instances per policy; share of the base, measured), each given "
         f"the standard fine-tune ({a['finetune_batches']} batches, distillation); "
-        "delta: pick minus the uniform curve at the pick's share, test accuracy, points.",
+        "delta: pick minus the uniform curve at the pick's share, test accuracy, points; best uniform within "
+        "budget: the curve's most accurate point whose measured share is within the budget (latency is not "
+        "monotonic in width on this CPU, so it need not be the widest), what a user would ship without a search.",
         "Uniform curve (keep: share, fine-tuned test): "
         + "; ".join(f"{c['keep']:g}: {c['share']:.3f}, {c['finetuned_test_acc']:.4f}" for c in doc["curve"]),
     ]
@@ -358,6 +382,10 @@ def table(doc: dict[str, Any]) -> dict[str, Any]:
         )
         notes.append(f"Target (#14): {r['protocol']} does not lose to uniform at the same measured latency: "
                      f"{verdict_text}.")  # fmt: skip
+        within = (r.get("final") or {}).get("delta_vs_best_uniform_within_budget")
+        if within is not None:
+            notes.append(f"{r['protocol']} against the best uniform policy within the budget (a user's alternative "
+                         f"to searching): {within:+.2f} points.")  # fmt: skip
     m = doc["machine"]
     notes.append(machine_note(m["cpu"], m["cores"], m["platform"], base["versions"], f"; {doc['seconds']:.0f} s"))
     return result_table(
@@ -377,6 +405,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="local-cpu-cputime")
     ap.add_argument("--latency-batch", type=int, default=32)
     ap.add_argument("--lower-bound", type=float, default=0.2)
+    ap.add_argument("--in-loop", choices=["predicted", "anchored", "measured"], default="predicted",
+                    help="evaluation.in_loop_latency of every search")  # fmt: skip
+    ap.add_argument("--round-to", type=int, default=1, help="evaluation.round_to of every search")
     ap.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="uniform keep ratios of the curve")
     ap.add_argument("--rounds", type=int, default=7, help="paired measurement rounds of the verdict")
     ap.add_argument("--instances", type=int, default=3, help="fresh pruned models per policy in the verdict")

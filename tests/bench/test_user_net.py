@@ -101,9 +101,33 @@ def test_the_verdict_is_met_only_where_the_pick_does_not_lose_to_uniform() -> No
         "seconds": 1.0,
     }
     table = un.table(doc)
-    assert [r[-1] for r in table["rows"]] == [True, False, None, None]
+    met = un.COLUMNS.index("target met")
+    assert [r[met] for r in table["rows"]] == [True, False, None, None]
     notes = " ".join(table["notes"])
     assert "a does not lose to uniform at the same measured latency: +0.40 points: MET" in notes
     assert "b does not lose to uniform at the same measured latency: -1.20 points: NOT MET" in notes
     assert "c does not lose" in notes and "outside the uniform curve" in notes
     assert "d does not lose" in notes and "no pick within the budget" in notes
+
+
+def test_the_best_uniform_within_the_budget_is_the_most_accurate_fitting_point_not_the_widest() -> None:
+    # latency not monotonic in width: keep 0.5 is faster than keep 0.4 here and more accurate
+    curve = [
+        {"keep": 0.3, "share": 0.36, "finetuned_test_acc": 0.73},
+        {"keep": 0.4, "share": 0.466, "finetuned_test_acc": 0.79},
+        {"keep": 0.5, "share": 0.438, "finetuned_test_acc": 0.82},
+        {"keep": 0.6, "share": 0.889, "finetuned_test_acc": 0.87},
+    ]
+    assert un.best_uniform_within(curve, 0.5)["keep"] == 0.5
+    assert un.best_uniform_within(curve, 0.45)["keep"] == 0.5
+    assert un.best_uniform_within(curve, 0.43)["keep"] == 0.3
+    assert un.best_uniform_within(curve, 0.3) is None
+
+
+def test_the_search_config_carries_the_in_loop_mode_and_rounding() -> None:
+    args = un.parse_args(["--in-loop", "anchored", "--round-to", "8", "--data-root", "/data"])
+    evaluation = un.search_config(args, "short-finetune", {"steps": 20})["evaluation"]
+    assert evaluation["in_loop_latency"] == "anchored" and evaluation["round_to"] == 8
+    assert evaluation["protocol"] == "short-finetune" and evaluation["protocol_settings"] == {"steps": 20}
+    default = un.search_config(un.parse_args(["--data-root", "/data"]), None, {})["evaluation"]
+    assert default["in_loop_latency"] == "predicted" and default["round_to"] == 1 and "protocol" not in default
