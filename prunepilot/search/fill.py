@@ -13,6 +13,11 @@ corrected by the ratio of the best's own figure to its prediction, then the wide
 timed the way the search's final figures are (the device's measured latency model where it
 measures, else its prediction); a timing over the budget, or under ``fill_below`` of it, re-aims
 with the new ratio, at most ``FILL_TRIES`` timings, and the widest timed within the budget wins.
+The timings bracket ``s``: the widest scale timed within the budget and the narrowest timed over
+it. A re-aim at or past a scale timed over the budget, or back at the best's own widths before
+anything fitted, or after two timings over it in a row
+(on a shared CPU latency is neither smooth nor monotonic in width, and a corrected predictor can
+keep aiming just over the budget), bisects the bracket instead.
 The widened policy is then scored like any candidate and stored (strategy
 ``fill``, ``extra.filled_from``); the pick stays the most accurate candidate within the budget, so
 a widened policy that scores lower changes nothing but is kept.
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
     from prunepilot.search.store import RunStore
 
 #: timings of widened policies at most, per fill
-FILL_TRIES = 3
+FILL_TRIES = 4
 #: bisection steps on the predictor per try
 BISECT_STEPS = 12
 
@@ -69,6 +74,7 @@ def fill_policy(
     time_policy: PolicyTimer,
     tries: int = FILL_TRIES,
     enough: float = 0.9,
+    trace: list[tuple[float, float]] | None = None,
 ) -> Fill | None:
     """The widest widening of ``best``'s policy whose timed latency is within ``budget_ms``, or
     None (no widening fits, or the widest that fits is ``best``'s own widths).
@@ -76,6 +82,7 @@ def fill_policy(
     Each try aims on the predictor corrected by the error last seen, and is timed. A timing over
     the budget re-aims lower; one within the budget but under ``enough`` of it (the device ran
     faster than the correction said) re-aims higher; the widest policy timed within the budget wins.
+    ``trace``, when given, receives every ``(scale, timed ms)`` in order.
     """
 
     def predict(policy: PruningPolicy) -> float:
@@ -93,23 +100,34 @@ def fill_policy(
     own = predict(best.policy)
     bias = figure_ms(best) / own if own > 0 else 1.0  # the predictor's error at the best, corrected for
     found: Fill | None = None
-    timed_scales: set[float] = set()
-    for attempt in range(1, tries + 1):
+    timed_widths: set[tuple[tuple[str, int], ...]] = set()
+    lo, hi = 0.0, None  # widest scale timed within the budget (0: the best itself), narrowest timed over
+    overs = 0  # consecutive timings over the budget
+    for _ in range(tries):
         scale = aim(bias)
-        policy = widened(ev, best.policy, scale)
-        if scale <= 0.0 or policy.channels == best.policy.channels or scale in timed_scales:
-            break
-        if found is not None and scale <= found.scale:
+        if found is not None and scale <= lo:
             break  # re-aimed no wider than a widening already within the budget
+        if hi is not None and (
+            overs >= 2 or scale >= hi or widened(ev, best.policy, scale).channels == best.policy.channels
+        ):  # the corrected predictor keeps missing, aims past a timing over, or back at the best: bisect
+            scale = (lo + hi) / 2
+        policy = widened(ev, best.policy, scale)
+        key = tuple(sorted(policy.channels.items()))
+        if scale <= 0.0 or policy.channels == best.policy.channels or key in timed_widths:
+            break  # nothing wider than the best, or the bracket has narrowed below one channel
+        timed_widths.add(key)
         timed = time_policy(policy)
-        timed_scales.add(scale)
+        if trace is not None:
+            trace.append((scale, float(timed.latency_ms)))
         if timed.latency_ms <= budget_ms:
-            found = Fill(policy, scale, timed, attempt)
+            found, lo, overs = Fill(policy, scale, timed, len(timed_widths)), scale, 0
             if timed.latency_ms >= enough * budget_ms or scale >= 1.0:
                 break
+        else:
+            hi, overs = (scale if hi is None else min(hi, scale)), overs + 1
         pred = predict(policy)  # re-aim with the error seen here
         bias = timed.latency_ms / pred if pred > 0 else bias * timed.latency_ms / budget_ms
-    return None if found is None else replace(found, tries=len(timed_scales))
+    return None if found is None else replace(found, tries=len(timed_widths))
 
 
 def fill_budget(
@@ -126,8 +144,13 @@ def fill_budget(
     done = [c for c in store.ok() if c.trial == "fill" and c.extra.get("filled_from") == best.id]
     if done:  # a resumed run that finished before: that widening is stored already
         return {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms, "filled": done[0].id, "resumed": True}
-    record: dict[str, Any] = {"from": best.id, "from_budget_use": figure_ms(best) / budget_ms}
-    found = fill_policy(ev, best, budget_ms, time_policy, enough=fill_below)
+    trace: list[tuple[float, float]] = []
+    found = fill_policy(ev, best, budget_ms, time_policy, enough=fill_below, trace=trace)
+    record: dict[str, Any] = {
+        "from": best.id,
+        "from_budget_use": figure_ms(best) / budget_ms,
+        "timed": [{"scale": sc, "latency_ms": ms} for sc, ms in trace],  # every widening timed, in order
+    }
     if found is None:
         return {**record, "filled": None}
     # where the search times its candidates on the device, the fill's timing is the in-loop figure too

@@ -95,6 +95,55 @@ def test_a_widening_timed_far_under_the_budget_is_aimed_again_wider(ev: Evaluato
     assert once is not None and once.scale < found.scale and once.timed.latency_ms < 0.9 * budget
 
 
+def test_a_device_that_keeps_reading_just_over_the_budget_is_bisected_into_a_fit(ev: Evaluator) -> None:
+    # Latency that jumps (as on a shared CPU, where it is not monotonic in width): every widening past
+    # 0.4 of the way reads 5% over the budget, whatever the predictor says, so re-aiming with the error
+    # seen keeps landing just over it; the timings bracket the scale and bisecting finds a fit.
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+
+    def predict(p: PruningPolicy) -> float:
+        return ev.predict_latency_ms(p.channels, p.removed_blocks)
+
+    budget = 0.8 * predict(fill.widened(ev, policy, 1.0))
+    step_ms = predict(fill.widened(ev, policy, 0.4))
+    assert predict(policy) < step_ms < budget
+
+    def jumpy(p: PruningPolicy) -> Measurement:
+        return Measurement(1.05 * budget if predict(p) > step_ms else predict(p), 0.0, "fake-device")
+
+    trace: list[tuple[float, float]] = []
+    best = candidate(ev, policy, predict(policy))
+    found = fill.fill_policy(ev, best, budget, jumpy, trace=trace)
+    assert [ms > budget for _, ms in trace[:2]] == [True, True]  # the corrected predictor missed twice
+    assert found is not None and found.timed.latency_ms <= budget and found.scale <= 0.4
+    assert found.tries == len(trace) and (found.scale, found.timed.latency_ms) in trace
+    overs = [sc for sc, ms in trace if ms > budget]
+    assert all(found.scale < sc for sc in overs)  # inside the bracket the timings set
+    # its first two tries (re-aims only) stay over the budget: nothing found without the bisection
+    assert fill.fill_policy(ev, best, budget, jumpy, tries=2) is None
+
+
+def test_a_first_widening_timed_far_over_is_bisected_not_abandoned(ev: Evaluator) -> None:
+    # The best read 0.3x its prediction, so the first aim is wide and (as wide policies read as
+    # predicted) over the budget; corrected by that error, the predictor aims back at the best. The
+    # bracket (the best, that widening) is bisected instead of giving up.
+    policy = ev.make_policy([0.3] * len(ev.space.groups))
+
+    def predict(p: PruningPolicy) -> float:
+        return ev.predict_latency_ms(p.channels, p.removed_blocks)
+
+    budget = predict(policy)
+
+    def timer(p: PruningPolicy) -> Measurement:  # policies predicted over twice the best's read as predicted
+        return Measurement((1.0 if predict(p) > 2 * budget else 0.3) * predict(p), 0.0, "fake-device")
+
+    trace: list[tuple[float, float]] = []
+    best = candidate(ev, policy, 0.3 * predict(policy))
+    found = fill.fill_policy(ev, best, budget, timer, trace=trace)
+    assert trace[0][1] > budget and len(trace) >= 2
+    assert found is not None and found.timed.latency_ms <= budget and 0 < found.scale < trace[0][0]
+
+
 def test_nothing_to_fill_when_no_widening_fits(ev: Evaluator) -> None:
     policy = ev.make_policy([0.3] * len(ev.space.groups))
     ms = ev.predict_latency_ms(policy.channels)
