@@ -100,11 +100,13 @@ def fill_policy(
     own = predict(best.policy)
     bias = figure_ms(best) / own if own > 0 else 1.0  # the predictor's error at the best, corrected for
     found: Fill | None = None
-    timed_widths: set[tuple[tuple[str, int], ...]] = set()
-    lo, hi = 0.0, None  # widest scale timed within the budget (0: the best itself), narrowest timed over
+    timed_widths: set[tuple[int | str, ...]] = set()
+    hi: float | None = None  # narrowest scale timed over the budget
+    # (the widest timed within it is ``found.scale``; 0 before anything fitted: the best itself)
     overs = 0  # consecutive timings over the budget
     for _ in range(tries):
         scale = aim(bias)
+        lo = found.scale if found is not None else 0.0
         if found is not None and scale <= lo:
             break  # re-aimed no wider than a widening already within the budget
         if hi is not None and (
@@ -112,7 +114,7 @@ def fill_policy(
         ):  # the corrected predictor keeps missing, aims past a timing over, or back at the best: bisect
             scale = (lo + hi) / 2
         policy = widened(ev, best.policy, scale)
-        key = tuple(sorted(policy.channels.items()))
+        key = policy.key()
         if scale <= 0.0 or policy.channels == best.policy.channels or key in timed_widths:
             break  # nothing wider than the best, or the bracket has narrowed below one channel
         timed_widths.add(key)
@@ -120,7 +122,7 @@ def fill_policy(
         if trace is not None:
             trace.append((scale, float(timed.latency_ms)))
         if timed.latency_ms <= budget_ms:
-            found, lo, overs = Fill(policy, scale, timed, len(timed_widths)), scale, 0
+            found, overs = Fill(policy, scale, timed, len(timed_widths)), 0
             if timed.latency_ms >= enough * budget_ms or scale >= 1.0:
                 break
         else:
