@@ -27,6 +27,15 @@ in one piece) and recomputes the rows from the points:
     python bench/proxy_correlation.py --merge /tmp/pc-r50/proxy_correlation.json /tmp/pc-r30/... \
         --out-dir bench/results/<date>
 
+**Rescoring.** A policy's fine-tuned test accuracy does not depend on how it is scored, so a new
+protocol joins a finished study without new fine-tunes: ``--rescore STUDY --protocols LABEL ...``
+scores the study's stored policies (same bases, same evaluator settings, same held-out batches)
+with the protocols it lacks and writes the study again with their rows; their seconds per
+candidate are the rescoring run's:
+
+    python bench/proxy_correlation.py --rescore bench/results/<date>/proxy_correlation.json \
+        --protocols head-refit --out-dir bench/results/<today>
+
 Budgets are fractions of the base measured at ``--latency-batch`` (default 32, the batch of the
 search-quality and criteria benchmarks). The default protocol is chosen only from the full study.
 
@@ -70,6 +79,8 @@ PROTOCOLS: dict[str, tuple[str, dict[str, Any]]] = {
     "short-finetune-10x64": ("short-finetune", {"steps": 10, "batch_size": 64}),
     "reconstruct": ("reconstruct", {}),
     "supernet": ("supernet", {"steps": 300, "lr": 0.01}),
+    "head-refit": ("head-refit", {}),
+    "head-refit-calib": ("head-refit", {"extra_batches": 0}),
 }
 #: the cost a search can pay per candidate on this machine (the issue's target)
 MAX_SECONDS = 2.0
@@ -223,6 +234,71 @@ def study(name: str, args: argparse.Namespace, doc: dict[str, Any], save: Callab
                 f"budget; the all-lower-bound model ({ev.cfg.evaluation.lower_bound}) is predicted at "
                 f"{floor / base_ms:.0%} of the base's {base_ms:.3f} ms: width pruning cannot reach this budget here"
             )
+
+
+Scorer = Callable[[str, dict[str, Any], str], float]
+
+
+def add_scores(doc: dict[str, Any], labels: Sequence[str], score: Scorer, source: str) -> dict[str, Any]:
+    """``doc``'s points scored by protocols ``labels`` too (``score(model, point, label)``), with
+    rows, default protocol and table recomputed; the fine-tuned test accuracy of every point is kept.
+
+    Raises:
+        SystemExit: a label is unknown, or already scored on some point of ``doc``.
+    """
+    unknown = [label for label in labels if label not in PROTOCOLS]
+    if unknown:
+        raise SystemExit(f"--rescore: unknown protocols {unknown}; choose from {sorted(PROTOCOLS)}")
+    have = sorted({label for p in doc["points"] for label in p["scores"] if label in labels})
+    if have:
+        raise SystemExit(f"--rescore: {source} already has scores of {have}; rescore only protocols it lacks")
+    start = time.time()
+    points = []
+    for p in doc["points"]:
+        p = {**p, "scores": dict(p["scores"]), "seconds": dict(p["seconds"])}
+        for label in labels:
+            t = time.perf_counter()
+            p["scores"][label] = score(p["model"], p, label)
+            p["seconds"][label] = time.perf_counter() - t
+        points.append(p)
+        print(f"{p['model']} {p['budget']:.0%} #{p['policy']}: {[p['scores'][k] for k in labels]}", flush=True)
+    run = {"source": source, "protocols": list(labels), "seconds": time.time() - start, "machine": machine()}
+    rescored = [*doc.get("rescored", []), run]
+    out = finished({**doc, "points": points, "rescored": rescored}, sources=len(doc.get("sources") or [source]))
+    out["table"]["notes"].append(
+        f"{', '.join(labels)} scored afterwards on the same policies and fine-tuned accuracies (--rescore "
+        f"{source}); their seconds per candidate are from that run."
+    )
+    return out
+
+
+def rescore(path: Path, labels: Sequence[str], cache_dir: Path) -> dict[str, Any]:
+    """:func:`add_scores` with the study's own evaluators: each base's committed weights, the
+    study's device, batch and held-out settings, each draw's lower bound."""
+    doc = json.loads(path.read_text())
+    check_settings([doc], [str(path)])
+    labels = [label for label in labels if not all(label in p["scores"] for p in doc["points"])]
+    torch.set_num_threads(2)
+    evaluators: dict[tuple[str, float], tuple[Evaluator, Any, dict[str, Any]]] = {}
+    bounds = doc["args"]["lower_bound"]
+
+    def score(model: str, point: dict[str, Any], label: str) -> float:
+        key = draw_key(model, point["budget"])
+        bound = float(doc["draws"][key].get("lower_bound", bounds[key] if isinstance(bounds, dict) else bounds))
+        if (model, bound) not in evaluators:
+            ns = argparse.Namespace(**{**doc["args"], "lower_bound": bound})
+            base, _ = load_base(model)
+            ev = Evaluator(validate_config(search_config(model, ns)), base_state=base.state_dict())
+            data = ev.scoring_data(work_dir=cache_dir / f"supernet-{model}-lb{bound:g}")
+            protocols = {label: get_protocol(*PROTOCOLS[label]) for label in labels}  # one set per evaluator
+            for proto in protocols.values():
+                proto.prepare(data)
+            evaluators[(model, bound)] = (ev, data, protocols)
+        ev, data, protocols = evaluators[(model, bound)]
+        pol = PruningPolicy.from_widths(ev.space, point["channels"])
+        return float(protocols[label].score(pol, pruner(ev, pol), data))
+
+    return add_scores(doc, labels, score, str(path))
 
 
 def rows_from_points(points: list[dict[str, Any]], prepare: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -413,6 +489,9 @@ def main() -> None:
     ap.add_argument("--resume", type=Path, default=None, metavar="PARTIAL",
                     help="a proxy_correlation(.partial).json of an interrupted run: its draws are kept and its "
                     "policies with a point are not run again")  # fmt: skip
+    ap.add_argument("--rescore", type=Path, default=None, metavar="STUDY",
+                    help="score this finished study's policies with the --protocols it lacks "
+                    "(no new fine-tunes)")  # fmt: skip
     ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                     help="join these pieces (same settings, disjoint bases and budgets) into one result")  # fmt: skip
     args = ap.parse_args()
@@ -422,6 +501,12 @@ def main() -> None:
         datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     )
     path = out_dir / "proxy_correlation.json"
+    if args.rescore:
+        again = rescore(args.rescore, args.protocols, args.cache_dir)
+        write_json(path, again)
+        print(json.dumps(again["table"], indent=2))
+        scatter(again["points"], out_dir / "proxy_correlation.png")
+        return
     if args.merge:
         merged = merge(args.merge)
         write_json(path, merged)

@@ -13,6 +13,12 @@ number, always on the held-out split of the *training* data (never the test spli
 * ``reconstruct``: prune, then refit every consumer of pruned channels by least squares on
   calibration activations so that its output matches the unpruned model's (ThiNet / He et al.
   2017, :mod:`prunepilot.pruning.reconstruct`), recalibrate batch norm, score. No training.
+* ``head-refit``: prune, recalibrate batch norm, then refit the classifier (the final
+  ``nn.Linear``, whose output is the model's output) in closed form by ridge least squares, so
+  that on the calibration batches plus ``extra_batches`` fixed training batches the pruned
+  model's logits match the unpruned model's. Pruning damages the features the old classifier
+  reads; refitting it to the teacher's logits scores what the features still carry, which is
+  what the fine-tune recovers. No training, one linear solve per candidate.
 * ``supernet``: the candidate's weights are sliced from a slimmable supernet trained once per
   search (AutoSlim's sandwich rule with in-place distillation, :mod:`prunepilot.oneshot`),
   then its batch-norm statistics are recalibrated at the candidate's widths. The training is
@@ -30,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -316,3 +322,144 @@ class Reconstruct(ScoringProtocol):
         if data.calib:
             reconstruct(model, data.base, data.calib, kept)  # recalibrates batch norm at its end
         return float(evaluate_accuracy(model.eval(), data.val))
+
+
+class HeadRefitSettings(ProtocolSettings):
+    extra_batches: int = Field(
+        8, ge=0, description="Fixed training batches the classifier is refit on, beyond the calibration batches."
+    )
+    batch_size: int | None = Field(None, ge=1, description="Batch size of those batches (None: the data config's).")
+    ridge: float = Field(
+        1e-3, ge=0, description="Ridge term relative to the mean squared feature (0: plain least squares)."
+    )
+    target: Literal["logits", "labels"] = Field(
+        "logits", description="What the classifier is refit to: the unpruned model's logits, or one-hot labels."
+    )
+
+
+def classifier_head(model: nn.Module, example: torch.Tensor) -> str:
+    """Name of ``model``'s final ``nn.Linear`` whose output is the model's output.
+
+    Raises:
+        ConfigError: the model has no ``nn.Linear``, or its last one is followed by more
+            computation (its output is not the model's), so refitting it to logits is not defined.
+    """
+    linears = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+    kind = type(model).__name__
+    if not linears:
+        raise ConfigError(
+            f"protocol 'head-refit': model {kind} has no nn.Linear classifier to refit; "
+            f"choose another protocol ({one_of([n for n in protocol_names() if n != 'head-refit'])})"
+        )
+    name = linears[-1]
+    got: list[torch.Tensor] = []
+    hook = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: got.append(out))
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        hook.remove()
+        model.train(was)
+    if not got or not isinstance(out, torch.Tensor) or got[-1].shape != out.shape or not torch.equal(got[-1], out):
+        raise ConfigError(
+            f"protocol 'head-refit': the output of {kind}'s last nn.Linear ({name!r}) is not the model's output "
+            "(something follows it), so it cannot be refit to the unpruned model's logits; "
+            f"choose another protocol ({one_of([n for n in protocol_names() if n != 'head-refit'])})"
+        )
+    return name
+
+
+def ridge_fit(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, bias: bool) -> torch.Tensor:
+    """Solve ``(X^T X + ridge * mean(diag) * I) W^T = X^T Y`` (the bias column, last, unshrunk).
+
+    The mean is over features that are not constant zero, so channels zeroed rather than removed
+    leave the solution for the others unchanged.
+    """
+    diag = xtx.diagonal()
+    live = diag[:-1] if bias else diag
+    live = live[live > 0]
+    scale = float(live.mean()) if live.numel() else 1.0
+    reg = torch.eye(xtx.shape[0], dtype=xtx.dtype) * ridge * scale
+    if bias:
+        reg[-1, -1] = 0.0
+    return torch.linalg.lstsq(xtx + reg, xty).solution.T
+
+
+@register_protocol
+class HeadRefit(ScoringProtocol):
+    """Prune, recalibrate batch norm, refit the classifier to the unpruned model's logits, score."""
+
+    name = "head-refit"
+    description = "closed-form refit of the final nn.Linear to the unpruned model's logits (no training)"
+    Settings = HeadRefitSettings
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._fit: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._head: str | None = None
+
+    def fit_batches(self, data: ScoringData) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The fixed ``(inputs, targets)`` the classifier is refit on: the calibration batches,
+        then ``extra_batches`` training batches drawn from the seed (the training part only)."""
+        if self._fit is None:
+            from prunepilot.oneshot.training import BatchStream
+
+            s = self.settings
+            assert isinstance(s, HeadRefitSettings)
+            batches = [(x, y) for x, y in data.calib]
+            if s.extra_batches:
+                stream = BatchStream(data.train, s.batch_size or data.batch_size, data.seed)
+                batches += [stream.batch(step) for step in range(s.extra_batches)]
+            fit = []
+            with torch.no_grad():
+                for x, y in batches:
+                    logits = data.base(x)
+                    target = logits if s.target == "logits" else nn.functional.one_hot(y, logits.shape[-1])
+                    fit.append((x, target.reshape(-1, logits.shape[-1]).double()))
+            self._fit = fit
+        return self._fit
+
+    def prepare(self, data: ScoringData) -> dict[str, Any]:
+        start = time.perf_counter()
+        self._head = classifier_head(data.base, data.example)
+        self.fit_batches(data)
+        return {"protocol": self.name, "head": self._head, "prepare_seconds": time.perf_counter() - start}
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        s = self.settings
+        assert isinstance(s, HeadRefitSettings)
+        if self._head is None:
+            self.prepare(data)
+        assert self._head is not None
+        model = prune()
+        if data.calib:
+            recalibrate_bn(model, data.calib)
+        model.eval()
+        head = model.get_submodule(self._head)
+        assert isinstance(head, nn.Linear)
+        feats: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda _m, inp, _o: feats.append(inp[0].detach()))
+        xtx = xty = None
+        bias = head.bias is not None
+        try:
+            with torch.no_grad():
+                for x, target in self.fit_batches(data):
+                    feats.clear()
+                    model(x)
+                    f = feats[-1].reshape(-1, head.in_features).double()
+                    if bias:
+                        f = torch.cat([f, f.new_ones(f.shape[0], 1)], 1)
+                    xtx = f.T @ f if xtx is None else xtx + f.T @ f
+                    xty = f.T @ target if xty is None else xty + f.T @ target
+        finally:
+            hook.remove()
+        assert xtx is not None and xty is not None
+        new = ridge_fit(xtx, xty, s.ridge, bias)
+        if bool(torch.isfinite(new).all()):
+            with torch.no_grad():
+                head.weight.copy_(new[:, : head.in_features].to(head.weight.dtype))
+                if head.bias is not None:
+                    head.bias.copy_(new[:, -1].to(head.bias.dtype))
+        return float(evaluate_accuracy(model, data.val))

@@ -110,3 +110,37 @@ def test_a_study_with_no_points_writes_no_plot(tmp_path: Path) -> None:
         [_point("resnet20", 0.5, i, {"bn-recal": x}, x) for i, x in enumerate([0.8, 0.9, 0.85])], tmp_path / "p.png"
     )
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_rescoring_adds_protocols_to_a_finished_study_and_keeps_its_fine_tuned_accuracies(tmp_path: Path) -> None:
+    pc = load("proxy_correlation")
+    accs = [0.80, 0.82, 0.85, 0.90]
+    doc = json.loads(
+        _piece(
+            tmp_path,
+            "s.json",
+            "resnet20@0.5",
+            [_point("resnet20", 0.5, i, {"bn-recal": 0.1}, a) for i, a in enumerate(accs)],
+        ).read_text()  # fmt: skip
+    )
+    asked: list[tuple[str, int, str]] = []
+
+    def score(model: str, point: dict[str, Any], label: str) -> float:
+        asked.append((model, point["policy"], label))
+        return point["finetuned_test_acc"] if label == "head-refit" else -point["finetuned_test_acc"]
+
+    out = pc.add_scores(doc, ["head-refit", "reconstruct"], score, "s.json")
+    assert sorted(asked) == sorted(("resnet20", i, k) for i in range(4) for k in ("head-refit", "reconstruct"))
+    assert [p["finetuned_test_acc"] for p in out["points"]] == accs  # no new fine-tunes
+    by = {r["protocol"]: r for r in out["rows"]}
+    assert by["head-refit"]["kendall_tau"] == pytest.approx(1.0) and by["reconstruct"]["kendall_tau"] == pytest.approx(
+        -1
+    )
+    assert by["bn-recal"]["kendall_tau"] == 0.0  # the study's own scores are kept (constant here)
+    assert out["rescored"][0]["protocols"] == ["head-refit", "reconstruct"]
+    assert "scored afterwards on the same policies" in " ".join(out["table"]["notes"])
+    assert all("head-refit" not in p["scores"] for p in doc["points"])  # the input is not modified
+    with pytest.raises(SystemExit, match=r"already has scores of \['head-refit'\]"):
+        pc.add_scores(out, ["head-refit"], score, "again.json")
+    with pytest.raises(SystemExit, match="unknown protocols.*adabn"):
+        pc.add_scores(doc, ["adabn"], score, "s.json")

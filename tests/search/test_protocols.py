@@ -44,7 +44,12 @@ def setup() -> dict[str, Any]:
     bundle = build_data(DataConfig(name="test_protocols:indexed_images", batch_size=32, val_size=0.2, calib_size=64))
     torch.manual_seed(0)
     base = build_model("simplecnn", num_classes=10, in_channels=1)
-    fit(base, bundle.train, TrainConfig(epochs=3, lr=0.05, seed=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same base whatever ran before (module fixtures precede the per-test one)
+    try:
+        fit(base, bundle.train, TrainConfig(epochs=3, lr=0.05, seed=0))
+    finally:
+        torch.set_num_threads(threads)
     base.eval()
     example = bundle.example_inputs(1)
     space = PruningSpace.build(base, example)
@@ -61,14 +66,16 @@ def _pruner(setup: dict[str, Any], policy: PruningPolicy) -> Any:
 
 
 def test_registry_lists_the_protocols_and_refuses_unknown_ones() -> None:
-    assert {"bn-recal", "short-finetune", "supernet", "reconstruct"} <= set(protocol_names())
+    assert {"bn-recal", "short-finetune", "supernet", "reconstruct", "head-refit"} <= set(protocol_names())
     with pytest.raises(ConfigError, match="unknown protocol 'adabn'.*bn-recal"):
         get_protocol("adabn")
     with pytest.raises(ConfigError, match="accepted settings: alpha, batch_size, lr, steps, temperature"):
         get_protocol("short-finetune", {"step": 3})
 
 
-@pytest.mark.parametrize("name, settings", [("bn-recal", {}), ("short-finetune", {"steps": 6})])
+@pytest.mark.parametrize(
+    "name, settings", [("bn-recal", {}), ("short-finetune", {"steps": 6}), ("head-refit", {"extra_batches": 2})]
+)
 def test_protocols_are_deterministic_under_a_seed(setup: dict[str, Any], name: str, settings: dict[str, Any]) -> None:
     policy = PruningPolicy.uniform(setup["space"], 0.4)
     first = get_protocol(name, settings).score(policy, _pruner(setup, policy), setup["data"])
@@ -115,6 +122,69 @@ def test_reconstruct_beats_bn_recal_without_training_and_is_deterministic(setup:
     rec = get_protocol("reconstruct").score(policy, _pruner(setup, policy), setup["data"])
     again = get_protocol("reconstruct").score(policy, _pruner(setup, policy), setup["data"])
     assert rec > bn and rec == again
+
+
+def test_head_refit_fits_on_the_training_part_only(setup: dict[str, Any]) -> None:
+    bundle, data = setup["bundle"], setup["data"]
+    train_ids = image_ids(bundle.train.dataset.tensors[0])
+    val_ids = set().union(*(image_ids(x) for x, _ in bundle.val))
+    calib_ids = set().union(*(image_ids(x) for x, _ in data.calib))
+    proto = get_protocol("head-refit", {"extra_batches": 4})
+    fit = proto.fit_batches(data)
+    assert len(fit) == len(data.calib) + 4
+    fitted = set().union(*(image_ids(x) for x, _ in fit))
+    assert calib_ids < fitted <= train_ids  # the calibration batches and fresh training batches
+    assert not fitted & val_ids and max(fitted) < N_IMAGES  # never the held-out split, never the test split
+    seen: set[int] = set()
+    policy = PruningPolicy.uniform(setup["space"], 0.5)
+
+    def pruned() -> torch.nn.Module:
+        model = _pruner(setup, policy)()
+        model.register_forward_pre_hook(lambda _m, inp: seen.update(image_ids(inp[0])))
+        return model
+
+    proto.score(policy, pruned, data)
+    assert seen == fitted | val_ids  # refit on the fit batches, then scored on the held-out split
+
+
+def test_head_refit_recovers_accuracy_that_bn_recal_does_not_and_keeps_an_unpruned_model(
+    setup: dict[str, Any],
+) -> None:
+    data = setup["data"]
+    policy = PruningPolicy.uniform(setup["space"], 0.25)
+    bn = get_protocol("bn-recal").score(policy, _pruner(setup, policy), data)
+    head = get_protocol("head-refit").score(policy, _pruner(setup, policy), data)
+    assert head > bn
+    # at full width the refit to the model's own logits is (nearly) the identity: the base's accuracy
+    full = PruningPolicy.uniform(setup["space"], 1.0)
+    same = get_protocol("head-refit", {"ridge": 0.0}).score(full, _pruner(setup, full), data)
+    assert abs(same - evaluate_accuracy(setup["base"], data.val)) <= 0.01
+
+
+def test_head_refit_refuses_a_model_whose_last_linear_is_not_its_output() -> None:
+    from prunepilot.search.protocols import classifier_head
+
+    x = torch.randn(2, 1, 4, 4)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    assert classifier_head(flat, x) == "3"
+    with pytest.raises(ConfigError, match=r"last nn.Linear \('1'\) is not the model's output.*bn-recal"):
+        classifier_head(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3), torch.nn.Softmax(-1)), x)
+    with pytest.raises(ConfigError, match="has no nn.Linear classifier.*short-finetune"):
+        classifier_head(torch.nn.Sequential(torch.nn.Conv2d(1, 3, 4), torch.nn.Flatten()), x)
+
+
+def test_ridge_fit_ignores_zeroed_features() -> None:
+    from prunepilot.search.protocols import ridge_fit
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(200, 5, generator=gen, dtype=torch.float64), torch.ones(200, 1, dtype=torch.float64)], 1)
+    y = x @ torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    w = ridge_fit(x.T @ x, x.T @ y, 0.1, bias=True)
+    zeroed = torch.cat([x[:, :2], torch.zeros(200, 1, dtype=torch.float64), x[:, 2:]], 1)  # a channel masked to 0
+    wz = ridge_fit(zeroed.T @ zeroed, zeroed.T @ y, 0.1, bias=True)
+    assert torch.allclose(wz[:, [0, 1, 3, 4, 5, 6]], w, atol=1e-10) and float(wz[:, 2].abs().max()) < 1e-12
+    exact = ridge_fit(x.T @ x, x.T @ y, 0.0, bias=True)
+    assert torch.allclose(x @ exact.T, y, atol=1e-8)  # no ridge: the least-squares solution
 
 
 def test_supernet_at_full_width_reproduces_the_base(setup: dict[str, Any], tmp_path: Path) -> None:
