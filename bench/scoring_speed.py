@@ -51,10 +51,14 @@ from prunepilot.errors import CheckpointError
 from prunepilot.hw_models.base import runtime_versions
 from prunepilot.search.records import Candidate
 
+#: every path scores by bn-recal, the protocol #15 measured (the default is now ``auto``: head-refit
+#: on these models, which the ``new-head-refit`` path times on the same sliced copy)
 PATHS: dict[str, dict[str, str]] = {
-    "old": {"scoring": "prune", "in_loop_latency": "measured"},
-    "new": {"scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "lut"},
-    "new-fit": {"scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "fit"},
+    "old": {"protocol": "bn-recal", "scoring": "prune", "in_loop_latency": "measured"},
+    "new": {"protocol": "bn-recal", "scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "lut"},
+    "new-fit": {"protocol": "bn-recal", "scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "fit"},
+    "new-head-refit": {"protocol": "head-refit", "scoring": "slice", "in_loop_latency": "predicted",
+                       "in_loop_predictor": "lut"},  # fmt: skip
 }
 TARGET_SPEEDUP = 10.0
 TARGET_WITHIN = 0.9

@@ -189,9 +189,11 @@ class EvaluationSection(_Strict):
         "device predicts).",
     )
     protocol: str = Field(
-        "bn-recal",
-        description="How a candidate's accuracy is scored (prunepilot/search/protocols.py): bn-recal "
-        "(BN recalibration, no training), short-finetune (a few distillation steps from the unpruned "
+        "auto",
+        description="How a candidate's accuracy is scored (prunepilot/search/protocols.py): auto (the "
+        "default: head-refit where the model's final nn.Linear is its output, else bn-recal), bn-recal "
+        "(BN recalibration, no training), head-refit (BN recalibration, then the classifier refit in closed "
+        "form to the unpruned model's logits), short-finetune (a few distillation steps from the unpruned "
         "model), reconstruct (least-squares refit of the pruned layers' consumers), supernet (sliced from a "
         "slimmable supernet trained once per search).",
     )
@@ -200,9 +202,9 @@ class EvaluationSection(_Strict):
     )
     scoring: Literal["slice", "prune"] = Field(
         "slice",
-        description="How bn-recal scores a candidate: slice the leading channels of a once-reordered copy "
-        "(fast) or prune a copy with Torch-Pruning (the apply path); models the slicer cannot represent "
-        "fall back to prune. Both give the same accuracy.",
+        description="How bn-recal and head-refit score a candidate: slice the leading channels of a "
+        "once-reordered copy (fast) or prune a copy with Torch-Pruning (the apply path); models the slicer "
+        "cannot represent fall back to prune. Both give the same accuracy.",
     )
     depth: bool = Field(
         False,
@@ -223,10 +225,10 @@ class EvaluationSection(_Strict):
 
     @model_validator(mode="after")
     def _known_protocol(self) -> EvaluationSection:
-        from prunepilot.search.protocols import get_protocol
+        from prunepilot.search.protocols import validate_protocol
 
         try:
-            get_protocol(self.protocol, self.protocol_settings)  # validates name and settings only
+            validate_protocol(self.protocol, self.protocol_settings)  # validates name and settings only
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("field 'evaluation.protocol': ")) from None
         return self

@@ -175,6 +175,8 @@ def prepare(
                 f"{others[name]['reachable_min_ms']:.4g}; `prunepilot pareto RUN --device {name} --budget MS` picks "
                 "within another"
             )
+        if ev.protocol_fallback_reason:
+            console.print(f"[yellow]note[/]: {ev.protocol_fallback_reason}")
         info = {
             "name": cfg.name,
             "status": "running",
@@ -192,6 +194,7 @@ def prepare(
                 "protocol": ev.protocol.name,
                 "path": ev.scoring_path,
                 "fallback_reason": ev.scoring_fallback_reason,
+                "protocol_fallback_reason": ev.protocol_fallback_reason,
             },  # fmt: skip
             "groups": len(ev.space.groups),
             "base_checkpoint": ev.base_checkpoint,

@@ -3,9 +3,11 @@
     policy -> apply_policy (prune) -> recalibrate BN -> accuracy on the held-out split of the
     *training* data -> latency from the device's latency model (measured or predicted)
 
-With ``bn-recal`` and ``evaluation.scoring: slice`` (the defaults) the first three steps run on
-the leading channels of a once-reordered copy of the base instead (:mod:`prunepilot.search.sliced`:
-the same figure, no pruning per candidate); see :attr:`Evaluator.scoring_path`.
+With ``bn-recal`` or ``head-refit`` (the default, ``auto``, on a linear-headed model) and
+``evaluation.scoring: slice`` (the default) the pruning and scoring run on the leading channels of
+a once-reordered copy of the base instead (:mod:`prunepilot.search.sliced`: the same figure, no
+pruning per candidate; head-refit's classifier refit is undone after each); see
+:attr:`Evaluator.scoring_path`.
 
 One :class:`Evaluator` per process holds the base model, the data batches and the pruning
 space (see :func:`get_evaluator`, a per-process cache), so a candidate costs only its own
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +40,7 @@ from prunepilot.hw_models.registry import get_latency_model
 from prunepilot.pruning import PruningPolicy, PruningSpace, apply_policy, prune_and_recalibrate
 from prunepilot.search.config import SearchConfig, no_blocks_reason
 from prunepilot.search.devices import DeviceFigures
-from prunepilot.search.protocols import ScoringData, ScoringProtocol, get_protocol
+from prunepilot.search.protocols import HeadRefit, ScoringData, ScoringProtocol, resolve_protocol
 from prunepilot.search.records import Candidate, Metrics
 from prunepilot.search.sliced import SlicedScorer
 from prunepilot.training import evaluate_accuracy
@@ -46,6 +49,11 @@ if TYPE_CHECKING:
     from prunepilot.search.inloop import InLoopPredictor
 
 __all__ = ["Evaluator", "LatencyFit", "Metrics", "build_latency_model", "config_key", "get_evaluator"]
+
+log = logging.getLogger(__name__)
+
+#: Protocols the evaluator can score on a sliced copy (``evaluation.scoring: slice``), not pruning.
+SLICEABLE = ("bn-recal", "head-refit")
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,15 @@ class Evaluator:
         #: base and given as their ratio times this (``evaluation.remeasure_timing: paired``).
         self.base_latency_ms: float | None = None
         self.fit_measurements: list[tuple[float, LatencyResult]] = []
-        #: The scoring protocol (``evaluation.protocol``); prepared on first use.
-        self.protocol: ScoringProtocol = get_protocol(ev.protocol, ev.protocol_settings)
+        #: The scoring protocol (``evaluation.protocol``, ``auto`` resolved); prepared on first use.
+        self.protocol: ScoringProtocol
+        #: Why ``evaluation.protocol: auto`` scores by bn-recal (None: it did not fall back).
+        self.protocol_fallback_reason: str | None
+        self.protocol, self.protocol_fallback_reason = resolve_protocol(
+            ev.protocol, ev.protocol_settings, self.model, self.example
+        )
+        if self.protocol_fallback_reason:
+            log.warning("%s", self.protocol_fallback_reason)
         self._prepared: dict[str, Any] | None = None
         self._cache: dict[tuple[int | str, ...], Metrics] = {}
         #: Whether the last :meth:`evaluate` call was answered from the cache.
@@ -164,25 +179,42 @@ class Evaluator:
             return self._cache[key]
         start = time.perf_counter()
         gone = policy.removed_blocks
-        if self.protocol.name == "bn-recal":
+        if self.protocol.name in SLICEABLE:
             slicer = self._slicer if self.scoring_path == "slice" and not gone else None  # slices know widths only
-            acc = slicer.try_accuracy(policy) if slicer else None
-            if acc is None:
+            acc = slicer.try_accuracy(policy, self._refit()) if slicer else None
+            if acc is None and self.protocol.name != "bn-recal":  # pruned, scored by the protocol
+                acc = self._protocol_score(policy, pruned := self._apply(policy))
+                metrics = self.score(pruned.eval(), policy.channels, started=start, accuracy=acc, latency=latency,
+                                     removed=gone)  # fmt: skip
+            elif acc is None:
                 metrics = self.score(self.prune(policy), policy.channels, started=start, latency=latency, removed=gone)
             else:  # sliced: latency_of prunes a copy only for a latency model that must time one
                 metrics = self.score(None, policy.channels, started=start, accuracy=acc, latency=latency)
         else:
             pruned = self._apply(policy)
-            data = self.scoring_data()
-            if self._prepared is None:  # once per process (a supernet is trained here)
-                self._prepared = self.protocol.prepare(data)
-            scored = self.protocol.score(policy, lambda: pruned, data)
+            scored = self._protocol_score(policy, pruned)
             # the protocol may train the pruned copy; its architecture, hence its latency, is the same
             metrics = self.score(
                 pruned.eval(), policy.channels, started=start, accuracy=scored, latency=latency, removed=gone
             )
         self._cache[key] = metrics
         return metrics
+
+    def _prepared_data(self) -> ScoringData:
+        data = self.scoring_data()
+        if self._prepared is None:  # once per process (a supernet is trained here)
+            self._prepared = self.protocol.prepare(data)
+        return data
+
+    def _protocol_score(self, policy: PruningPolicy, pruned: nn.Module) -> float:
+        return float(self.protocol.score(policy, lambda: pruned, self._prepared_data()))
+
+    def _refit(self) -> Callable[[nn.Module], Callable[[], None]] | None:
+        """What a sliced candidate gets after recalibration: the head refit of ``head-refit``."""
+        if not isinstance(self.protocol, HeadRefit):
+            return None
+        proto, data = self.protocol, self._prepared_data()
+        return lambda model: proto.refit(model, data)
 
     def recalibrated_accuracy(self, policy: PruningPolicy) -> float:
         """Held-out accuracy of ``policy`` after BN recalibration alone, whatever the search's protocol.
@@ -207,22 +239,23 @@ class Evaluator:
         """How candidates are scored: ``"slice"`` or ``"prune"``, decided on first use.
 
         ``"slice"``: by a :class:`~prunepilot.search.sliced.SlicedScorer` (built then); ``"prune"``:
-        configured, a model it cannot represent (:attr:`scoring_fallback_reason`), or not bn-recal.
+        configured, a model it cannot represent (:attr:`scoring_fallback_reason`), or a protocol other
+        than bn-recal and head-refit.
         """
         return self._decide_scoring()[0]
 
     @property
     def scoring_fallback_reason(self) -> str | None:
-        """Why bn-recal prunes although ``evaluation.scoring`` is ``"slice"`` (None: it slices)."""
+        """Why bn-recal or head-refit prunes although ``evaluation.scoring`` is ``"slice"`` (None: it slices)."""
         return self._decide_scoring()[1]
 
     def _decide_scoring(self) -> tuple[str, str | None]:
         if self._scoring is None:
             self._scoring = ("prune", None)
-            if self.protocol.name == "bn-recal" and self.cfg.evaluation.scoring == "slice":
+            if self.protocol.name in SLICEABLE and self.cfg.evaluation.scoring == "slice":
                 ev = self.cfg.evaluation
                 args = (self.model, self.example, self.space, self.calib, self.val, ev.importance)
-                self._slicer, reason = SlicedScorer.try_build(*args)
+                self._slicer, reason = SlicedScorer.try_build(*args, protocol=self.protocol.name)
                 self._scoring = ("slice", None) if self._slicer is not None else ("prune", reason)
         return self._scoring
 

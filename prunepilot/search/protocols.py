@@ -24,6 +24,11 @@ number, always on the held-out split of the *training* data (never the test spli
   then its batch-norm statistics are recalibrated at the candidate's widths. The training is
   checkpointed (``<work_dir>/supernet.pt``) and resumes; its cost is reported by ``prepare``.
 
+``auto`` (the default) is ``head-refit`` where the model's final ``nn.Linear`` is its output, else
+``bn-recal`` (the reason is logged and kept in run.json): the choice of
+``bench/proxy_correlation.py``, which ranks protocols by how well their score orders candidates by
+their accuracy after the fine-tune, at the cost a search can pay (see BENCHMARKS.md).
+
 A protocol is a small class registered under its name (:func:`register_protocol`); the
 evaluator calls :meth:`ScoringProtocol.prepare` once and :meth:`ScoringProtocol.score` per
 candidate, and every candidate record names the protocol that scored it.
@@ -427,39 +432,96 @@ class HeadRefit(ScoringProtocol):
         self.fit_batches(data)
         return {"protocol": self.name, "head": self._head, "prepare_seconds": time.perf_counter() - start}
 
-    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+    def refit(self, model: nn.Module, data: ScoringData) -> Callable[[], None]:
+        """Refit ``model``'s classifier in place (``model``: pruned or sliced, recalibrated, in
+        eval mode); returns how to put the old weights back.
+
+        The classifier is found by the base model's name for it; its input may be narrower than
+        the base's (pruned features) and its weight wider than that input (a sliced layer runs on
+        its leading columns): the leading columns are the ones refit.
+        """
         s = self.settings
         assert isinstance(s, HeadRefitSettings)
         if self._head is None:
             self.prepare(data)
         assert self._head is not None
-        model = prune()
-        if data.calib:
-            recalibrate_bn(model, data.calib)
-        model.eval()
         head = model.get_submodule(self._head)
-        assert isinstance(head, nn.Linear)
+        weight, bias = head.weight, head.bias
+        assert isinstance(weight, torch.Tensor)
         feats: list[torch.Tensor] = []
         hook = head.register_forward_hook(lambda _m, inp, _o: feats.append(inp[0].detach()))
         xtx = xty = None
-        bias = head.bias is not None
+        has_bias = isinstance(bias, torch.Tensor)
         try:
             with torch.no_grad():
                 for x, target in self.fit_batches(data):
                     feats.clear()
                     model(x)
-                    f = feats[-1].reshape(-1, head.in_features).double()
-                    if bias:
+                    f = feats[-1].reshape(-1, feats[-1].shape[-1]).double()
+                    if has_bias:
                         f = torch.cat([f, f.new_ones(f.shape[0], 1)], 1)
                     xtx = f.T @ f if xtx is None else xtx + f.T @ f
                     xty = f.T @ target if xty is None else xty + f.T @ target
         finally:
             hook.remove()
         assert xtx is not None and xty is not None
-        new = ridge_fit(xtx, xty, s.ridge, bias)
+        new = ridge_fit(xtx, xty, s.ridge, has_bias)
+        width = new.shape[1] - int(has_bias)
+        old = (weight.detach().clone(), bias.detach().clone() if isinstance(bias, torch.Tensor) else None)
+
+        def undo() -> None:
+            with torch.no_grad():
+                weight.copy_(old[0])
+                if isinstance(bias, torch.Tensor) and old[1] is not None:
+                    bias.copy_(old[1])
+
         if bool(torch.isfinite(new).all()):
             with torch.no_grad():
-                head.weight.copy_(new[:, : head.in_features].to(head.weight.dtype))
-                if head.bias is not None:
-                    head.bias.copy_(new[:, -1].to(head.bias.dtype))
+                weight[:, :width] = new[:, :width].to(weight.dtype)
+                if isinstance(bias, torch.Tensor):
+                    bias.copy_(new[:, -1].to(bias.dtype))
+        return undo
+
+    def score(self, policy: PruningPolicy, prune: Callable[[], nn.Module], data: ScoringData) -> float:
+        model = prune()
+        if data.calib:
+            recalibrate_bn(model, data.calib)
+        self.refit(model.eval(), data)
         return float(evaluate_accuracy(model, data.val))
+
+
+#: ``evaluation.protocol: auto``: head-refit where the model allows it, else bn-recal.
+AUTO = "auto"
+
+
+def validate_protocol(name: str, settings: Mapping[str, Any] | None = None) -> None:
+    """Check a configured protocol name and its settings (``auto``'s settings are head-refit's)."""
+    if name != AUTO and name not in _PROTOCOLS:
+        raise ConfigError(
+            f"field 'evaluation.protocol': unknown protocol {name!r}; choose {one_of([AUTO, *protocol_names()])}"
+        )
+    get_protocol(HeadRefit.name if name == AUTO else name, settings)
+
+
+def resolve_protocol(
+    name: str, settings: Mapping[str, Any] | None, model: nn.Module, example: torch.Tensor
+) -> tuple[ScoringProtocol, str | None]:
+    """The protocol a search with ``evaluation.protocol: name`` scores by, and why ``auto`` fell
+    back to bn-recal (None: it did not, or the protocol was named).
+
+    Raises:
+        ConfigError: an unknown protocol or setting, or ``head-refit`` named for a model whose last
+            ``nn.Linear`` is not its output.
+    """
+    if name != AUTO:
+        proto = get_protocol(name, settings)
+        if proto.name == HeadRefit.name:
+            classifier_head(model, example)
+        return proto, None
+    proto = get_protocol(HeadRefit.name, settings)
+    try:
+        classifier_head(model, example)
+    except ConfigError as err:
+        reason = str(err).removeprefix("protocol 'head-refit': ").split("; choose", 1)[0]
+        return get_protocol(BNRecal.name), f"auto: head-refit does not fit this model ({reason}); bn-recal scores"
+    return proto, None

@@ -1,4 +1,4 @@
-"""The sliced scorer: bn-recal accuracy of a candidate without pruning surgery.
+"""The sliced scorer: bn-recal (and head-refit) accuracy of a candidate without pruning surgery.
 
 ``bn-recal`` scores a policy by pruning a copy of the base model (Torch-Pruning: trace,
 plan, prune), recalibrating its batch norm on calibration batches and measuring accuracy on
@@ -23,7 +23,7 @@ into a fallback reason; :meth:`SlicedScorer.try_accuracy` into None for one poli
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +45,10 @@ UNSLICEABLE: dict[str, str] = {
     "random": "draws new channels at every pruning (no single channel order)",
 }
 """Criteria whose kept channels are not the leading ones of one fixed order, with why."""
+
+
+#: Changes a model's weights in place and returns how to undo it.
+Refit = Callable[[nn.Module], Callable[[], None]]
 
 
 class SlicedScorer:
@@ -86,13 +90,14 @@ class SlicedScorer:
         calib: Batches,
         val: Batches,
         importance: str = "l1",
+        protocol: str = "bn-recal",
     ) -> tuple[SlicedScorer | None, str | None]:
         """``(scorer, None)`` with its supernet built, or ``(None, reason)`` when it cannot be."""
         scorer = cls(model, example, space, calib, val, importance)
         try:
             scorer.supernet()
         except SupernetError as err:
-            log.warning("bn-recal scores by pruning, not slicing: %s", err)
+            log.warning("%s scores by pruning, not slicing: %s", protocol, err)
             return None, str(err)
         return scorer, None
 
@@ -124,10 +129,12 @@ class SlicedScorer:
             return next(iter(self._supernets), self.importance)
         return canonical_importance(policy.importance)
 
-    def accuracy(self, policy: PruningPolicy) -> float:
+    def accuracy(self, policy: PruningPolicy, refit: Refit | None = None) -> float:
         """Held-out accuracy at ``policy``'s widths after BN recalibration on :attr:`calib`.
 
         The figure ``evaluate_accuracy(prune_and_recalibrate(model, policy, ...), val)`` gives.
+        ``refit``, when given, changes the recalibrated model's weights in place before it is
+        scored (the head-refit protocol) and returns how to undo that; it is undone after.
 
         Raises:
             SupernetError: this policy cannot be sliced (its criterion, or a tie between
@@ -139,12 +146,17 @@ class SlicedScorer:
         with sup.at(widths):
             if self.calib:
                 recalibrate_bn(sup.model, self.calib)
-            return float(evaluate_accuracy(sup.model, self.val))
+            undo = refit(sup.model.eval()) if refit is not None else None
+            try:
+                return float(evaluate_accuracy(sup.model, self.val))
+            finally:
+                if undo is not None:
+                    undo()
 
-    def try_accuracy(self, policy: PruningPolicy) -> float | None:
+    def try_accuracy(self, policy: PruningPolicy, refit: Refit | None = None) -> float | None:
         """:meth:`accuracy`, or None when this policy must be scored by pruning (logged)."""
         try:
-            return self.accuracy(policy)
+            return self.accuracy(policy, refit)
         except Exception as err:  # prune it: a real failure of the policy fails there too
             log.debug("policy %s scored by pruning: %s: %s", policy.key(), type(err).__name__, err)
             return None

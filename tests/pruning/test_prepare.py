@@ -79,7 +79,9 @@ def test_evaluator_apply_prune_and_the_known_answer_env_share_the_path(
     from prunepilot.search.evaluator import Evaluator
 
     # scoring "prune": the default, "slice", gives the same figure without pruning (test_sliced_scoring)
-    ev = Evaluator(validate_config(tiny_config(tmp_path, **{"evaluation.scoring": "prune"})))
+    ev = Evaluator(
+        validate_config(tiny_config(tmp_path, **{"evaluation.scoring": "prune", "evaluation.protocol": "bn-recal"}))
+    )
     ev.evaluate(ev.make_policy([0.5] * len(ev.space.groups)))
     assert len(calls) == 1, "the evaluator's bn-recal path"
 

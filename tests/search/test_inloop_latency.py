@@ -115,7 +115,12 @@ def test_in_loop_candidates_are_predicted_and_nothing_is_timed_in_the_loop(
     full = next(p for p in info["in_loop_latency"]["calibration"]["points"] if p["mean_keep"] == 1.0)
     assert info["base"]["latency_ms"] == full["measured_ms"]  # the budget's base is the fit's full-width point
     assert info["reachable_min_cv"] is not None
-    assert info["scoring"] == {"protocol": "bn-recal", "path": "slice", "fallback_reason": None}
+    assert info["scoring"] == {  # the default protocol, auto, on a linear-headed model
+        "protocol": "head-refit",
+        "path": "slice",
+        "fallback_reason": None,
+        "protocol_fallback_reason": None,
+    }
     # every front point carries its measured latency beside the predicted one
     assert result.front and all(c.measured is not None for c in result.front)
     assert all(c.measured.latency_model == "torch-cpu~anchored" for c in result.front)  # type: ignore[union-attr]

@@ -173,6 +173,22 @@ def test_head_refit_refuses_a_model_whose_last_linear_is_not_its_output() -> Non
         classifier_head(torch.nn.Sequential(torch.nn.Conv2d(1, 3, 4), torch.nn.Flatten()), x)
 
 
+def test_auto_is_head_refit_where_the_model_allows_it_and_says_why_it_falls_back() -> None:
+    from prunepilot.search.protocols import resolve_protocol
+
+    x = torch.randn(2, 1, 4, 4)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    softmax = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3), torch.nn.Softmax(-1))
+    proto, why = resolve_protocol("auto", {"extra_batches": 2}, linear, x)
+    assert proto.name == "head-refit" and why is None and proto.settings.extra_batches == 2  # type: ignore[attr-defined]
+    proto, why = resolve_protocol("auto", {}, softmax, x)
+    assert proto.name == "bn-recal" and why is not None and "('1') is not the model's output" in why
+    proto, why = resolve_protocol("bn-recal", {}, softmax, x)
+    assert proto.name == "bn-recal" and why is None  # named: no fallback to explain
+    with pytest.raises(ConfigError, match="is not the model's output"):
+        resolve_protocol("head-refit", {}, softmax, x)  # named, not defaulted: refused
+
+
 def test_ridge_fit_ignores_zeroed_features() -> None:
     from prunepilot.search.protocols import ridge_fit
 
@@ -225,12 +241,56 @@ def test_the_evaluator_scores_with_the_configured_protocol_and_records_it(tmp_pa
     assert m_ft.latency_ms == m_bn.latency_ms and m_ft.macs == m_bn.macs
 
 
+def test_the_default_protocol_is_auto_which_scores_a_linear_headed_model_by_head_refit(tmp_path: Path) -> None:
+    ev = _evaluator(tmp_path, "auto")
+    assert ev.cfg.evaluation.protocol == "auto" and ev.protocol_fallback_reason is None
+    metrics = ev.evaluate(PruningPolicy.uniform(ev.space, 0.3))
+    assert metrics.protocol == "head-refit"
+    from search_helpers import tiny_config
+
+    from prunepilot.search.config import validate_config
+
+    cfg = tiny_config(tmp_path)
+    cfg["evaluation"].pop("protocol", None)
+    assert validate_config(cfg).evaluation.protocol == "auto"
+
+
+def softmax_net(num_classes: int = 10, in_channels: int = 1) -> torch.nn.Module:
+    """A model whose last nn.Linear is followed by a softmax (spec ``test_protocols:softmax_net``)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, num_classes),
+        torch.nn.Softmax(-1),
+    )
+
+
+def test_auto_falls_back_to_bn_recal_on_a_model_without_a_refittable_head_and_a_named_head_refit_is_refused(
+    tmp_path: Path,
+) -> None:
+    from search_helpers import tiny_config
+
+    from prunepilot.search.config import validate_config
+    from prunepilot.search.evaluator import Evaluator
+
+    cfg = tiny_config(tmp_path, **{"model.spec": "test_protocols:softmax_net"})
+    ev = Evaluator(validate_config(cfg))
+    assert ev.protocol.name == "bn-recal"
+    assert ev.protocol_fallback_reason is not None and "('5') is not the model's output" in ev.protocol_fallback_reason
+    assert ev.evaluate(PruningPolicy.uniform(ev.space, 0.5)).protocol == "bn-recal"
+    with pytest.raises(ConfigError, match="head-refit.*'5'.*choose another protocol"):
+        Evaluator(validate_config({**cfg, "evaluation": {**cfg["evaluation"], "protocol": "head-refit"}}))
+
+
 def test_config_refuses_unknown_protocols_and_settings(tmp_path: Path) -> None:
     from search_helpers import tiny_config
 
     from prunepilot.search.config import validate_config
 
-    with pytest.raises(ConfigError, match="unknown protocol 'adaptive-bn'.*short-finetune"):
+    with pytest.raises(ConfigError, match="unknown protocol 'adaptive-bn'; choose 'auto', 'bn-recal'.*short-finetune"):
         validate_config(tiny_config(tmp_path, **{"evaluation.protocol": "adaptive-bn"}))
     with pytest.raises(ConfigError, match="accepted settings: .*steps"):
         validate_config(

@@ -128,7 +128,8 @@ def test_sliced_accuracy_equals_pruned_and_does_not_depend_on_the_order() -> Non
 
 
 def _evaluator(tmp_path: Path, **changes: Any) -> Evaluator:
-    return Evaluator(validate_config(tiny_config(tmp_path, **changes)))
+    """The tiny search's evaluator, scoring by bn-recal unless ``evaluation.protocol`` is given."""
+    return Evaluator(validate_config(tiny_config(tmp_path, **{"evaluation.protocol": "bn-recal", **changes})))
 
 
 def _no_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,25 +144,33 @@ def _no_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(module, name, refuse)
 
 
-@pytest.mark.parametrize("bn_batches", [2, 0])
+@pytest.mark.parametrize(
+    "bn_batches, protocol", [(2, "bn-recal"), (0, "bn-recal"), (2, "head-refit"), (0, "head-refit")]
+)
 def test_evaluator_slice_and_prune_give_the_same_metrics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bn_batches: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bn_batches: int, protocol: str
 ) -> None:
-    sliced = _evaluator(tmp_path, **{"evaluation.bn_batches": bn_batches})
-    pruned = _evaluator(tmp_path, **{"evaluation.bn_batches": bn_batches, "evaluation.scoring": "prune"})
+    common = {"evaluation.bn_batches": bn_batches, "evaluation.protocol": protocol}
+    sliced = _evaluator(tmp_path, **common)
+    pruned = _evaluator(tmp_path, **common, **{"evaluation.scoring": "prune"})
     assert (sliced.scoring_path, sliced.scoring_fallback_reason) == ("slice", None)
     assert (pruned.scoring_path, pruned.scoring_fallback_reason) == ("prune", None)
     gen = torch.Generator().manual_seed(0)
     policies = [sliced.make_policy((0.25 + 0.75 * torch.rand(4, generator=gen)).tolist()) for _ in range(4)]
     policies.append(PruningPolicy.uniform(sliced.space, 1.0))  # the base, as base_metrics asks for it
     expected = [pruned.evaluate(p) for p in policies]
+    recal_only = [_evaluator(tmp_path, **{**common, "evaluation.protocol": "bn-recal"}).evaluate(p) for p in policies]
     _no_pruning(monkeypatch)  # the latency model (macs) is predicted: no surgery at all per candidate
     got = [sliced.evaluate(p) for p in policies]
     for m_slice, m_prune in zip(got, expected, strict=True):
         assert m_slice.accuracy == m_prune.accuracy
         assert (m_slice.latency_ms, m_slice.macs, m_slice.params) == (m_prune.latency_ms, m_prune.macs, m_prune.params)
-        assert m_slice.protocol == m_prune.protocol == "bn-recal"
+        assert m_slice.protocol == m_prune.protocol == protocol
     assert len({m.accuracy for m in got}) > 1
+    if protocol == "head-refit":  # the refit changed the scores, and each sliced candidate's refit was undone
+        assert [m.accuracy for m in got[:-1]] != [m.accuracy for m in recal_only[:-1]]
+        sliced._cache.clear()
+        assert [sliced.evaluate(p).accuracy for p in reversed(policies)] == [m.accuracy for m in reversed(got)]
 
 
 class _Measured:
@@ -211,7 +220,7 @@ def test_measured_latency_still_times_a_pruned_model(tmp_path: Path) -> None:
 def test_models_the_slicer_cannot_represent_fall_back_to_pruning(
     tmp_path: Path, changes: dict[str, Any], named: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = validate_config(tiny_config(tmp_path, **changes))
+    cfg = validate_config(tiny_config(tmp_path, **{"evaluation.protocol": "bn-recal", **changes}))
     state = None
     if "known-answer" in changes["model.spec"]:  # constructed weights: nothing to train
         state = build_model(changes["model.spec"], num_classes=4, in_channels=1).state_dict()
