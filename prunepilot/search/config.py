@@ -144,6 +144,14 @@ class EvaluationSection(_Strict):
         "budget, times it as it times the final figures, scores it and keeps it as a candidate (strategy "
         "fill); the best stays the most accurate candidate within the budget. 0 = off.",
     )
+    uniform_at_budget: bool = Field(
+        True,
+        description="After the search, the driver widens the all-lower-bound uniform policy as the budget "
+        "fill widens the best (every group by the same keep ratio), times it the same way, scores the widest "
+        "uniform policy within the budget and keeps it as a candidate (strategy uniform, trial "
+        "uniform-at-budget): the pick is never a policy the search's own score ranks below uniform pruning "
+        "at the budget. Skipped by the uniform strategy.",
+    )
     in_loop_latency: Literal["predicted", "measured", "anchored"] = Field(
         "predicted",
         description="For measured devices: predicted from a predictor calibrated on the device when the "

@@ -182,6 +182,57 @@ def fill_budget(
             "accuracy": metrics.accuracy, "from_accuracy": best.metrics.accuracy}  # fmt: skip
 
 
+#: the trial name of the uniform candidate at the budget
+UNIFORM_TRIAL = "uniform-at-budget"
+
+
+def uniform_at_budget(
+    store: RunStore, ev: Evaluator, budget_ms: float, enough: float, time_policy: PolicyTimer, seed: int
+) -> dict[str, Any] | None:
+    """The widest uniform policy timed within the budget, scored and stored as a candidate.
+
+    The all-lower-bound policy is widened along the fill's path (every group's keep ratio moves
+    the same way, so the policy stays uniform) by :func:`fill_policy`, bracketing and bisecting
+    as it does; the widest timed within the budget is scored like any candidate and stored
+    (strategy ``uniform``, trial :data:`UNIFORM_TRIAL`, ``extra.uniform_ratio``). Returns what
+    ``run.json`` records under ``uniform_at_budget`` (``candidate`` None: no uniform policy was
+    timed within the budget).
+    """
+    done = [c for c in store.ok() if c.trial == UNIFORM_TRIAL]
+    if done:  # a resumed run that finished before
+        return {"candidate": done[0].id, "uniform_ratio": done[0].extra.get("uniform_ratio"), "resumed": True}
+    lower = ev.cfg.evaluation.lower_bound
+    floor_policy = ev.make_policy([lower] * len(ev.space.groups))
+    floor_metrics = ev.evaluate(floor_policy)
+    floor = Candidate.new(trial=UNIFORM_TRIAL, index=-1, strategy="uniform", seed=seed, policy=floor_policy,
+                          metrics=floor_metrics, budget_ms=budget_ms, extra={"uniform_ratio": lower},
+                          cached=ev.last_cached)  # fmt: skip
+    trace: list[tuple[float, float]] = []
+    found = fill_policy(ev, floor, budget_ms, time_policy, enough=enough, trace=trace)
+    record: dict[str, Any] = {"timed": [{"scale": sc, "latency_ms": ms} for sc, ms in trace]}
+    policy, timed = (found.policy, found.timed) if found is not None else (floor_policy, None)
+    if found is None:  # nothing wider fits: the floor itself, where it was timed within the budget
+        floor_timed = time_policy(floor_policy)
+        record["timed"].append({"scale": 0.0, "latency_ms": floor_timed.latency_ms})
+        if floor_timed.latency_ms > budget_ms:
+            return {**record, "candidate": None}
+        timed = floor_timed
+    assert timed is not None
+    timing = None
+    if ev.times_in_loop:  # the in-loop figure is the timing taken here, as for the budget fill
+        timing = LatencyResult(ms=timed.latency_ms, kind="measured", model_name=timed.latency_model,
+                               cv=timed.cv, details={"uniform_at_budget": True})  # fmt: skip
+    metrics = ev.evaluate(policy, latency=timing)
+    ratio = lower + (found.scale if found is not None else 0.0) * (1.0 - lower)
+    cand = Candidate.new(trial=UNIFORM_TRIAL, index=0, strategy="uniform", seed=seed, policy=policy, metrics=metrics,
+                         budget_ms=budget_ms, extra={"uniform_ratio": ratio}, cached=ev.last_cached)  # fmt: skip
+    store.append(cand)
+    if metrics.latency_kind == "predicted":
+        store.add_measurements({cand.id: timed})
+    return {**record, "candidate": cand.id, "uniform_ratio": ratio, "latency_ms": timed.latency_ms,
+            "latency_model": timed.latency_model, "accuracy": metrics.accuracy}  # fmt: skip
+
+
 def policy_timer(ev: Evaluator, meter: str | None) -> PolicyTimer:
     """How a widened policy is timed: as the search's final figures are
     (:func:`prunepilot.search.remeasure.policy_meter`), else by the device's latency model itself

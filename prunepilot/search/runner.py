@@ -191,13 +191,19 @@ def _uniform_baseline(store: RunStore, ev: Evaluator, cfg: SearchConfig, budget_
 def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, info: dict[str, Any]) -> SearchResult:
     """Uniform baseline, front, re-measurement of predicted front points and of the best candidate
     within the budget, budget fill, ``front.json``, run status and the best candidate's budget use."""
-    from prunepilot.search.fill import fill_budget, policy_timer
+    from prunepilot.search.fill import fill_budget, policy_timer, uniform_at_budget
     from prunepilot.search.pareto import pareto_front
     from prunepilot.search.remeasure import budget_use, meter_for, remeasure_best, remeasure_front
 
     if cfg.strategy.name != "uniform" and cfg.evaluation.uniform_baseline > 0 and not store.baseline():
         _uniform_baseline(store, ev, cfg, budget_ms)
     measure = meter_for(ev, cfg.device.remeasure_with)
+    uniform = None
+    own = {c.metrics.protocol or "bn-recal" for c in store.ok()} <= {ev.protocol.name}  # one-shot: their own scores
+    if cfg.evaluation.uniform_at_budget and cfg.strategy.name != "uniform" and own:  # a candidate the pick must beat
+        enough = cfg.evaluation.fill_below or 0.9
+        timer = policy_timer(ev, cfg.device.remeasure_with)
+        uniform = uniform_at_budget(store, ev, budget_ms, enough, timer, cfg.seed)
     store.add_measurements(remeasure_front(pareto_front(store.ok()), ev, None, cfg.evaluation.remeasure_top, measure))
     store.add_measurements(remeasure_best(store.ok(), budget_ms, ev, None, measure))
     filled = fill_budget(
@@ -215,6 +221,8 @@ def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, 
     info["best_within_budget"] = budget_use(ok, budget_ms)
     if filled is not None:
         info["fill"] = filled
+    if uniform is not None:
+        info["uniform_at_budget"] = uniform
     if info.get("devices"):
         from prunepilot.search.devices import finish_devices
 

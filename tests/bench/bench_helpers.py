@@ -30,7 +30,7 @@ def tiny_config(cache: Path, **sections: Any) -> dict[str, Any]:
         "data": {"name": "digits", "batch_size": 64, "val_size": 0.2, "calib_size": 128},
         "device": {"name": "local-cpu", "latency_model": "macs", "settings": {"ms_per_unit": 1.0}},
         "budget": {"fraction": 0.6},
-        "evaluation": {"lower_bound": 0.25, "bn_batches": 2},
+        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "uniform_at_budget": False},  # the strategy's own
         "strategy": {"name": "random", "evaluations": 3},
         **sections,
     }

@@ -87,7 +87,7 @@ def search_config(tmp_path: Path, strategy: str, settings: dict[str, Any], **cha
         "device": {"name": "local-cpu", "latency_model": "macs", "settings": {"ms_per_unit": 1.0}, "batch_size": 1},
         "budget": {"fraction": 0.5},
         # budget fill off: these searches store exactly what the one-shot strategy reports
-        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "fill_below": 0.0},
+        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "fill_below": 0.0, "uniform_at_budget": False},
         "strategy": {"name": strategy, "evaluations": 4, "settings": settings},
         "ray": {"num_cpus": 2, "max_concurrent": 2, "cpus_per_trial": 1},
     }

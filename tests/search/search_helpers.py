@@ -19,8 +19,9 @@ def tiny_config(tmp_path: Path, **changes: Any) -> dict[str, Any]:
         "data": {"name": "digits", "batch_size": 64, "val_size": 0.2, "calib_size": 128},
         "device": {"name": "local-cpu", "latency_model": "macs", "settings": {"ms_per_unit": 1.0}, "batch_size": 1},
         "budget": {"fraction": 0.6},
-        # budget fill off: these searches store exactly what their strategy proposes (tests/search/test_fill.py)
-        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "fill_below": 0.0},
+        # budget fill and the uniform candidate off: these searches store exactly what their strategy proposes
+        # (tests/search/test_fill.py)
+        "evaluation": {"lower_bound": 0.25, "bn_batches": 2, "fill_below": 0.0, "uniform_at_budget": False},
         "strategy": {"name": "random", "evaluations": 6},
         "ray": {"num_cpus": 2, "max_concurrent": 2, "cpus_per_trial": 1},
     }

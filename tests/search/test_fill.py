@@ -182,6 +182,29 @@ def test_a_search_fills_its_budget_and_records_it(tmp_path: Path) -> None:
     assert "fill" not in json.loads((tmp_path / "off" / "run.json").read_text())
 
 
+def test_the_widest_uniform_policy_within_the_budget_joins_the_candidates(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, **{"budget.fraction": 0.7, "strategy.evaluations": 2,
+                                   "evaluation.uniform_baseline": 0, "evaluation.uniform_at_budget": True})  # fmt: skip
+    result = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False)
+    info = RunStore(tmp_path / "run").read_info()
+    (uni,) = [c for c in result.candidates if c.trial == fill.UNIFORM_TRIAL]
+    assert uni.strategy == "uniform" and info["uniform_at_budget"]["candidate"] == uni.id
+    ratio = uni.extra["uniform_ratio"]
+    evaluator = Evaluator(validate_config(cfg))
+    assert uni.policy.channels == evaluator.make_policy([ratio] * len(evaluator.space.groups)).channels  # uniform
+    assert 0.25 < ratio < 1.0 and uni.metrics.latency_ms <= result.budget_ms  # the macs device: its figure
+    # it uses the budget: 90% of it, or one channel wider in every group would not fit
+    full = evaluator.space.full_widths()
+    wider = {g: min(full[g], w + 1) for g, w in uni.policy.channels.items()}
+    assert uni.metrics.latency_ms >= 0.9 * result.budget_ms or evaluator.predict_latency_ms(wider) > result.budget_ms
+    again = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False, resume=True)
+    assert [c.id for c in again.candidates if c.trial == fill.UNIFORM_TRIAL] == [uni.id]  # not twice
+    off = {**cfg, "evaluation": {**cfg["evaluation"], "uniform_at_budget": False}}
+    plain = prunepilot.search.run(off, backend="local", run_dir=tmp_path / "off", progress=False)
+    assert {c.strategy for c in plain.candidates} == {"random"}
+    assert "uniform_at_budget" not in RunStore(tmp_path / "off").read_info()
+
+
 def _steady_cpu(self: TorchCPULatency, model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> LatencyResult:
     """This CPU without its noise: the time is affine in the model's MACs, the same every call."""
     macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(*batched_input_shape(shape, batch)))
