@@ -57,8 +57,12 @@ PATHS: dict[str, dict[str, str]] = {
     "old": {"protocol": "bn-recal", "scoring": "prune", "in_loop_latency": "measured"},
     "new": {"protocol": "bn-recal", "scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "lut"},
     "new-fit": {"protocol": "bn-recal", "scoring": "slice", "in_loop_latency": "predicted", "in_loop_predictor": "fit"},
-    "new-head-refit": {"protocol": "head-refit", "scoring": "slice", "in_loop_latency": "predicted",
-                       "in_loop_predictor": "lut"},  # fmt: skip
+    "new-head-refit": {
+        "protocol": "head-refit",
+        "scoring": "slice",
+        "in_loop_latency": "predicted",
+        "in_loop_predictor": "lut",
+    },  # fmt: skip
 }
 TARGET_SPEEDUP = 10.0
 TARGET_WITHIN = 0.9

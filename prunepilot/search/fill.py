@@ -184,53 +184,70 @@ def fill_budget(
 
 #: the trial name of the uniform candidate at the budget
 UNIFORM_TRIAL = "uniform-at-budget"
+#: keep-ratio step of the uniform policies tried, widest first
+UNIFORM_STEP = 0.05
+#: uniform policies timed at most
+UNIFORM_TRIES = 5
+#: the widest tried is the widest the corrected predictor puts within this much over the budget
+UNIFORM_SLACK = 0.15
 
 
 def uniform_at_budget(
-    store: RunStore, ev: Evaluator, budget_ms: float, enough: float, time_policy: PolicyTimer, seed: int
+    store: RunStore, ev: Evaluator, budget_ms: float, time_policy: PolicyTimer, seed: int
 ) -> dict[str, Any] | None:
     """The widest uniform policy timed within the budget, scored and stored as a candidate.
 
-    The all-lower-bound policy is widened along the fill's path (every group's keep ratio moves
-    the same way, so the policy stays uniform) by :func:`fill_policy`, bracketing and bisecting
-    as it does; the widest timed within the budget is scored like any candidate and stored
-    (strategy ``uniform``, trial :data:`UNIFORM_TRIAL`, ``extra.uniform_ratio``). Returns what
-    ``run.json`` records under ``uniform_at_budget`` (``candidate`` None: no uniform policy was
-    timed within the budget).
+    Uniform keep ratios on a grid of :data:`UNIFORM_STEP` from full width down to the lower
+    bound are tried widest first, from the widest the predictor (corrected by its error at the
+    all-lower-bound policy) puts within :data:`UNIFORM_SLACK` over the budget, each timed as the
+    final figures are, at most :data:`UNIFORM_TRIES`; the first timed within the budget is scored
+    like any candidate and stored (strategy ``uniform``, trial :data:`UNIFORM_TRIAL`,
+    ``extra.uniform_ratio``). Stepping down rather than bisecting: on a CPU latency need not be
+    monotonic in width (a kernel change can make keep 0.4 slower than keep 0.5), and the widest
+    that fits is what a user pruning uniformly would ship. Returns what ``run.json`` records under
+    ``uniform_at_budget`` (``candidate`` None: none was timed within the budget).
     """
     done = [c for c in store.ok() if c.trial == UNIFORM_TRIAL]
     if done:  # a resumed run that finished before
         return {"candidate": done[0].id, "uniform_ratio": done[0].extra.get("uniform_ratio"), "resumed": True}
     lower = ev.cfg.evaluation.lower_bound
-    floor_policy = ev.make_policy([lower] * len(ev.space.groups))
-    floor_metrics = ev.evaluate(floor_policy)
-    floor = Candidate.new(trial=UNIFORM_TRIAL, index=-1, strategy="uniform", seed=seed, policy=floor_policy,
-                          metrics=floor_metrics, budget_ms=budget_ms, extra={"uniform_ratio": lower},
-                          cached=ev.last_cached)  # fmt: skip
-    trace: list[tuple[float, float]] = []
-    found = fill_policy(ev, floor, budget_ms, time_policy, enough=enough, trace=trace)
-    record: dict[str, Any] = {"timed": [{"scale": sc, "latency_ms": ms} for sc, ms in trace]}
-    policy, timed = (found.policy, found.timed) if found is not None else (floor_policy, None)
-    if found is None:  # nothing wider fits: the floor itself, where it was timed within the budget
-        floor_timed = time_policy(floor_policy)
-        record["timed"].append({"scale": 0.0, "latency_ms": floor_timed.latency_ms})
-        if floor_timed.latency_ms > budget_ms:
-            return {**record, "candidate": None}
-        timed = floor_timed
-    assert timed is not None
-    timing = None
-    if ev.times_in_loop:  # the in-loop figure is the timing taken here, as for the budget fill
-        timing = LatencyResult(ms=timed.latency_ms, kind="measured", model_name=timed.latency_model,
-                               cv=timed.cv, details={"uniform_at_budget": True})  # fmt: skip
-    metrics = ev.evaluate(policy, latency=timing)
-    ratio = lower + (found.scale if found is not None else 0.0) * (1.0 - lower)
-    cand = Candidate.new(trial=UNIFORM_TRIAL, index=0, strategy="uniform", seed=seed, policy=policy, metrics=metrics,
-                         budget_ms=budget_ms, extra={"uniform_ratio": ratio}, cached=ev.last_cached)  # fmt: skip
-    store.append(cand)
-    if metrics.latency_kind == "predicted":
-        store.add_measurements({cand.id: timed})
-    return {**record, "candidate": cand.id, "uniform_ratio": ratio, "latency_ms": timed.latency_ms,
-            "latency_model": timed.latency_model, "accuracy": metrics.accuracy}  # fmt: skip
+    n = len(ev.space.groups)
+
+    def predict(policy: PruningPolicy) -> float:
+        return ev.predict_latency_ms(policy.channels, policy.removed_blocks)
+
+    floor = ev.make_policy([lower] * n)
+    own = predict(floor)
+    bias = ev.evaluate(floor).latency_ms / own if own > 0 else 1.0
+    steps = int((1.0 - lower) / UNIFORM_STEP + 1e-9)
+    grid, seen = [], set()
+    for ratio in [1.0 - k * UNIFORM_STEP for k in range(steps + 1)] + [lower]:
+        policy = ev.make_policy([max(lower, ratio)] * n)
+        if policy.key() not in seen:
+            seen.add(policy.key())
+            grid.append((max(lower, ratio), policy))
+    first = next((i for i, (_r, pol) in enumerate(grid) if bias * predict(pol) <= (1 + UNIFORM_SLACK) * budget_ms),
+                 len(grid) - 1)  # fmt: skip
+    record: dict[str, Any] = {"timed": []}
+    for ratio, policy in grid[first : first + UNIFORM_TRIES]:
+        timed = time_policy(policy)
+        record["timed"].append({"uniform_ratio": ratio, "latency_ms": timed.latency_ms})
+        if timed.latency_ms > budget_ms:
+            continue
+        timing = None
+        if ev.times_in_loop:  # the in-loop figure is the timing taken here, as for the budget fill
+            timing = LatencyResult(ms=timed.latency_ms, kind="measured", model_name=timed.latency_model,
+                                   cv=timed.cv, details={"uniform_at_budget": True})  # fmt: skip
+        metrics = ev.evaluate(policy, latency=timing)
+        cand = Candidate.new(trial=UNIFORM_TRIAL, index=0, strategy="uniform", seed=seed, policy=policy,
+                             metrics=metrics, budget_ms=budget_ms, extra={"uniform_ratio": ratio},
+                             cached=ev.last_cached)  # fmt: skip
+        store.append(cand)
+        if metrics.latency_kind == "predicted":
+            store.add_measurements({cand.id: timed})
+        return {**record, "candidate": cand.id, "uniform_ratio": ratio, "latency_ms": timed.latency_ms,
+                "latency_model": timed.latency_model, "accuracy": metrics.accuracy}  # fmt: skip
+    return {**record, "candidate": None}
 
 
 def policy_timer(ev: Evaluator, meter: str | None) -> PolicyTimer:

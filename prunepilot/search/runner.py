@@ -201,9 +201,7 @@ def finish(store: RunStore, cfg: SearchConfig, ev: Evaluator, budget_ms: float, 
     uniform = None
     own = {c.metrics.protocol or "bn-recal" for c in store.ok()} <= {ev.protocol.name}  # one-shot: their own scores
     if cfg.evaluation.uniform_at_budget and cfg.strategy.name != "uniform" and own:  # a candidate the pick must beat
-        enough = cfg.evaluation.fill_below or 0.9
-        timer = policy_timer(ev, cfg.device.remeasure_with)
-        uniform = uniform_at_budget(store, ev, budget_ms, enough, timer, cfg.seed)
+        uniform = uniform_at_budget(store, ev, budget_ms, policy_timer(ev, cfg.device.remeasure_with), cfg.seed)
     store.add_measurements(remeasure_front(pareto_front(store.ok()), ev, None, cfg.evaluation.remeasure_top, measure))
     store.add_measurements(remeasure_best(store.ok(), budget_ms, ev, None, measure))
     filled = fill_budget(

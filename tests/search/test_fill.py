@@ -193,16 +193,41 @@ def test_the_widest_uniform_policy_within_the_budget_joins_the_candidates(tmp_pa
     evaluator = Evaluator(validate_config(cfg))
     assert uni.policy.channels == evaluator.make_policy([ratio] * len(evaluator.space.groups)).channels  # uniform
     assert 0.25 < ratio < 1.0 and uni.metrics.latency_ms <= result.budget_ms  # the macs device: its figure
-    # it uses the budget: 90% of it, or one channel wider in every group would not fit
-    full = evaluator.space.full_widths()
-    wider = {g: min(full[g], w + 1) for g, w in uni.policy.channels.items()}
-    assert uni.metrics.latency_ms >= 0.9 * result.budget_ms or evaluator.predict_latency_ms(wider) > result.budget_ms
+    # the widest on its grid that fits: the next step wider does not (the macs device predicts: no noise)
+    wider = evaluator.make_policy([ratio + fill.UNIFORM_STEP] * len(evaluator.space.groups))
+    assert evaluator.predict_latency_ms(wider.channels) > result.budget_ms
+    assert info["uniform_at_budget"]["timed"][-1]["uniform_ratio"] == ratio
     again = prunepilot.search.run(cfg, backend="local", run_dir=tmp_path / "run", progress=False, resume=True)
     assert [c.id for c in again.candidates if c.trial == fill.UNIFORM_TRIAL] == [uni.id]  # not twice
     off = {**cfg, "evaluation": {**cfg["evaluation"], "uniform_at_budget": False}}
     plain = prunepilot.search.run(off, backend="local", run_dir=tmp_path / "off", progress=False)
     assert {c.strategy for c in plain.candidates} == {"random"}
     assert "uniform_at_budget" not in RunStore(tmp_path / "off").read_info()
+
+
+def test_uniform_at_budget_steps_down_past_a_wider_policy_that_reads_over(ev: Evaluator, tmp_path: Path) -> None:
+    # a CPU whose latency is not monotonic in width: 0.55 is predicted within the budget but reads
+    # over it, as does 0.45; keep 0.5 fits
+    budget = ev.predict_latency_ms(ev.make_policy([0.55] * len(ev.space.groups)).channels) * 0.999
+    slow = {round(r, 2) for r in (0.6, 0.55, 0.45)}
+
+    def timer(policy: PruningPolicy) -> Measurement:
+        ratio = round(next(iter(policy.keep_ratios.values())), 2)
+        ms = ev.predict_latency_ms(policy.channels) * (1.5 if ratio in slow else 1.0)
+        return Measurement(ms, 0.0, "fake")
+
+    store = RunStore(tmp_path / "run")
+    got = fill.uniform_at_budget(store, ev, budget, timer, seed=0)
+    assert got is not None and got["uniform_ratio"] == pytest.approx(0.5)
+    (cand,) = [c for c in store.ok() if c.trial == fill.UNIFORM_TRIAL]
+    assert cand.policy.channels == ev.make_policy([0.5] * len(ev.space.groups)).channels
+    ratios = [t["uniform_ratio"] for t in got["timed"]]
+    assert ratios == sorted(ratios, reverse=True) and ratios[-1] == pytest.approx(0.5)  # widest first, down to it
+    # nothing fits, not even the lower bound (the only one predicted near the budget): no candidate
+    none = fill.uniform_at_budget(RunStore(tmp_path / "none"), ev, 1e-9, timer, seed=0)
+    assert none is not None and none["candidate"] is None
+    assert [t["uniform_ratio"] for t in none["timed"]] == [ev.cfg.evaluation.lower_bound]
+    assert not [c for c in RunStore(tmp_path / "none").ok() if c.trial == fill.UNIFORM_TRIAL]
 
 
 def _steady_cpu(self: TorchCPULatency, model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> LatencyResult:
