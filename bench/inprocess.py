@@ -51,8 +51,10 @@ def search(
 ) -> list[Record]:
     """``prunepilot.search.run(..., backend="local")`` of strategy ``name`` on ``ev``'s config at
     ``budget_ms``: every candidate its trials reported, in order. The driver's budget fill
-    (``evaluation.fill_below``) is off: these benchmarks compare what strategies propose at equal
-    evaluations (``bench/budget_use.py`` runs the product's search with it)."""
+    (``evaluation.fill_below``) and its uniform candidate at the budget
+    (``evaluation.uniform_at_budget``) are off: these benchmarks compare what strategies propose at
+    equal evaluations, with uniform pruning as its own row (``bench/budget_use.py`` and
+    ``bench/user_net.py`` run the product's search with both)."""
     import prunepilot.search
 
     cfg = ev.cfg.model_dump(mode="json")
@@ -62,7 +64,7 @@ def search(
         strategy={"name": name, "evaluations": evaluations, "settings": dict(settings), "time_limit_s": time_limit_s},
         run_dir=None,
     )
-    cfg["evaluation"] = {**cfg["evaluation"], "uniform_baseline": 0, "fill_below": 0.0}
+    cfg["evaluation"] = {**cfg["evaluation"], "uniform_baseline": 0, "fill_below": 0.0, "uniform_at_budget": False}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         folder = run_dir if run_dir is not None else Path(tmp) / "run"
         result = prunepilot.search.run(cfg, backend="local", run_dir=folder, progress=False)
