@@ -80,3 +80,13 @@ def output_positions(module: nn.Conv2d, x: torch.Tensor) -> int:
         span = module.dilation[i] * (module.kernel_size[i] - 1) + 1
         sizes.append((x.shape[2 + i] + 2 * padding[i] - span) // module.stride[i] + 1)
     return sizes[0] * sizes[1]
+
+
+def ridge_solve(xtx: torch.Tensor, xty: torch.Tensor, shrink: float, bias: bool) -> torch.Tensor:
+    """The weights ``W`` (outputs x inputs) of the ridge least-squares fit from accumulated normal
+    equations: solve ``(X^T X + shrink * I) W^T = X^T Y``, the bias column (last, when ``bias``)
+    unshrunk. ``shrink`` is absolute; callers scale it to their features. Solved on the CPU."""
+    reg = torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device) * shrink
+    if bias:
+        reg[-1, -1] = 0.0
+    return torch.linalg.lstsq((xtx + reg).cpu(), xty.cpu()).solution.T.to(xtx.device)

@@ -28,7 +28,7 @@ from torch import nn
 
 from prunepilot.errors import PruningError
 from prunepilot.pruning.bn import recalibrate_bn
-from prunepilot.pruning.consumers import dense_weight, linear_features, sampled_patches
+from prunepilot.pruning.consumers import dense_weight, linear_features, ridge_solve, sampled_patches
 
 RIDGE = 1e-4
 """Ridge term, relative to the mean diagonal of ``X^T X`` (keeps rank-deficient fits well posed)."""
@@ -229,10 +229,7 @@ def _refit(
     old = dense_weight(layer).double()
     if bias is not None:
         old = torch.cat([old, bias.detach().double()[:, None]], 1)
-    reg = torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device) * ridge * float(xtx.diagonal().mean())
-    if has_bias:
-        reg[-1, -1] = 0.0  # the bias is not shrunk
-    new = torch.linalg.lstsq((xtx + reg).cpu(), xty.cpu()).solution.T.to(old.device)
+    new = ridge_solve(xtx, xty, ridge * float(xtx.diagonal().mean()), has_bias).to(old.device)  # bias unshrunk
 
     def error(w: torch.Tensor) -> float:
         return float((w @ xtx * w).sum() - 2 * (w * xty.T).sum() + yy) / max(yy, 1e-30)

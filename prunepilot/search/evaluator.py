@@ -200,6 +200,14 @@ class Evaluator:
         self._cache[key] = metrics
         return metrics
 
+    def in_loop_latency_ms(self, policy: PruningPolicy) -> float:
+        """The in-loop latency :meth:`evaluate` gives ``policy`` (its cached figure, else from
+        :meth:`latency_of`), without scoring it."""
+        cached = self._cache.get(policy.key())
+        if cached is not None:
+            return float(cached.latency_ms)
+        return float(self.latency_of(None, policy.channels, policy.removed_blocks).ms)
+
     def _prepared_data(self) -> ScoringData:
         data = self.scoring_data()
         if self._prepared is None:  # once per process (a supernet is trained here)

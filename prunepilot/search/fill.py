@@ -218,7 +218,7 @@ def uniform_at_budget(
 
     floor = ev.make_policy([lower] * n)
     own = predict(floor)
-    bias = ev.evaluate(floor).latency_ms / own if own > 0 else 1.0
+    bias = ev.in_loop_latency_ms(floor) / own if own > 0 else 1.0  # the predictor's error at the floor
     steps = int((1.0 - lower) / UNIFORM_STEP + 1e-9)
     grid, seen = [], set()
     for ratio in [1.0 - k * UNIFORM_STEP for k in range(steps + 1)] + [lower]:

@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 from prunepilot.errors import ConfigError, one_of
 from prunepilot.oneshot.autoslim import SlimmableTraining
 from prunepilot.pruning import PruningPolicy, PruningSpace, recalibrate_bn
+from prunepilot.pruning.consumers import ridge_solve
 from prunepilot.training import evaluate_accuracy
 from prunepilot.training.distill import kd_loss
 
@@ -342,20 +343,34 @@ class HeadRefitSettings(ProtocolSettings):
     )
 
 
+def head_refit_unfit_reason(model: nn.Module, example: torch.Tensor) -> str | None:
+    """Why ``head-refit`` cannot score ``model`` (None: it can): the model has no ``nn.Linear``,
+    or its last one is followed by more computation (its output is not the model's), so refitting
+    it to the unpruned model's logits is not defined."""
+    return _find_head(model, example)[1]
+
+
 def classifier_head(model: nn.Module, example: torch.Tensor) -> str:
     """Name of ``model``'s final ``nn.Linear`` whose output is the model's output.
 
     Raises:
-        ConfigError: the model has no ``nn.Linear``, or its last one is followed by more
-            computation (its output is not the model's), so refitting it to logits is not defined.
+        ConfigError: :func:`head_refit_unfit_reason` gives a reason; the message names it and the
+            other protocols.
     """
+    name, reason = _find_head(model, example)
+    if reason is not None:
+        others = one_of([n for n in protocol_names() if n != HeadRefit.name])
+        raise ConfigError(f"protocol 'head-refit': {reason}; choose another protocol ({others})")
+    assert name is not None
+    return name
+
+
+def _find_head(model: nn.Module, example: torch.Tensor) -> tuple[str | None, str | None]:
+    """``(name of the final nn.Linear, None)`` where it is the model's output, else ``(None, reason)``."""
     linears = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
     kind = type(model).__name__
     if not linears:
-        raise ConfigError(
-            f"protocol 'head-refit': model {kind} has no nn.Linear classifier to refit; "
-            f"choose another protocol ({one_of([n for n in protocol_names() if n != 'head-refit'])})"
-        )
+        return None, f"model {kind} has no nn.Linear classifier to refit"
     name = linears[-1]
     got: list[torch.Tensor] = []
     hook = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: got.append(out))
@@ -368,12 +383,11 @@ def classifier_head(model: nn.Module, example: torch.Tensor) -> str:
         hook.remove()
         model.train(was)
     if not got or not isinstance(out, torch.Tensor) or got[-1].shape != out.shape or not torch.equal(got[-1], out):
-        raise ConfigError(
-            f"protocol 'head-refit': the output of {kind}'s last nn.Linear ({name!r}) is not the model's output "
-            "(something follows it), so it cannot be refit to the unpruned model's logits; "
-            f"choose another protocol ({one_of([n for n in protocol_names() if n != 'head-refit'])})"
+        return None, (
+            f"the output of {kind}'s last nn.Linear ({name!r}) is not the model's output "
+            "(something follows it), so it cannot be refit to the unpruned model's logits"
         )
-    return name
+    return name, None
 
 
 def ridge_fit(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, bias: bool) -> torch.Tensor:
@@ -386,10 +400,7 @@ def ridge_fit(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, bias: bool) ->
     live = diag[:-1] if bias else diag
     live = live[live > 0]
     scale = float(live.mean()) if live.numel() else 1.0
-    reg = torch.eye(xtx.shape[0], dtype=xtx.dtype) * ridge * scale
-    if bias:
-        reg[-1, -1] = 0.0
-    return torch.linalg.lstsq(xtx + reg, xty).solution.T
+    return ridge_solve(xtx, xty, ridge * scale, bias)
 
 
 @register_protocol
@@ -519,9 +530,7 @@ def resolve_protocol(
             classifier_head(model, example)
         return proto, None
     proto = get_protocol(HeadRefit.name, settings)
-    try:
-        classifier_head(model, example)
-    except ConfigError as err:
-        reason = str(err).removeprefix("protocol 'head-refit': ").split("; choose", 1)[0]
+    reason = head_refit_unfit_reason(model, example)
+    if reason is not None:
         return get_protocol(BNRecal.name), f"auto: head-refit does not fit this model ({reason}); bn-recal scores"
     return proto, None

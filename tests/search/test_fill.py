@@ -230,6 +230,17 @@ def test_uniform_at_budget_steps_down_past_a_wider_policy_that_reads_over(ev: Ev
     assert not [c for c in RunStore(tmp_path / "none").ok() if c.trial == fill.UNIFORM_TRIAL]
 
 
+def test_the_floor_latency_for_the_uniform_grid_is_the_in_loop_figure_without_a_score(ev: Evaluator) -> None:
+    floor = ev.make_policy([0.25] * len(ev.space.groups))
+    assert floor.key() not in ev._cache
+    ms = ev.in_loop_latency_ms(floor)
+    assert floor.key() not in ev._cache  # not scored, so not cached
+    assert ms == pytest.approx(ev.evaluate(floor).latency_ms)  # the figure evaluate gives it
+    ev._cache[floor.key()] = replace(ev._cache[floor.key()], latency_ms=123.0)
+    assert ev.in_loop_latency_ms(floor) == 123.0  # a scored policy keeps its figure
+    del ev._cache[floor.key()]  # the evaluator is the module's
+
+
 def _steady_cpu(self: TorchCPULatency, model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> LatencyResult:
     """This CPU without its noise: the time is affine in the model's MACs, the same every call."""
     macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(*batched_input_shape(shape, batch)))
