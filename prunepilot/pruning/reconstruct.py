@@ -10,8 +10,12 @@ where ``X_pruned`` are the consumer's inputs in the pruned model (im2col patches
 and ``Y_base`` the same layer's outputs in the unpruned model (pre-activation, before any
 batch norm), at the kept output channels. Consumers are refit one after another in forward
 order, so each sees the inputs its already-refit predecessors produce. The unpruned model's
-batch-norm statistics are restored first (they are the ones that match outputs refit to the
-unpruned model's) and all batch norms are re-estimated at the end.
+batch-norm statistics are restored first, and after each refit every batch norm is re-estimated
+on the calibration batches, so the next consumer is fit on the inputs the returned model gives it
+(the normalisation of the layers before it is final). Re-estimating only once at the end instead
+leaves every consumer fit on inputs normalised by the unpruned model's statistics, which a
+least-squares fit does not reproduce (it shrinks the output's variance): on MobileNetV2 at keep
+0.12 that end-only recalibration undid the reconstruction (held-out 0.12 against 0.54 here).
 
 Only the calibration batches the caller passes are read (in prunepilot: ``DataBundle.calib``,
 a subset of the training split); nothing here sees a validation or test split.
@@ -113,16 +117,18 @@ def reconstruct(
     modes = {m: m.training for m in (*pruned.modules(), *base.modules())}
     pruned.eval()
     base.eval()
+    fits = []
     try:
         _restore_base_bn(pruned, base, kept)
-        fits = [
-            _refit(name, cast(_Layer, mods[name]), base_mods[name], pruned, base, batches, kept, ridge, positions, seed)
-            for name in _forward_order(pruned, usable, batches[0].to(next(pruned.parameters()).device))
-        ]
+        for name in _forward_order(pruned, usable, batches[0].to(next(pruned.parameters()).device)):
+            layer = cast(_Layer, mods[name])
+            fits.append(_refit(name, layer, base_mods[name], pruned, base, batches, kept, ridge, positions, seed))
+            recalibrate_bn(pruned, batches)  # the later consumers are fit on their final inputs
+            pruned.eval()
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    used = recalibrate_bn(pruned, batches)
+    used = recalibrate_bn(pruned, batches)  # models with no refit layer; a no-op otherwise
     return Reconstruction(layers=tuple(fits), skipped=skipped, bn_batches=used)
 
 

@@ -129,3 +129,27 @@ def test_rank_deficient_inputs_are_solved_with_the_ridge_term(trained) -> None:
     record = reconstruct(pruned, model, rank_one, kept)
     assert all(torch.isfinite(p).all() for p in pruned.parameters())
     assert all(f.error_after <= f.error_before for f in record.layers)
+
+
+def test_each_layer_is_fit_on_the_inputs_the_returned_model_gives_it() -> None:
+    # the errors reported are those of the model returned: every consumer was fit on its final
+    # inputs (batch norm re-estimated after each refit), not on inputs that a later
+    # recalibration changes
+    import copy
+
+    from prunepilot.pruning import reconstruct as rec
+
+    torch.manual_seed(0)
+    model = build_model("testing:tiny-residual", num_classes=10, in_channels=3)
+    calib = [torch.randn(16, 3, 16, 16) for _ in range(4)]
+    recalibrate_bn(model, calib)
+    model.eval()
+    pruned, kept = _pruned(model, calib[0][:2], 0.25)
+    record = reconstruct(pruned, model, calib, kept)
+    assert len(record.layers) == 4 and all(f.refit for f in record.layers)
+    base_mods = dict(model.named_modules())
+    for fit in record.layers:
+        probe = copy.deepcopy(pruned).eval()  # refitting a copy reports the returned model's error first
+        again = rec._refit(fit.module, dict(probe.named_modules())[fit.module], base_mods[fit.module], probe,
+                           model, calib, kept, rec.RIDGE, rec.POSITIONS, 0)  # fmt: skip
+        assert again.error_before == pytest.approx(fit.error_after, rel=1e-4, abs=1e-6), fit.module
