@@ -236,3 +236,31 @@ def test_a_policy_scored_with_only_some_criteria_is_named(cr: ModuleType) -> Non
         "NOT RUN: resnet20 at 50%, uniform: criteria ['thinet']."
     ]
     assert cr.incomplete_notes(rows, ["l1", "snip"]) == []
+
+
+def test_rescoring_replaces_the_no_training_scores_and_keeps_latency_fine_tune_and_at_init(cr: ModuleType) -> None:
+    at_init = [{**init_row("mobilenet_v2", 0.3, c, [0.7, 0.7, 0.7]), "mean_keep": 0.1, "measured_share": 0.3}
+               for c in ("synflow", "random")]  # fmt: skip
+    rows = [{**full_row("mobilenet_v2", 0.3, 0.09, 0.08, c), "widths": {"g": 3}, "seconds": {"prune": 1.0}}
+            for c in ("l1", "snip")]  # fmt: skip
+    study = piece(["mobilenet_v2"], [0.3], rows, at_init)
+    assert "mobilenet_v2 at 30%: NOT MET" in "\n".join(cr.criteria_table(study)["notes"])
+    asked: list[str] = []
+
+    def score(r: dict[str, Any]) -> Any:
+        asked.append(r["criterion"])
+        return cr.Scores(0.09, 0.5, None, {"bn-recal": 0.1, "reconstruct": 0.2})
+
+    out = cr.rescore(study, "old.json", score)
+    assert asked == ["l1", "snip"]
+    assert [(r["bn_recal_acc"], r["reconstruct_acc"]) for r in out["rows"]] == [(0.09, 0.5)] * 2
+    assert [r["reconstruct_acc_before"] for r in out["rows"]] == [0.08, 0.08]
+    assert [r["finetuned_test_acc"] for r in out["rows"]] == [0.8, 0.8]  # the fine-tunes are the study's
+    assert [r["measured_share"] for r in out["rows"]] == [0.3, 0.3]
+    assert out["rows"][0]["seconds"] == {"prune": 1.0, "rescore_bn-recal": 0.1, "rescore_reconstruct": 0.2}
+    assert out["init_rows"] == study["init_rows"]
+    notes = "\n".join(out["table"]["notes"])
+    assert "mobilenet_v2 at 30%: MET" in notes and "BN recal moved by at most 0.00 points" in notes
+    assert study["rows"][0]["reconstruct_acc"] == 0.08  # the input is not modified
+    with pytest.raises(cr.ConfigError, match="not a finished criteria result"):
+        cr.rescore(piece(["mobilenet_v2"], [0.3], rows, [], seconds=None), "partial.json", score)
