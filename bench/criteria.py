@@ -559,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rescore is not None:
         torch.set_num_threads(2)  # one process scores every row
         study = json.loads(args.rescore.read_text())
-        done = rescore(study, str(args.rescore), study_scorer(study, args.data_root))
+        done = rescore(study, str(args.rescore), study_scorer(study, args.data_root), args.criteria)
         write_json(out_dir / "criteria.json", done)
         print_result_table(done["table"])
         return
@@ -623,14 +623,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"total {doc['seconds']:.0f} s")
 
 
-def rescore(doc: Mapping[str, Any], source: str, score: Callable[[Mapping[str, Any]], Scores]) -> dict[str, Any]:
+def rescore(
+    doc: Mapping[str, Any],
+    source: str,
+    score: Callable[[Mapping[str, Any]], Scores],
+    criteria: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """``doc`` (a finished criteria study) with every trained-base row's ``bn_recal_acc`` and
     ``reconstruct_acc`` scored again (``score(row)``, :func:`study_scorer`: the product's protocols
     as they are now, on the row's widths and criterion, the study's calibration and held-out
     batches); the measured latency and the fine-tuned test accuracy are kept (the fine-tune starts
     from the BN-recalibrated pruned model, which reconstruction does not touch). The earlier
     figures stay in each row (``*_before``); the at-init rows are kept as they are. For a change to
-    a protocol, without re-running hours of fine-tunes.
+    a protocol, without re-running hours of fine-tunes. Rows of criteria not in ``criteria`` (None:
+    all) keep their BN recal figure and lose their reconstruct one (None, the old one kept as
+    ``reconstruct_acc_before``), so the verdicts count only rows scored by one method; the table's
+    notes name them.
 
     Raises:
         ConfigError: ``doc`` is not a finished criteria study.
@@ -639,7 +647,11 @@ def rescore(doc: Mapping[str, Any], source: str, score: Callable[[Mapping[str, A
         raise ConfigError(f"--rescore {source}: not a finished criteria result")
     started = time.time()
     rows = []
+    skipped = sorted({r["criterion"] for r in doc["rows"] if criteria is not None and r["criterion"] not in criteria})
     for r in doc["rows"]:
+        if r["criterion"] in skipped:
+            rows.append({**r, "reconstruct_acc": None, "reconstruct_acc_before": r["reconstruct_acc"]})
+            continue
         s = score(r)
         took = {**r.get("seconds", {}), **{f"rescore_{k}": v for k, v in s.seconds.items()}}
         rows.append({**r, "bn_recal_acc": s.bn_recal, "reconstruct_acc": s.reconstruct,
@@ -648,13 +660,20 @@ def rescore(doc: Mapping[str, Any], source: str, score: Callable[[Mapping[str, A
         print(f"{r['model']} {r['budget']:.0%} {r['policy']:>10} {r['criterion']:>14}: bn-recal "
               f"{r['bn_recal_acc']:.4f} -> {s.bn_recal:.4f}, reconstruct {r['reconstruct_acc']:.4f} -> "
               f"{s.reconstruct:.4f}", flush=True)  # fmt: skip
-    moved = max((abs(r["bn_recal_acc"] - r["bn_recal_acc_before"]) for r in rows), default=0.0)
+    moved = max((abs(r["bn_recal_acc"] - r["bn_recal_acc_before"]) for r in rows if "bn_recal_acc_before" in r),
+                default=0.0)  # fmt: skip
     note = (
         f"Rescored ({source}, {time.time() - started:.0f} s): the BN recal and reconstruct columns were "
         "scored again on the same widths, criteria and batches by the protocols as they are now (reconstruct: "
         "batch norm re-estimated after each refit, so each consumer is fit on its final inputs); latency, "
         f"fine-tuned and at-init figures are the study's. BN recal moved by at most {100 * moved:.2f} points "
         "(the same protocol: a check that the batches are the study's)."
+        + (
+            f" NOT rescored: {', '.join(skipped)} (reconstruct column empty, the earlier figure kept in the JSON as "
+            "reconstruct_acc_before; not counted by the verdicts)."
+            if skipped
+            else ""
+        )
     )
     out = {**doc, "rows": rows, "searched_notes": [*doc.get("searched_notes", []), note],
            "rescored": [*doc.get("rescored", []), {"source": source, "seconds": time.time() - started,

@@ -264,3 +264,20 @@ def test_rescoring_replaces_the_no_training_scores_and_keeps_latency_fine_tune_a
     assert study["rows"][0]["reconstruct_acc"] == 0.08  # the input is not modified
     with pytest.raises(cr.ConfigError, match="not a finished criteria result"):
         cr.rescore(piece(["mobilenet_v2"], [0.3], rows, [], seconds=None), "partial.json", score)
+
+
+def test_criteria_left_out_of_a_rescore_lose_their_reconstruct_figure_and_are_named(cr: ModuleType) -> None:
+    rows = [{**full_row("resnet20", 0.3, 0.1, r, c), "widths": {"g": 3}} for c, r in (("l1", 0.05), ("hessian", 0.9))]
+    study = piece(["resnet20"], [0.3], rows, [])
+
+    def score(r: dict[str, Any]) -> Any:
+        assert r["criterion"] == "l1"  # hessian is not scored
+        return cr.Scores(0.1, 0.6, None, {})
+
+    out = cr.rescore(study, "old.json", score, criteria=["l1"])
+    by = {r["criterion"]: r for r in out["rows"]}
+    assert by["l1"]["reconstruct_acc"] == 0.6
+    assert by["hessian"]["reconstruct_acc"] is None and by["hessian"]["reconstruct_acc_before"] == 0.9
+    assert by["hessian"]["bn_recal_acc"] == 0.1  # bn-recal's protocol did not change
+    notes = "\n".join(out["table"]["notes"])
+    assert "NOT rescored: hessian" in notes and "resnet20 at 30%: MET (higher held-out accuracy for 1 of 1" in notes
