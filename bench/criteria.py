@@ -525,6 +525,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="score a finished study's rows again by bn-recal and reconstruct (same widths and criteria; "
         "latency and fine-tuned accuracy kept) and write it again",
     )  # fmt: skip
+    ap.add_argument("--where", nargs="+", default=None, metavar="MODEL@BUDGET",
+                    help="with --rescore: only these model and budget pairs (e.g. resnet20@0.3)")  # fmt: skip
     ap.add_argument(
         "--policies", type=Path, nargs="+", default=None, help="search_quality.json files whose rows carry a policy"
     )
@@ -544,6 +546,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # the evaluator's own (unused here: the criteria are scored by the protocols above, latency measured side by side)
     ap.set_defaults(protocol="bn-recal", protocol_settings="{}", in_loop_latency="predicted")
     args = ap.parse_args(argv)
+    if args.where is not None:
+        if args.rescore is None:
+            ap.error("--where only applies with --rescore")
+        pairs = []
+        for w in args.where:
+            model, _, budget = w.partition("@")
+            try:
+                pairs.append((model, float(budget)))
+            except ValueError:
+                ap.error(f"--where {w!r}: expected MODEL@BUDGET, e.g. resnet20@0.3")
+            if model not in BASES:
+                ap.error(f"--where {w!r}: unknown base {model!r}; choose from {sorted(BASES)}")
+        args.where = pairs
     if args.quick:
         args.bases, args.budgets, args.criteria = ["resnet20"], [0.5], QUICK_CRITERIA
         args.init_criteria, args.finetune_batches, args.init_seeds, args.init_batches = QUICK_INIT_CRITERIA, 5, 1, 5
@@ -557,9 +572,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     out_dir = args.out_dir or dated_results().with_name(dated_results().name + ("-quick" if args.quick else ""))
     if args.rescore is not None:
-        torch.set_num_threads(2)  # one process scores every row
         study = json.loads(args.rescore.read_text())
-        done = rescore(study, str(args.rescore), study_scorer(study, args.data_root), args.criteria)
+        where = {(b, f) for b in args.bases for f in args.budgets}
+        if args.where:  # MODEL@BUDGET pairs, where --bases x --budgets is too coarse
+            where = set(args.where)
+        done = rescore(study, str(args.rescore), study_scorer(study, args.data_root), args.criteria, where)
         write_json(out_dir / "criteria.json", done)
         print_result_table(done["table"])
         return
@@ -628,6 +645,7 @@ def rescore(
     source: str,
     score: Callable[[Mapping[str, Any]], Scores],
     criteria: Sequence[str] | None = None,
+    where: set[tuple[str, float]] | None = None,
 ) -> dict[str, Any]:
     """``doc`` (a finished criteria study) with every trained-base row's ``bn_recal_acc`` and
     ``reconstruct_acc`` scored again (``score(row)``, :func:`study_scorer`: the product's protocols
@@ -638,7 +656,8 @@ def rescore(
     a protocol, without re-running hours of fine-tunes. Rows of criteria not in ``criteria`` (None:
     all) keep their BN recal figure and lose their reconstruct one (None, the old one kept as
     ``reconstruct_acc_before``), so the verdicts count only rows scored by one method; the table's
-    notes name them.
+    notes name them; so do rows whose ``(model, budget)`` is not in ``where`` (None: all;
+    ``--bases`` x ``--budgets``).
 
     Raises:
         ConfigError: ``doc`` is not a finished criteria study.
@@ -648,8 +667,10 @@ def rescore(
     started = time.time()
     rows = []
     skipped = sorted({r["criterion"] for r in doc["rows"] if criteria is not None and r["criterion"] not in criteria})
+    away = sorted({(r["model"], r["budget"]) for r in doc["rows"] if where is not None
+                   and (r["model"], r["budget"]) not in where})  # fmt: skip
     for r in doc["rows"]:
-        if r["criterion"] in skipped:
+        if r["criterion"] in skipped or (r["model"], r["budget"]) in away:
             rows.append({**r, "reconstruct_acc": None, "reconstruct_acc_before": r["reconstruct_acc"]})
             continue
         s = score(r)
@@ -672,6 +693,12 @@ def rescore(
             f" NOT rescored: {', '.join(skipped)} (reconstruct column empty, the earlier figure kept in the JSON as "
             "reconstruct_acc_before; not counted by the verdicts)."
             if skipped
+            else ""
+        )
+        + (
+            f" NOT rescored: {', '.join(f'{m} at {b:.0%}' for m, b in away)} (the same: reconstruct column empty, "
+            "not counted)."
+            if away
             else ""
         )
     )

@@ -130,12 +130,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--policies", type=int, default=6, help="policies re-fine-tuned per model and budget")
     ap.add_argument("--seeds", type=int, default=2, help="extra seeds per policy (seed 0 is the study's)")
     ap.add_argument("--draws", type=int, default=2000, help="simulated noisy rankings for the ceiling")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 beside another job on 2 cores)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.policies < 2 or args.seeds < 1:
         raise SystemExit(f"--policies must be >= 2 and --seeds >= 1 (got {args.policies}, {args.seeds})")
     study = json.loads(args.study.read_text())
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     started = time.time()
     evs: dict[tuple[str, float], Evaluator] = {}
     runs = []

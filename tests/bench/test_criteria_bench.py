@@ -281,3 +281,23 @@ def test_criteria_left_out_of_a_rescore_lose_their_reconstruct_figure_and_are_na
     assert by["hessian"]["bn_recal_acc"] == 0.1  # bn-recal's protocol did not change
     notes = "\n".join(out["table"]["notes"])
     assert "NOT rescored: hessian" in notes and "resnet20 at 30%: MET (higher held-out accuracy for 1 of 1" in notes
+
+
+def test_budgets_left_out_of_a_rescore_are_named_and_not_counted(cr: ModuleType) -> None:
+    rows = [{**full_row("resnet20", b, 0.1, 0.05), "widths": {"g": 3}} for b in (0.3, 0.5)]
+    out = cr.rescore(piece(["resnet20"], [0.3, 0.5], rows, []), "old.json",
+                     lambda r: cr.Scores(0.1, 0.6, None, {}), where={("resnet20", 0.3)})  # fmt: skip
+    assert [r["reconstruct_acc"] for r in out["rows"]] == [0.6, None]
+    notes = "\n".join(out["table"]["notes"])
+    assert "NOT rescored: resnet20 at 50%" in notes and "resnet20 at 50%: NOT RUN" in notes
+
+
+def test_where_pairs_are_parsed_and_a_bad_one_is_named(cr: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    args = cr.parse_args(["--rescore", "s.json", "--where", "resnet20@0.3", "mobilenet_v2@0.5"])
+    assert args.where == [("resnet20", 0.3), ("mobilenet_v2", 0.5)]
+    for bad, said in ((["--rescore", "s.json", "--where", "resnet20"], "expected MODEL@BUDGET"),
+                      (["--rescore", "s.json", "--where", "vgg@0.3"], "unknown base 'vgg'"),
+                      (["--where", "resnet20@0.3"], "only applies with --rescore")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            cr.parse_args(bad)
+        assert said in capsys.readouterr().err
