@@ -267,12 +267,15 @@ def run_search(args: argparse.Namespace, label: str, work: Path) -> dict[str, An
     import prunepilot.search
     from prunepilot.search.config import EvaluationSection
     from prunepilot.search.pareto import best_within_budget
+    from prunepilot.search.store import RunStore
 
     name, settings = parse_protocol(label) if label != "default" else (None, {})
     cfg = search_config(args, name, settings)
     started = time.time()
-    result = prunepilot.search.run(cfg, backend="local", run_dir=work / label.replace(":", "-"), progress=False)
+    run_dir = work / label.replace(":", "-")
+    result = prunepilot.search.run(cfg, backend="local", run_dir=run_dir, progress=False)
     seconds = time.time() - started
+    info = RunStore(run_dir).read_info()
     pick = best_within_budget(result.candidates, result.budget_ms)
     row: dict[str, Any] = {
         "protocol": label if name is not None else f"{EvaluationSection().protocol} (default)",
@@ -283,12 +286,15 @@ def run_search(args: argparse.Namespace, label: str, work: Path) -> dict[str, An
         "search_seconds": seconds,
         "budget_ms": result.budget_ms,
         "base_ms": result.base.latency_ms,
+        # what the run folder (a temporary one) said about the pick's origin: kept with the result
+        "run": {k: info.get(k) for k in ("scoring", "uniform_at_budget", "fill") if k in info},
     }
     if pick is None:
         row["pick"] = None
         print(f"{label}: no candidate within the budget {result.budget_ms:.3f} ms", flush=True)
         return row
     row["pick"] = {"policy": json.loads(pick.policy.to_json()), "score": pick.metrics.accuracy,
+                   "strategy": pick.strategy, "trial": pick.trial,
                    "latency_ms": pick.measured.latency_ms if pick.measured else pick.metrics.latency_ms,
                    "latency_kind": "measured" if pick.measured else pick.metrics.latency_kind}  # fmt: skip
     print(f"{label}: {len(result.candidates)} candidates in {seconds:.0f} s; pick scored {pick.metrics.accuracy:.4f}",
