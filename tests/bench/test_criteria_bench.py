@@ -260,7 +260,7 @@ def test_rescoring_replaces_the_no_training_scores_and_keeps_latency_fine_tune_a
     assert out["rows"][0]["seconds"] == {"prune": 1.0, "rescore_bn-recal": 0.1, "rescore_reconstruct": 0.2}
     assert out["init_rows"] == study["init_rows"]
     notes = "\n".join(out["table"]["notes"])
-    assert "mobilenet_v2 at 30%: MET" in notes and "BN recal moved by at most 0.00 points" in notes
+    assert "mobilenet_v2 at 30%: MET" in notes and "BN recal reproduced the study's figure in every row" in notes
     assert study["rows"][0]["reconstruct_acc"] == 0.08  # the input is not modified
     with pytest.raises(cr.ConfigError, match="not a finished criteria result"):
         cr.rescore(piece(["mobilenet_v2"], [0.3], rows, [], seconds=None), "partial.json", score)
@@ -301,3 +301,10 @@ def test_where_pairs_are_parsed_and_a_bad_one_is_named(cr: ModuleType, capsys: p
         with pytest.raises(SystemExit):
             cr.parse_args(bad)
         assert said in capsys.readouterr().err
+
+
+def test_a_criterion_whose_bn_recal_figure_moved_on_rescoring_is_named(cr: ModuleType) -> None:
+    rows = [{**full_row("resnet20", 0.3, 0.1, 0.05, c), "widths": {"g": 3}} for c in ("l1", "random")]
+    out = cr.rescore(piece(["resnet20"], [0.3], rows, []), "old.json",
+                     lambda r: cr.Scores(0.1 if r["criterion"] == "l1" else 0.13, 0.6, None, {}))  # fmt: skip
+    assert "every row except random (up to 3.00 points" in "\n".join(out["table"]["notes"])
