@@ -657,7 +657,8 @@ def rescore(
     all) keep their BN recal figure and lose their reconstruct one (None, the old one kept as
     ``reconstruct_acc_before``), so the verdicts count only rows scored by one method; the table's
     notes name them; so do rows whose ``(model, budget)`` is not in ``where`` (None: all;
-    ``--bases`` x ``--budgets``).
+    ``--bases`` x ``--budgets``). A rescore of a rescored study keeps the rows it does not score as
+    they are and the study's first figures in ``*_before``; the table gets one note for all rescores.
 
     Raises:
         ConfigError: ``doc`` is not a finished criteria study.
@@ -666,25 +667,35 @@ def rescore(
         raise ConfigError(f"--rescore {source}: not a finished criteria result")
     started = time.time()
     rows = []
-    skipped = sorted({r["criterion"] for r in doc["rows"] if criteria is not None and r["criterion"] not in criteria})
-    away = sorted({(r["model"], r["budget"]) for r in doc["rows"] if where is not None
-                   and (r["model"], r["budget"]) not in where})  # fmt: skip
+    out_of = {(r["model"], r["budget"], r["criterion"]) for r in doc["rows"]
+              if (criteria is not None and r["criterion"] not in criteria)
+              or (where is not None and (r["model"], r["budget"]) not in where)}  # fmt: skip
     for r in doc["rows"]:
-        if r["criterion"] in skipped or (r["model"], r["budget"]) in away:
-            rows.append({**r, "reconstruct_acc": None, "reconstruct_acc_before": r["reconstruct_acc"]})
+        was_rescored = "reconstruct_acc_before" in r  # by an earlier rescore: its first figures are kept
+        bn_before = r.get("bn_recal_acc_before", r["bn_recal_acc"])
+        rec_before = r["reconstruct_acc_before"] if was_rescored else r["reconstruct_acc"]
+        if (r["model"], r["budget"], r["criterion"]) in out_of:
+            rows.append(
+                dict(r) if was_rescored else {**r, "reconstruct_acc": None, "reconstruct_acc_before": rec_before}
+            )
             continue
         s = score(r)
         took = {**r.get("seconds", {}), **{f"rescore_{k}": v for k, v in s.seconds.items()}}
         rows.append({**r, "bn_recal_acc": s.bn_recal, "reconstruct_acc": s.reconstruct,
-                     "bn_recal_acc_before": r["bn_recal_acc"], "reconstruct_acc_before": r["reconstruct_acc"],
+                     "bn_recal_acc_before": bn_before, "reconstruct_acc_before": rec_before,
                      "seconds": took})  # fmt: skip
         print(f"{r['model']} {r['budget']:.0%} {r['policy']:>10} {r['criterion']:>14}: bn-recal "
-              f"{r['bn_recal_acc']:.4f} -> {s.bn_recal:.4f}, reconstruct {r['reconstruct_acc']:.4f} -> "
-              f"{s.reconstruct:.4f}", flush=True)  # fmt: skip
-    note = rescore_note(source, time.time() - started, rows, skipped, away)
-    out = {**doc, "rows": rows, "searched_notes": [*doc.get("searched_notes", []), note],
-           "rescored": [*doc.get("rescored", []), {"source": source, "seconds": time.time() - started,
-                                                    "machine": machine()}]}  # fmt: skip
+              f"{bn_before:.4f} -> {s.bn_recal:.4f}, reconstruct {rec_before:.4f} -> {s.reconstruct:.4f}",
+              flush=True)  # fmt: skip
+    runs = [*doc.get("rescored", []), {"source": source, "seconds": time.time() - started, "machine": machine()}]
+    blank = [r for r in rows if r["reconstruct_acc"] is None]
+    pairs = {(r["model"], r["budget"]) for r in blank}
+    away = sorted(p for p in pairs if all(x["reconstruct_acc"] is None for x in rows if (x["model"], x["budget"]) == p))
+    skipped = sorted({r["criterion"] for r in blank if (r["model"], r["budget"]) not in away})
+    note = rescore_note(", ".join(str(x["source"]) for x in runs), sum(float(x["seconds"]) for x in runs), rows,
+                        skipped, away)  # fmt: skip
+    notes = [n for n in doc.get("searched_notes", []) if not n.startswith("Rescored (")]  # one note, the final state
+    out = {**doc, "rows": rows, "searched_notes": [*notes, note], "rescored": runs}
     out["table"] = criteria_table(out)
     return out
 

@@ -308,3 +308,15 @@ def test_a_criterion_whose_bn_recal_figure_moved_on_rescoring_is_named(cr: Modul
     out = cr.rescore(piece(["resnet20"], [0.3], rows, []), "old.json",
                      lambda r: cr.Scores(0.1 if r["criterion"] == "l1" else 0.13, 0.6, None, {}))  # fmt: skip
     assert "every row except random (up to 3.00 points" in "\n".join(out["table"]["notes"])
+
+
+def test_a_rescore_of_a_rescore_keeps_the_rows_it_does_not_score_and_the_studys_first_figures(cr: ModuleType) -> None:
+    rows = [{**full_row("resnet20", b, 0.1, 0.05), "widths": {"g": 3}} for b in (0.3, 0.5)]
+    study = piece(["resnet20"], [0.3, 0.5], rows, [])
+    first = cr.rescore(study, "a.json", lambda r: cr.Scores(0.1, 0.6, None, {}), where={("resnet20", 0.3)})
+    second = cr.rescore(first, "b.json", lambda r: cr.Scores(0.1, 0.7, None, {}), where={("resnet20", 0.5)})
+    assert [r["reconstruct_acc"] for r in second["rows"]] == [0.6, 0.7]  # the 30% row kept from the first
+    assert [r["reconstruct_acc_before"] for r in second["rows"]] == [0.05, 0.05]  # the study's own figures
+    notes = "\n".join(second["table"]["notes"])
+    assert notes.count("Rescored (") == 1 and "Rescored (a.json, b.json" in notes and "NOT rescored" not in notes
+    assert "resnet20 at 50%: MET" in notes and "resnet20 at 30%: MET" in notes
