@@ -89,6 +89,21 @@ def filled(row: dict[str, Any]) -> str:
     return "yes" if fill.get("filled") and fill.get("filled") == best.get("id") else "no"
 
 
+def fill_note(row: dict[str, Any]) -> str | None:
+    """Why a fill within the budget did not become the best: it scored lower, or tied (a tie goes
+    to the faster policy, which is then the one that uses less of the budget); None otherwise."""
+    fill, best = row.get("fill") or {}, row.get("best") or {}
+    got, was = fill.get("accuracy"), fill.get("from_accuracy")
+    if not fill.get("filled") or fill.get("filled") == best.get("id") or got is None or was is None:
+        return None
+    use = fill["latency_ms"] / row["budget_ms"] if fill.get("latency_ms") is not None else None
+    at = f" (budget_use {use:.3f})" if use is not None else ""
+    if got == was:
+        return (f"{row['strategy']}: the fill{at} scored {got:.4f}, the same as the strategy's best; a tie goes to "
+                "the faster policy, so the best uses less of the budget.")  # fmt: skip
+    return f"{row['strategy']}: the fill{at} scored {got:.4f}, under the strategy's best ({was:.4f})."
+
+
 def budget_table(record: dict[str, Any]) -> dict[str, Any]:
     """The BENCHMARKS.md table for a ``budget_use.json`` record (also what the script prints)."""
     rows = []
@@ -99,6 +114,7 @@ def budget_table(record: dict[str, Any]) -> dict[str, Any]:
                      best.get("measured_latency_ms"), r["budget_ms"], best.get("budget_use"),
                      "yes" if best else "NO", filled(r), "yes" if r["met"] else "NO"])  # fmt: skip
     m = record["machine"]
+    why = [fill_note(r) for r in record["rows"]]
     notes = [
         f"{record['args']['config']} per strategy on Ray (2 CPUs): in-loop latency predicted by the predictor "
         "calibrated at search start, every front point and the best within budget re-measured at the end; the "
@@ -107,6 +123,7 @@ def budget_table(record: dict[str, Any]) -> dict[str, Any]:
         "says whether the widened policy won, '-' that no fill ran).",
         "budget_use = measured latency of that best / budget. Targets: within the measured budget with budget_use "
         f">= {TARGET_USE:g} for every strategy; autoslim and metapruning under {TARGET_ONESHOT_S:.0f} s.",
+        *[w for w in why if w],
         machine_note(m["cpu"], m["cores"], m["platform"], record["versions"]),
     ]
     return result_table("Budget use of every strategy's best policy, quickstart (#15)", COLUMNS, rows, notes)
