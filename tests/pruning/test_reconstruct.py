@@ -82,12 +82,17 @@ def _consumer_outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> di
     return got
 
 
-def test_consumer_outputs_move_towards_the_unpruned_models() -> None:
+def _tiny_residual() -> tuple[nn.Module, list[torch.Tensor]]:
+    """The zoo's tiny residual net with its batch norm estimated on 4 random calibration batches."""
     torch.manual_seed(0)
     model = build_model("testing:tiny-residual", num_classes=10, in_channels=3)
     calib = [torch.randn(16, 3, 16, 16) for _ in range(4)]
     recalibrate_bn(model, calib)
-    model.eval()
+    return model.eval(), calib
+
+
+def test_consumer_outputs_move_towards_the_unpruned_models() -> None:
+    model, calib = _tiny_residual()
     without, kept = _pruned(model, calib[0][:2], 0.5)
     recalibrate_bn(without, calib)
     refit, _ = _pruned(model, calib[0][:2], 0.5)
@@ -139,11 +144,7 @@ def test_each_layer_is_fit_on_the_inputs_the_returned_model_gives_it() -> None:
 
     from prunepilot.pruning import reconstruct as rec
 
-    torch.manual_seed(0)
-    model = build_model("testing:tiny-residual", num_classes=10, in_channels=3)
-    calib = [torch.randn(16, 3, 16, 16) for _ in range(4)]
-    recalibrate_bn(model, calib)
-    model.eval()
+    model, calib = _tiny_residual()
     pruned, kept = _pruned(model, calib[0][:2], 0.25)
     record = reconstruct(pruned, model, calib, kept)
     assert len(record.layers) == 4 and all(f.refit for f in record.layers)
