@@ -19,19 +19,20 @@ from prunepilot.training import TrainConfig, distillation_loss, finetune_and_sco
 BATCHES = 100
 
 
-def standard_recipe(batches: int = BATCHES) -> TrainConfig:
-    """The recipe: one epoch capped at ``batches`` batches, lr 0.01, cosine, seed 0."""
-    return TrainConfig(epochs=1, lr=0.01, schedule="cosine", seed=0, max_batches_per_epoch=batches)
+def standard_recipe(batches: int = BATCHES, seed: int = 0) -> TrainConfig:
+    """The recipe: one epoch capped at ``batches`` batches, lr 0.01, cosine, seed 0 (``seed``: for
+    measuring the recipe's own seed noise, ``bench/finetune_noise.py``)."""
+    return TrainConfig(epochs=1, lr=0.01, schedule="cosine", seed=seed, max_batches_per_epoch=batches)
 
 
 def finetune_test(
-    ev: Evaluator, policy: PruningPolicy, batches: int = BATCHES, model: nn.Module | None = None
+    ev: Evaluator, policy: PruningPolicy, batches: int = BATCHES, model: nn.Module | None = None, seed: int = 0
 ) -> float:
     """``policy`` applied to ``ev``'s base (the search's prune, then BN recalibration), fine-tuned by
     the standard recipe with the base as teacher; its accuracy on the test split. ``model``: that
-    pruned, recalibrated model already made (it is trained in place)."""
+    pruned, recalibrated model already made (it is trained in place); ``seed``: the recipe's."""
     model = model if model is not None else ev.prune(policy)
     result = finetune_and_score(
-        model, ev.data.train, ev.data.test, standard_recipe(batches), loss_fn=distillation_loss(ev.model)
+        model, ev.data.train, ev.data.test, standard_recipe(batches, seed), loss_fn=distillation_loss(ev.model)
     )
     return float(result.after[0])

@@ -39,12 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bases.load import load_base  # noqa: E402
 from bench.common import args_record, dated_results, machine, machine_note, result_table, write_json  # noqa: E402
-from bench.finetune import standard_recipe  # noqa: E402
+from bench.finetune import finetune_test  # noqa: E402
 from bench.proxy_correlation import TARGETS, draw_key, search_config  # noqa: E402
 from prunepilot.pruning import PruningPolicy  # noqa: E402
 from prunepilot.search.config import validate_config  # noqa: E402
 from prunepilot.search.evaluator import Evaluator  # noqa: E402
-from prunepilot.training import distillation_loss, finetune_and_score  # noqa: E402
 
 COLUMNS = [
     "model", "budget", "policies", "seeds", "seed sd (points)", "spread sd (points)", "reliability",
@@ -151,11 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for p in spread_pick(points, args.policies):
             policy = PruningPolicy.from_widths(ev.space, p["channels"])
             accs = [p["finetuned_test_acc"]]
-            for seed in range(1, args.seeds + 1):
-                recipe = standard_recipe().model_copy(update={"seed": seed})
-                result = finetune_and_score(ev.prune(policy), ev.data.train, ev.data.test, recipe,
-                                            loss_fn=distillation_loss(ev.model))  # fmt: skip
-                accs.append(float(result.after[0]))
+            accs += [finetune_test(ev, policy, seed=seed) for seed in range(1, args.seeds + 1)]
             runs.append({"model": model, "budget": budget, "policy": p["policy"], "accs": accs})
             print(f"{model} {budget:.0%} #{p['policy']}: {accs}", flush=True)
     doc: dict[str, Any] = {"benchmark": "finetune_noise", "args": args_record(args), "runs": runs,

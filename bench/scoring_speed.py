@@ -62,7 +62,7 @@ PATHS: dict[str, dict[str, str]] = {
         "scoring": "slice",
         "in_loop_latency": "predicted",
         "in_loop_predictor": "lut",
-    },  # fmt: skip
+    },
 }
 TARGET_SPEEDUP = 10.0
 TARGET_WITHIN = 0.9

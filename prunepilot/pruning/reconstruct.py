@@ -118,17 +118,18 @@ def reconstruct(
     pruned.eval()
     base.eval()
     fits = []
+    used = 0
     try:
         _restore_base_bn(pruned, base, kept)
         for name in _forward_order(pruned, usable, batches[0].to(next(pruned.parameters()).device)):
             layer = cast(_Layer, mods[name])
             fits.append(_refit(name, layer, base_mods[name], pruned, base, batches, kept, ridge, positions, seed))
-            recalibrate_bn(pruned, batches)  # the later consumers are fit on their final inputs
-            pruned.eval()
+            used = recalibrate_bn(pruned, batches)  # the later consumers are fit on their final inputs
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    used = recalibrate_bn(pruned, batches)  # models with no refit layer; a no-op otherwise
+    if not fits:  # nothing refit: the statistics are still the unpruned model's
+        used = recalibrate_bn(pruned, batches)
     return Reconstruction(layers=tuple(fits), skipped=skipped, bn_batches=used)
 
 
